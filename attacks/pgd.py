@@ -1,0 +1,146 @@
+"""Projected gradient descent (Madry et al. 2018) and FGSM (Goodfellow et al. 2015), L-inf and L2.
+
+Hot-path rules followed here: input gradients only (`torch.autograd.grad` on x, parameters frozen);
+no host-device synchronisation inside the step loop except a compaction every ``compact_every``
+steps, which drops samples already misclassified so they stop costing forward/backward passes; the
+per-sample best point (lowest margin z_y - max_{j!=y} z_j) is kept across steps and restarts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from harness.registry import ATTACKS
+from harness.rng import stream_seed
+from harness.threat import ascent_direction, clip_box, project, random_start
+
+from .base import Attack
+from .losses import get_loss, margin, scaled
+
+
+@dataclass
+class SearchResult:
+    """What a PGD search found: points, their margins and (for GAIRAT) steps spent still correct."""
+
+    x_adv: Tensor
+    margin: Tensor
+    steps_correct: Tensor | None = None
+
+
+def _bcast(mask: Tensor, like: Tensor) -> Tensor:
+    return mask.view(-1, *([1] * (like.dim() - 1)))
+
+
+@ATTACKS.register("pgd")
+class PGD(Attack):
+    """PGD with random start, restarts, CE/margin/DLR loss and per-sample best over restarts."""
+
+    def __init__(
+        self,
+        norm: str = "linf",
+        eps: float = 8 / 255,
+        steps: int = 20,
+        step_size: float | None = None,
+        restarts: int = 1,
+        loss: str = "ce",
+        random_start: bool = True,
+        init: str = "uniform",
+        keep: str = "best",
+        early_stop: bool = True,
+        compact_every: int = 5,
+        logit_scale: float = 1.0,
+    ) -> None:
+        super().__init__(norm, eps)
+        self.steps = int(steps)
+        # Madry et al. use 2.5 * eps / steps so that the iterate can cross the ball and back.
+        self.step_size = float(step_size) if step_size is not None else 2.5 * eps / max(1, steps)
+        self.restarts = int(restarts)
+        self.loss = loss
+        self.random_start = bool(random_start)
+        self.init = init
+        if keep not in ("best", "last"):
+            raise ValueError("keep must be 'best' or 'last'")
+        self.keep = keep
+        self.early_stop = bool(early_stop) and keep == "best"
+        self.compact_every = max(1, int(compact_every))
+        self.logit_scale = float(logit_scale)
+        get_loss(loss)  # validate early
+
+    def perturb(self, model: nn.Module, x: Tensor, y: Tensor, *, index: Tensor | None = None, seed: int = 0) -> Tensor:
+        assert index is not None
+        return self.search(model, x, y, index=index, seed=seed).x_adv
+
+    def search(
+        self, model: nn.Module, x: Tensor, y: Tensor, *, index: Tensor, seed: int = 0, count_correct: bool = False
+    ) -> SearchResult:
+        """Run all restarts; returns the per-sample best (or last) points."""
+        n = len(x)
+        loss_fn = scaled(get_loss(self.loss), self.logit_scale)
+        best_x = x.detach().clone()
+        best_m = torch.full((n,), float("inf"), device=x.device)
+        counts = torch.zeros(n, dtype=torch.int64, device=x.device) if count_correct else None
+        for r in range(self.restarts):
+            if r > 0 and self.early_stop:
+                todo = (best_m >= 0).nonzero().squeeze(1)  # one sync per restart
+                if len(todo) == 0:
+                    break
+            else:
+                todo = torch.arange(n, device=x.device)
+            self._restart(model, x, y, index, todo, stream_seed(seed, "restart", r), loss_fn, best_x, best_m, counts)
+        return SearchResult(best_x, best_m, counts)
+
+    def _restart(self, model, x, y, index, pos, seed, loss_fn, best_x, best_m, counts) -> None:
+        xs, ys = x[pos].detach(), y[pos]
+        if self.random_start:
+            delta = random_start(xs, self.norm, self.eps, seed, index[pos], self.init)
+        else:
+            delta = torch.zeros_like(xs)
+        bx, bm = xs.clone(), torch.full((len(pos),), float("inf"), device=x.device)
+        last = self.keep == "last"
+        for t in range(self.steps + (0 if last else 1)):
+            xa = (xs + delta).requires_grad_(t < self.steps)
+            with torch.enable_grad():
+                logits = model(xa)
+                if t < self.steps:
+                    (g,) = torch.autograd.grad(loss_fn(logits, ys).sum(), xa)
+            m = margin(logits.detach().float(), ys)
+            if counts is not None and t < self.steps:
+                counts.index_add_(0, pos, (m > 0).long())
+            if not last:
+                better = m < bm
+                bm = torch.where(better, m, bm)
+                bx = torch.where(_bcast(better, bx), xa.detach(), bx)
+            if t == self.steps:
+                break
+            delta = clip_box(xs, project(delta + self.step_size * ascent_direction(g, self.norm), self.norm, self.eps))
+            if self.early_stop and (t + 1) % self.compact_every == 0:
+                self._write_back(pos, bx, bm, best_x, best_m)
+                keep = (bm >= 0).nonzero().squeeze(1)  # the only sync inside the loop
+                if len(keep) < len(pos):
+                    if len(keep) == 0:
+                        return
+                    pos, xs, ys, delta, bx, bm = pos[keep], xs[keep], ys[keep], delta[keep], bx[keep], bm[keep]
+        if last:
+            best_x[pos] = (xs + delta).detach()
+            return
+        self._write_back(pos, bx, bm, best_x, best_m)
+
+    @staticmethod
+    def _write_back(pos: Tensor, bx: Tensor, bm: Tensor, best_x: Tensor, best_m: Tensor) -> None:
+        better = bm < best_m[pos]
+        best_m[pos] = torch.where(better, bm, best_m[pos])
+        best_x[pos] = torch.where(_bcast(better, bx), bx, best_x[pos])
+
+
+@ATTACKS.register("fgsm")
+class FGSM(PGD):
+    """Fast gradient sign method: one step of size eps (sign for L-inf, normalised gradient for L2)."""
+
+    def __init__(self, norm: str = "linf", eps: float = 8 / 255, loss: str = "ce") -> None:
+        super().__init__(norm, eps, steps=1, step_size=eps, restarts=1, loss=loss, random_start=False)
+
+    def config(self) -> dict:
+        return {"attack": "fgsm", "norm": self.norm, "eps": self.eps, "loss": self.loss}

@@ -1,0 +1,399 @@
+"""The one training loop shared by every objective.
+
+Each epoch: a seeded permutation, one `Objective.step` per batch, an evaluation (clean accuracy and
+PGD robust accuracy on a fixed test subset) appended to a CSV log, and a resume state written
+atomically. Every random draw is keyed by (seed, epoch, step) or by sample id, so training killed
+at any point and started again with the same arguments ends with bit-identical weights on CPU.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from harness.atomic import write_bytes, write_text
+from harness.data.base import ImageDataset
+from harness.environment import resolve_device
+from harness.errors import UsageError
+from harness.models.checkpoint import CheckpointMeta, save_checkpoint
+from harness.registry import ATTACKS, OBJECTIVES
+from harness.rng import stream_seed, torch_generator
+
+from .objective import Objective, StepState, TrainContext
+
+STATE_SCHEMA = 1
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings; objective parameters live on the objective itself."""
+
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 0.05
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    seed: int = 0
+    device: str = "auto"
+    eval_samples: int = 256
+    eval_steps: int = 10
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or not (self.lr > 0):
+            raise UsageError("epochs, batch_size and lr must be positive")
+        if self.optimizer not in ("sgd", "adam"):
+            raise UsageError(f"unknown optimizer {self.optimizer!r}", "use 'sgd' or 'adam'")
+        if self.schedule not in ("cosine", "step", "constant"):
+            raise UsageError(f"unknown schedule {self.schedule!r}", "use 'cosine', 'step' or 'constant'")
+
+
+@dataclass
+class TrainResult:
+    """A trained model, where its checkpoint is, and the per-epoch log."""
+
+    model: nn.Module
+    checkpoint: Path | None
+    meta: CheckpointMeta
+    log: list[dict[str, Any]] = field(default_factory=list)
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(
+        model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=cfg.momentum > 0
+    )
+
+
+def make_schedule(
+    opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    total = cfg.epochs * steps_per_epoch
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    if cfg.schedule == "step":  # x0.1 at 50 % and 75 % of training (Madry/TRADES style)
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.1 ** ((s >= total // 2) + (s >= 3 * total // 4)))
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+
+
+def robust_eval(
+    model: nn.Module, data: ImageDataset, eps: float, steps: int, seed: int, device: torch.device, norm: str = "linf"
+) -> tuple[float, float]:
+    """Clean and PGD-``steps`` robust accuracy on ``data`` (one batch at a time, eval mode)."""
+    was = model.training
+    model.eval()
+    attack = ATTACKS.create("pgd", norm=norm, eps=eps, steps=steps, restarts=1, loss="ce")
+    clean = robust = 0
+    for s in range(0, len(data), 256):
+        x, y = data.batch(slice(s, s + 256))
+        x, y = x.to(device), y.to(device)
+        ids = data.ids[s : s + 256].to(device)  # type: ignore[index]
+        with torch.no_grad():
+            ok = model(x).argmax(1) == y
+        xa = attack(model, x, y, index=ids, seed=seed)
+        with torch.no_grad():
+            rob = (model(xa).argmax(1) == y) & ok
+        clean += int(ok.sum())
+        robust += int(rob.sum())
+    model.train(was)
+    return clean / len(data), robust / len(data)
+
+
+class Trainer:
+    """Trains one model with one objective; resumable from ``<out>.state.pt``."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        objective: Objective,
+        train_data: ImageDataset,
+        test_data: ImageDataset | None = None,
+        config: TrainConfig | None = None,
+        *,
+        out: str | Path | None = None,
+        arch: tuple[str, dict[str, Any]] | None = None,
+        objective_name: str | None = None,
+        condition: dict[str, Any] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        self.cfg = config or TrainConfig()
+        self.device = resolve_device(self.cfg.device)
+        self.model = model.to(self.device)
+        self.objective = objective
+        self.objective_name = objective_name or getattr(type(objective), "registry_name", type(objective).__name__)
+        self.train_data = train_data
+        self.test_data = test_data
+        self.out = Path(out) if out else None
+        self.arch = arch
+        self.condition = condition or {}
+        self.extra = extra or {}
+        self.optimizer = make_optimizer(self.model, self.cfg)
+        self.steps_per_epoch = math.ceil(len(train_data) / self.cfg.batch_size)
+        self.schedule = make_schedule(self.optimizer, self.cfg, self.steps_per_epoch)
+        self.log: list[dict[str, Any]] = []
+        self.start_epoch = 0
+
+    # ---- resume --------------------------------------------------------------------------------
+    @property
+    def state_path(self) -> Path | None:
+        return self.out.with_name(self.out.name + ".state.pt") if self.out else None
+
+    def _fingerprint(self) -> str:
+        return json.dumps(
+            {
+                "cfg": {k: v for k, v in dataclasses.asdict(self.cfg).items() if k != "progress"},
+                "objective": self.objective_name,
+                "params": self.objective.params(),
+                "arch": self.arch,
+                "data": self.train_data.content_hash(),
+                "condition": self.condition,
+            },
+            sort_keys=True,
+            default=str,
+        )
+
+    def _save_state(self, epoch: int) -> None:
+        if not self.state_path:
+            return
+        buf = io.BytesIO()
+        torch.save(
+            {
+                "schema": STATE_SCHEMA,
+                "fingerprint": self._fingerprint(),
+                "epoch": epoch,
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "schedule": self.schedule.state_dict(),
+                "objective": self.objective.state_dict(),
+                "log": self.log,
+                "torch_rng": torch.get_rng_state(),
+            },
+            buf,
+        )
+        write_bytes(self.state_path, buf.getvalue())
+
+    def _try_resume(self) -> None:
+        sp = self.state_path
+        if not sp or not sp.is_file():
+            return
+        try:
+            st = torch.load(sp, map_location=self.device, weights_only=True)
+        except Exception:
+            return
+        if st.get("schema") != STATE_SCHEMA or st.get("fingerprint") != self._fingerprint():
+            raise UsageError(
+                f"{sp} belongs to a different training run (config, objective or data differ)",
+                "delete it or choose another --out to start afresh",
+            )
+        self.model.load_state_dict(st["model"])
+        self.optimizer.load_state_dict(st["optimizer"])
+        self.schedule.load_state_dict(st["schedule"])
+        self.objective.load_state_dict(st["objective"])
+        self.log = list(st["log"])
+        self.start_epoch = int(st["epoch"]) + 1
+
+    # ---- the loop ------------------------------------------------------------------------------
+    def fit(self) -> TrainResult:
+        cfg = self.cfg
+        ctx = TrainContext(
+            model=self.model,
+            train_data=self.train_data,
+            num_classes=self.train_data.num_classes,
+            class_counts=self.train_data.class_counts(),
+            epochs=cfg.epochs,
+            steps_per_epoch=self.steps_per_epoch,
+            device=self.device,
+            make_optimizer=lambda: make_optimizer(self.model, cfg),
+            default_eps=dict(self.train_data.train_eps),
+            extra=self.extra,
+        )
+        self.objective.setup(ctx)
+        self._try_resume()
+        eval_eps = self.train_data.train_eps.get("linf", 8 / 255)
+        eval_set = None
+        if self.test_data is not None and cfg.eval_samples > 0:
+            eval_set = self.test_data.subset(slice(0, min(cfg.eval_samples, len(self.test_data))))
+        x_all, y_all = self.train_data.batch(slice(None))
+        x_all, y_all = x_all.to(self.device), y_all.to(self.device)
+        ids_all = self.train_data.ids.to(self.device)  # type: ignore[union-attr]
+        with _progress(cfg.progress, cfg.epochs, self.objective_name, self.start_epoch) as bar:
+            for epoch in range(self.start_epoch, cfg.epochs):
+                t0 = time.perf_counter()
+                torch.manual_seed(stream_seed(cfg.seed, "epoch", epoch))  # dropout etc., resume-exact
+                perm = torch.randperm(len(y_all), generator=torch_generator(cfg.seed, "perm", epoch)).to(self.device)
+                sums: dict[str, torch.Tensor] = {}
+                self.model.train()
+                for step in range(self.steps_per_epoch):
+                    rows = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+                    key = stream_seed(cfg.seed, "step", epoch, step)
+                    state = StepState(
+                        epoch,
+                        step,
+                        cfg.epochs,
+                        ids_all[rows],
+                        key,
+                        torch_generator(key, device=self.device),
+                        self.train_data.num_classes,
+                    )
+                    info = self.objective.step(self.model, x_all[rows], y_all[rows], self.optimizer, state)
+                    self.schedule.step()
+                    for k, v in info.items():
+                        v = v.detach().float().mean() if isinstance(v, torch.Tensor) else torch.tensor(float(v))
+                        sums[k] = sums.get(k, 0) + v
+                row: dict[str, Any] = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"]}
+                row.update({k: float(v) / self.steps_per_epoch for k, v in sums.items()})
+                if not all(math.isfinite(v) for k, v in row.items() if isinstance(v, float)):
+                    raise UsageError(
+                        f"training diverged at epoch {epoch + 1} (non-finite loss)",
+                        "lower --lr or check the objective's parameters",
+                    )
+                if eval_set is not None:
+                    clean, robust = robust_eval(
+                        self.model, eval_set, eval_eps, cfg.eval_steps, stream_seed(cfg.seed, "eval"), self.device
+                    )
+                    row.update(test_clean=clean, test_pgd=robust, eval_eps=eval_eps)
+                row["seconds"] = time.perf_counter() - t0
+                self.log.append(row)
+                self._write_log()
+                self._save_state(epoch)
+                bar(row)
+        self.model.eval()
+        return self._finish()
+
+    def _write_log(self) -> None:
+        if not self.out:
+            return
+        keys: list[str] = []
+        for r in self.log:
+            keys += [k for k in r if k not in keys]
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=keys)
+        w.writeheader()
+        w.writerows(self.log)
+        write_text(self.out.with_name(self.out.name + ".train.csv"), buf.getvalue())
+
+    def _finish(self) -> TrainResult:
+        arch_name, arch_args = self.arch or ("unknown", {})
+        last = self.log[-1] if self.log else {}
+        meta = CheckpointMeta(
+            architecture=arch_name,
+            arch_args=arch_args,
+            dataset=self.train_data.name,
+            num_classes=self.train_data.num_classes,
+            input_shape=list(self.train_data.shape),
+            objective=self.objective_name,
+            objective_params=_jsonable(self.objective.params()),
+            condition=self.condition,
+            seed=self.cfg.seed,
+            clean_accuracy=last.get("test_clean"),
+            train_config={k: v for k, v in dataclasses.asdict(self.cfg).items() if k != "progress"},
+        )
+        path = None
+        if self.out:
+            path = save_checkpoint(self.out, self.model, meta)
+            if self.state_path and self.state_path.exists():
+                self.state_path.unlink()
+        return TrainResult(self.model, path, meta, self.log)
+
+
+def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(d, default=str))
+
+
+class _progress:
+    """A rich progress bar over epochs showing the latest loss and accuracies."""
+
+    def __init__(self, enabled: bool, epochs: int, label: str, start: int) -> None:
+        self.enabled, self.epochs, self.label, self.start = enabled, epochs, label, start
+
+    def __enter__(self):
+        if not self.enabled:
+            return lambda row: None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.prog = Progress(
+            TextColumn("[bold]train {task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[status]}"),
+        )
+        self.prog.__enter__()
+        self.task = self.prog.add_task(self.label, total=self.epochs, completed=self.start, status="")
+
+        def advance(row: dict[str, Any]) -> None:
+            status = f"loss {row.get('loss', float('nan')):.3f}"
+            if "test_clean" in row:
+                status += f"  clean {100 * row['test_clean']:.1f}%  pgd {100 * row['test_pgd']:.1f}%"
+            self.prog.update(self.task, advance=1, status=status)
+
+        return advance
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            self.prog.__exit__(*exc)  # type: ignore[arg-type]
+
+
+def train(
+    objective: str | Objective = "ce",
+    model: str | nn.Module = "cnn",
+    train_data: ImageDataset | None = None,
+    test_data: ImageDataset | None = None,
+    *,
+    config: TrainConfig | None = None,
+    out: str | Path | None = None,
+    objective_params: dict[str, Any] | None = None,
+    model_args: dict[str, Any] | None = None,
+    condition: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Train ``model`` (an architecture name or module) with ``objective`` on ``train_data``."""
+    from harness.models import create_model
+
+    cfg = config or TrainConfig()
+    if train_data is None:
+        raise UsageError("train() needs train_data")
+    obj = OBJECTIVES.create(objective, **(objective_params or {})) if isinstance(objective, str) else objective
+    arch = None
+    if isinstance(model, str):
+        torch.manual_seed(stream_seed(cfg.seed, "init"))
+        args = dict(model_args or {})
+        net = create_model(model, train_data, **args)
+        arch = (model, _arch_args(model, train_data, args))
+    else:
+        net = model
+    return Trainer(
+        net,
+        obj,
+        train_data,
+        test_data,
+        cfg,
+        out=out,
+        arch=arch,
+        objective_name=objective if isinstance(objective, str) else None,
+        condition=condition,
+    ).fit()
+
+
+def _arch_args(name: str, data: ImageDataset, args: dict[str, Any]) -> dict[str, Any]:
+    from harness.registry import MODELS
+
+    params = MODELS.get(name).parameters()
+    c, h, _ = data.shape
+    full = dict(args)
+    for key, value in (("num_classes", data.num_classes), ("in_channels", c), ("input_size", h)):
+        if key in params:
+            full.setdefault(key, value)
+    return _jsonable(full)

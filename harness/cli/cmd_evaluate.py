@@ -1,0 +1,46 @@
+"""`harness evaluate CHECKPOINT`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from .app import app, console
+from .common import print_findings, results_table
+
+
+@app.command()
+def evaluate(
+    checkpoint: str = typer.Argument(..., help="a checkpoint written by harness train (x.safetensors)"),
+    dataset: str = typer.Option("digits", help="dataset spec, e.g. digits or cifar10:root=DIR"),
+    suite: str = typer.Option("quick", help="suite preset (harness list suites) or a TOML file"),
+    out: Path = typer.Option(Path("runs"), help="output root"),
+    name: str | None = typer.Option(None, help="run name (default: checkpoint name + suite)"),
+    batch_size: int = typer.Option(256),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("auto"),
+    max_samples: int | None = typer.Option(None, help="evaluate only the first N samples"),
+    overwrite: bool = typer.Option(False, help="replace results of a different evaluation under the same name"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Evaluate a model with a suite; writes OUT/NAME/{result.json,report.md,records/}; resumable."""
+    from harness.api import evaluate as api_evaluate
+
+    run_name = name or f"{Path(checkpoint).stem}-{Path(suite).stem}"
+    res = api_evaluate(
+        checkpoint,
+        dataset,
+        suite,
+        out=out,
+        name=run_name,
+        batch_size=batch_size,
+        seed=seed,
+        device=device,
+        max_samples=max_samples,
+        overwrite=overwrite,
+        progress=progress,
+    )
+    console.print(results_table([res]))
+    print_findings(console, [res])
+    console.print(f"wrote [bold]{out / run_name}[/]/result.json and report.md")

@@ -1,0 +1,34 @@
+"""Rendering helpers shared by the subcommands."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+from harness.results import Result
+
+
+def results_table(results: list[Result], title: str = "clean vs robust accuracy (%)") -> Table:
+    keys: list[str] = []
+    for r in results:
+        keys += [g.key for g in r.threat_models if g.key not in keys]
+    t = Table(title=title)
+    t.add_column("model")
+    t.add_column("clean", justify="right")
+    for k in keys:
+        t.add_column(k, justify="right")
+    for r in results:
+        have = {g.key: g for g in r.threat_models}
+        t.add_row(
+            str(r.model.get("name") or r.name),
+            r.clean.pct(),
+            *[have[k].accuracy.pct() if k in have else "–" for k in keys],
+        )
+    return t
+
+
+def print_findings(console, results: list[Result]) -> None:
+    for r in results:
+        for f in r.findings:
+            if f.severity in ("warning", "error"):
+                color = "red" if f.severity == "error" else "yellow"
+                console.print(f"[{color}]{f.severity}[/] {r.model.get('name') or r.name}: {f.message}", highlight=False)

@@ -1,0 +1,427 @@
+"""The evaluation engine: one suite over one (model, dataset), a streamed per-sample record, a Result.
+
+Per sample and suite entry the record holds a status (1 robust, 0 broken by this entry, -1 not
+attacked because already broken: wrong when clean, or broken by an earlier attack of the same
+threat model), the margin at the returned point and the prediction. Worst-case robust accuracy of a
+threat model is the per-sample AND over its attacks. Every adversarial batch is re-verified here
+(ball, box, finiteness) and scored with the engine's own forward pass.
+
+Work is done chunk by chunk (fixed ranges of dataset positions); each finished chunk is written
+atomically, so an interrupted run resumes at the first missing chunk and, because every random
+draw is keyed by (seed, global sample id, entry), gives the same numbers as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from harness import environment
+from harness.atomic import write_json, write_text
+from harness.checks import check_logits, postcheck, precheck
+from harness.data.base import ImageDataset, check_image_range
+from harness.errors import RunLockedError, UsageError
+from harness.logits import margin
+from harness.results import Accuracy, GroupResult, Result
+from harness.rng import stream_seed
+from harness.suites import Entry, Suite, load_suite
+from harness.threat import check_contract
+
+RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
+
+
+@dataclass
+class EvalConfig:
+    """How to run an evaluation (not what: that is the suite)."""
+
+    batch_size: int = 256
+    chunk_size: int = 512
+    seed: int = 0
+    device: str = "auto"
+    max_samples: int | None = None
+    overwrite: bool = False
+    progress: bool = True
+
+
+def check_run_name(name: str) -> str:
+    """Run names are single path components: no separators, no '..', no absolute paths."""
+    if not RUN_NAME.match(name) or ".." in name:
+        raise UsageError(
+            f"invalid run name {name!r}",
+            "use letters, digits and . _ + - (no path separators or '..'); the run is created under the output root",
+        )
+    return name
+
+
+@contextlib.contextmanager
+def run_lock(directory: Path) -> Iterator[None]:
+    """An exclusive lock on a run directory; a second writer gets `RunLockedError`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunLockedError(
+                f"another process is writing to {directory}", "wait for it to finish or choose another --name"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def model_hash(model: nn.Module) -> str:
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes() if v.numel() else b"")
+    return h.hexdigest()
+
+
+def _is_oom(e: BaseException) -> bool:
+    return isinstance(e, torch.cuda.OutOfMemoryError) or (isinstance(e, RuntimeError) and "out of memory" in str(e))
+
+
+class BatchRunner:
+    """Runs a function over slices of a batch, halving the slice size on out-of-memory and retrying."""
+
+    def __init__(self, batch_size: int) -> None:
+        self.batch_size = max(1, int(batch_size))
+        self.backoffs = 0
+
+    def map(self, fn: Callable[[slice], None], n: int) -> None:
+        s = 0
+        while s < n:
+            sl = slice(s, min(n, s + self.batch_size))
+            try:
+                fn(sl)
+            except Exception as e:
+                if not _is_oom(e) or self.batch_size == 1:
+                    raise
+                self.batch_size = max(1, self.batch_size // 2)
+                self.backoffs += 1
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                continue
+            s = sl.stop
+
+
+def _groups(entries: list[Entry]) -> list[tuple[str, list[int]]]:
+    order: dict[str, list[int]] = {}
+    for i, e in enumerate(entries):
+        order.setdefault(e.group, []).append(i)
+    return list(order.items())
+
+
+class Evaluation:
+    """One evaluation, bound to its run directory; `run` is resumable."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        dataset: ImageDataset,
+        suite: str | Suite = "quick",
+        *,
+        out: str | Path | None = None,
+        name: str | None = None,
+        config: EvalConfig | None = None,
+        model_info: dict[str, Any] | None = None,
+    ) -> None:
+        self.config = config or EvalConfig()
+        self.device = environment.resolve_device(self.config.device)
+        self.was_training = model.training
+        self.model = model.to(self.device).eval()
+        self.dataset = dataset
+        if self.config.max_samples is not None and self.config.max_samples < len(dataset):
+            self.dataset = dataset.subset(slice(0, self.config.max_samples))
+        self.suite = load_suite(suite)
+        self.entries = self.suite.resolve(self.dataset.eps_grid)
+        for e in self.entries:
+            if e.threat is not None:
+                e.threat.validate_for(self.dataset.shape)
+        self.attackers = [e.build() for e in self.entries]
+        self.model_info = dict(model_info or {})
+        self.model_info.setdefault("sha256_state", model_hash(self.model))
+        self.name = check_run_name(name) if name else None
+        self.dir = (Path(out or "runs") / self.name) if self.name else (Path(out) if out else None)
+        self.config_hash = self._config_hash()
+
+    def _config_hash(self) -> str:
+        from harness import __version__
+
+        blob = json.dumps(
+            {
+                "model": self.model_info["sha256_state"],
+                "data": self.dataset.content_hash(),
+                "entries": [e.describe() for e in self.entries],
+                "seed": self.config.seed,
+                "chunk": self.config.chunk_size,
+                "version": __version__,
+            },
+            sort_keys=True,
+            default=str,
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    # ---- per-chunk work -------------------------------------------------------------------------
+    def _chunk(self, start: int, stop: int, runner: BatchRunner, timing: dict[str, float]) -> dict[str, np.ndarray]:
+        rows = torch.arange(start, stop)
+        x_all, y_all = self.dataset.batch(rows)
+        ids_all = self.dataset.ids[rows]  # type: ignore[index]
+        n = stop - start
+        cols: dict[str, np.ndarray] = {
+            "id": ids_all.numpy(),
+            "label": y_all.numpy(),
+            "clean_pred": np.zeros(n, np.int16),
+            "clean_margin": np.zeros(n, np.float32),
+        }
+        for k in range(len(self.entries)):
+            cols[f"s{k}"] = np.full(n, -1, np.int8)
+            cols[f"m{k}"] = np.full(n, np.nan, np.float32)
+            cols[f"p{k}"] = np.full(n, -1, np.int16)
+
+        def work(sl: slice) -> None:
+            x = x_all[sl].to(self.device)
+            check_image_range(x, "dataset images")
+            y = y_all[sl].to(self.device)
+            ids = ids_all[sl].to(self.device)
+            with torch.no_grad():
+                logits = self.model(x)
+            check_logits(logits, len(x), self.dataset.num_classes)
+            pred = logits.argmax(1)
+            correct = pred == y
+            cols["clean_pred"][sl] = pred.cpu().numpy()
+            cols["clean_margin"][sl] = _margin(logits, y).cpu().numpy()
+            for _, members in _groups(self.entries):
+                alive = correct.clone()
+                for k in members:
+                    entry, attacker = self.entries[k], self.attackers[k]
+                    t0 = time.perf_counter()
+                    seed = stream_seed(self.config.seed, entry.key)
+                    if entry.kind == "corruption":
+                        xc = attacker(x, index=ids, seed=seed)
+                        status, m, p = self._score(xc, y)
+                        cols[f"s{k}"][sl] = status.cpu().numpy()
+                        cols[f"m{k}"][sl] = m.cpu().numpy()
+                        cols[f"p{k}"][sl] = p.cpu().numpy()
+                    else:
+                        act = alive.nonzero().squeeze(1)
+                        if len(act):
+                            xa = attacker(self.model, x[act], y[act], index=ids[act], seed=seed)
+                            check_contract(x[act], xa, entry.threat, who=entry.key)  # type: ignore[arg-type]
+                            status, m, p = self._score(xa, y[act])
+                            alive[act] = status.bool()
+                            s_np = np.full(len(x), -1, np.int8)
+                            m_np = np.full(len(x), np.nan, np.float32)
+                            p_np = np.full(len(x), -1, np.int16)
+                            a_np = act.cpu().numpy()
+                            s_np[a_np], m_np[a_np], p_np[a_np] = status.cpu().numpy(), m.cpu().numpy(), p.cpu().numpy()
+                            cols[f"s{k}"][sl], cols[f"m{k}"][sl], cols[f"p{k}"][sl] = s_np, m_np, p_np
+                    if self.device.type == "cuda":
+                        torch.cuda.synchronize(self.device)
+                    timing[entry.key] = timing.get(entry.key, 0.0) + time.perf_counter() - t0
+
+        runner.map(work, n)
+        return cols
+
+    def _score(self, x_adv: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The engine's own fp32 verdict on candidate points: (status 1/0, margin, prediction)."""
+        with torch.no_grad():
+            logits = self.model(x_adv.float())
+        pred = logits.argmax(1)
+        return (pred == y).to(torch.int8), _margin(logits, y), pred.to(torch.int16)
+
+    # ---- the run ----------------------------------------------------------------------------------
+    def run(self) -> Result:
+        from harness.records import RecordStore
+
+        if self.dir is None:
+            import tempfile
+
+            with tempfile.TemporaryDirectory(prefix="harness-eval-") as tmp:
+                self.dir = Path(tmp)
+                try:
+                    return self._run(RecordStore)
+                finally:
+                    self.dir = None
+        with run_lock(self.dir):
+            return self._run(RecordStore)
+
+    def _run(self, store_cls: Any) -> Result:
+        assert self.dir is not None
+        t_start = time.perf_counter()
+        store = store_cls(self.dir / "records", self.config_hash, self.config.chunk_size, len(self.dataset))
+        foreign = store.foreign_chunks()
+        if foreign and not self.config.overwrite:
+            raise UsageError(
+                f"{self.dir} holds results of a different evaluation (model, data, suite or seed changed)",
+                "choose another --name, or pass --overwrite to replace them",
+            )
+        x0, y0 = self.dataset.batch(slice(0, min(64, len(self.dataset))))
+        check_image_range(x0, "dataset images")
+        findings = precheck(
+            self.model, x0.to(self.device), y0.to(self.device), self.dataset.num_classes, self.was_training
+        )
+        todo = store.missing()
+        runner = BatchRunner(self.config.batch_size)
+        timing: dict[str, float] = {}
+        with _progress(self.config.progress, len(self.dataset), self.name or "evaluate") as advance:
+            advance(len(self.dataset) - sum(store.chunk_range(c)[1] - store.chunk_range(c)[0] for c in todo))
+            for cid in todo:
+                s, e = store.chunk_range(cid)
+                store.write(cid, self._chunk(s, e, runner, timing))
+                advance(e - s)
+        write_json(
+            self.dir / "records" / "index.json",
+            {
+                "config_hash": self.config_hash,
+                "chunk_size": store.chunk_size,
+                "n_total": store.n_total,
+                "entries": [e.describe() for e in self.entries],
+            },
+        )
+        result = self._aggregate(store, findings, timing, runner)
+        result.timing["wall_s"] = time.perf_counter() - t_start
+        result.findings += postcheck(result)
+        result.save(self.dir / "result.json")
+        from harness.report import render_markdown
+
+        write_text(self.dir / "report.md", render_markdown([result]))
+        return result
+
+    def _aggregate(self, store: Any, findings: list, timing: dict[str, float], runner: BatchRunner) -> Result:
+        K = self.dataset.num_classes
+        groups = _groups(self.entries)
+        clean_c = 0
+        class_n = np.zeros(K, np.int64)
+        class_clean = np.zeros(K, np.int64)
+        g_correct = np.zeros(len(groups), np.int64)
+        g_class = np.zeros((len(groups), K), np.int64)
+        e_cum = np.zeros(len(self.entries), np.int64)
+        n = 0
+        for chunk in store.iter_chunks():
+            lab = chunk["label"]
+            ok = chunk["clean_pred"] == lab
+            n += len(lab)
+            clean_c += int(ok.sum())
+            class_n += np.bincount(lab, minlength=K)
+            class_clean += np.bincount(lab[ok], minlength=K)
+            for gi, (_, members) in enumerate(groups):
+                alive = np.ones(len(lab), bool) if self.entries[members[0]].kind == "corruption" else ok.copy()
+                for k in members:
+                    alive &= chunk[f"s{k}"] == 1
+                    e_cum[k] += int(alive.sum())
+                g_correct[gi] += int(alive.sum())
+                g_class[gi] += np.bincount(lab[alive], minlength=K)
+        per_class = lambda c: [float(a / b) if b else float("nan") for a, b in zip(c, class_n)]
+        out_groups = []
+        for gi, (gkey, members) in enumerate(groups):
+            first = self.entries[members[0]]
+            out_groups.append(
+                GroupResult(
+                    key=gkey,
+                    kind=first.kind,
+                    accuracy=Accuracy.of(g_correct[gi], n),
+                    norm=first.norm,
+                    eps=first.eps,
+                    corruption=first.name if first.kind == "corruption" else None,
+                    severity=first.severity,
+                    entries=[
+                        {
+                            **self.entries[k].describe(),
+                            "config": _config_of(self.attackers[k]),
+                            "cumulative": asdict(Accuracy.of(e_cum[k], n)),
+                            "seconds": round(timing.get(self.entries[k].key, 0.0), 4),
+                        }
+                        for k in members
+                    ],
+                    per_class=per_class(g_class[gi]),
+                )
+            )
+        return Result(
+            name=self.name or "evaluation",
+            model=self.model_info,
+            dataset=self.dataset.describe(),
+            suite=self.suite.describe(),
+            config={
+                **asdict(self.config),
+                "config_hash": self.config_hash,
+                "device": str(self.device),
+                "final_batch_size": runner.batch_size,
+                "oom_backoffs": runner.backoffs,
+            },
+            environment=environment.describe(self.device),
+            clean=Accuracy.of(clean_c, n),
+            groups=out_groups,
+            per_class_clean=per_class(class_clean),
+            findings=findings,
+            record={
+                "path": "records",
+                "chunks": store.n_chunks,
+                "config_hash": self.config_hash,
+                "entries": [e.key for e in self.entries],
+            },
+            timing={"attack_s": round(sum(timing.values()), 4)},
+        )
+
+
+def _config_of(obj: Any) -> dict[str, Any]:
+    cfg = getattr(obj, "config", None)
+    return cfg() if callable(cfg) else {}
+
+
+def _margin(logits: Tensor, y: Tensor) -> Tensor:
+    return margin(logits, y).float()
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool, total: int, label: str) -> Iterator[Callable[[int], None]]:
+    if not enabled:
+        yield lambda k: None
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        transient=False,
+    ) as prog:
+        task = prog.add_task(f"evaluate {label}", total=total)
+        yield lambda k: prog.advance(task, k)
+
+
+def evaluate(
+    model: nn.Module,
+    dataset: ImageDataset,
+    suite: str | Suite = "quick",
+    *,
+    out: str | Path | None = None,
+    name: str | None = None,
+    config: EvalConfig | None = None,
+    model_info: dict[str, Any] | None = None,
+) -> Result:
+    """Evaluate ``model`` on ``dataset`` with ``suite``; writes ``out/name/`` when a name is given."""
+    return Evaluation(model, dataset, suite, out=out, name=name, config=config, model_info=model_info).run()

@@ -1,0 +1,102 @@
+"""PreAct ResNet-18 (He et al. 2016) and Wide ResNets (Zagoruyko & Komodakis 2016), CIFAR layouts.
+
+The WRN follows the layout used by the adversarial-training literature (Madry/TRADES repos): 3
+groups of (depth-4)/6 pre-activation blocks with widths 16k, 32k, 64k. WRN-28-10 and WRN-34-10 are
+``wrn`` with depth=28/34, widen=10.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from harness.errors import UsageError
+from harness.registry import MODELS
+
+from .base import Classifier
+
+
+class PreActBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int, drop: float = 0.0) -> None:
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(cin)
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.drop = drop
+        self.shortcut = None
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Conv2d(cin, cout, 1, stride, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = F.relu(self.bn1(x))
+        sc = self.shortcut(out) if self.shortcut is not None else x
+        out = self.conv1(out)
+        out = F.relu(self.bn2(out))
+        if self.drop:
+            out = F.dropout(out, self.drop, self.training)
+        return self.conv2(out) + sc
+
+
+@MODELS.register("preact-resnet18")
+class PreActResNet18(Classifier):
+    """PreAct ResNet-18 (4 stages of 2 blocks, 64-512 channels); CIFAR stem (3x3 conv, no pooling)."""
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        in_channels: int = 3,
+        input_size: int = 32,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+    ) -> None:
+        super().__init__(num_classes, in_channels, mean, std)
+        self.stem = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
+        blocks, cin = [], 64
+        for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+            blocks += [PreActBlock(cin, cout, stride), PreActBlock(cout, cout, 1)]
+            cin = cout
+        self.layers = nn.Sequential(*blocks)
+        self.bn = nn.BatchNorm2d(512)
+        self.head = nn.Linear(512, num_classes)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        out = F.relu(self.bn(self.layers(self.stem(x))))
+        return F.adaptive_avg_pool2d(out, 1).flatten(1)
+
+
+@MODELS.register("wrn")
+class WideResNet(Classifier):
+    """Wide ResNet WRN-depth-widen (default 28-10); depth must be 6n+4."""
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        in_channels: int = 3,
+        input_size: int = 32,
+        depth: int = 28,
+        widen: int = 10,
+        dropout: float = 0.0,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+    ) -> None:
+        super().__init__(num_classes, in_channels, mean, std)
+        if (depth - 4) % 6:
+            raise UsageError(f"WRN depth must be 6n+4 (e.g. 16, 28, 34, 40), not {depth}")
+        n = (depth - 4) // 6
+        widths = [16, 16 * widen, 32 * widen, 64 * widen]
+        self.stem = nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)
+        blocks, cin = [], widths[0]
+        for g, stride in zip(range(3), (1, 2, 2)):
+            for i in range(n):
+                blocks.append(PreActBlock(cin, widths[g + 1], stride if i == 0 else 1, dropout))
+                cin = widths[g + 1]
+        self.layers = nn.Sequential(*blocks)
+        self.bn = nn.BatchNorm2d(cin)
+        self.head = nn.Linear(cin, num_classes)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        out = F.relu(self.bn(self.layers(self.stem(x))))
+        return F.adaptive_avg_pool2d(out, 1).flatten(1)

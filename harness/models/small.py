@@ -1,0 +1,71 @@
+"""Small architectures for 8x8 digits and tests: an MLP and a compact CNN."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import Tensor, nn
+
+from harness.registry import MODELS
+
+from .base import Classifier
+
+
+@MODELS.register("mlp")
+class MLP(Classifier):
+    """Multilayer perceptron on flattened pixels (ReLU, configurable hidden widths)."""
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        in_channels: int = 1,
+        input_size: int = 8,
+        hidden: Sequence[int] = (256, 256),
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+    ) -> None:
+        super().__init__(num_classes, in_channels, mean, std)
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = in_channels * input_size * input_size
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.ReLU()]
+            width = h
+        self.trunk = nn.Sequential(*layers)
+        self.head = nn.Linear(width, num_classes)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        return self.trunk(x)
+
+
+@MODELS.register("cnn")
+class SmallCNN(Classifier):
+    """Compact CNN for 8x8 inputs (3 conv layers, 2 pools, FC 256); any size via adaptive pooling."""
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        in_channels: int = 1,
+        input_size: int = 8,
+        width: int = 32,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+    ) -> None:
+        super().__init__(num_classes, in_channels, mean, std)
+        w = width
+        self.trunk = nn.Sequential(
+            nn.Conv2d(in_channels, w, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(w, 2 * w, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(2 * w, 4 * w, 3, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveMaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(16 * w, 256),
+            nn.ReLU(),
+        )
+        self.head = nn.Linear(256, num_classes)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        return self.trunk(x)

@@ -1,0 +1,56 @@
+"""``name:key=value,key=value`` specs for datasets, models and attacks given on the command line."""
+
+from __future__ import annotations
+
+import ast
+from typing import Any
+
+from harness.errors import UsageError
+
+
+def parse_value(text: str) -> Any:
+    """A literal (number, bool, list, quoted string) or else the bare string."""
+    low = text.strip()
+    if low.lower() in ("true", "false"):
+        return low.lower() == "true"
+    if low.lower() in ("none", "null"):
+        return None
+    try:
+        return ast.literal_eval(low)
+    except (ValueError, SyntaxError):
+        return low
+
+
+def parse_kv(items: list[str] | None, what: str = "parameter") -> dict[str, Any]:
+    """``["a=1", "b=x"]`` -> ``{"a": 1, "b": "x"}``."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        for part in _split(item):
+            if "=" not in part:
+                raise UsageError(f"{what} {part!r} is not key=value")
+            k, v = part.split("=", 1)
+            out[k.strip().replace("-", "_")] = parse_value(v)
+    return out
+
+
+def _split(text: str) -> list[str]:
+    parts, depth, cur = [], 0, ""
+    for ch in text:
+        if ch in "[(":
+            depth += 1
+        elif ch in "])":
+            depth -= 1
+        if ch == "," and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    if cur.strip():
+        parts.append(cur)
+    return [p.strip() for p in parts if p.strip()]
+
+
+def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """``"digits:split=train,size=32"`` -> ``("digits", {"split": "train", "size": 32})``."""
+    name, _, rest = spec.partition(":")
+    return name.strip(), parse_kv([rest] if rest else [])

@@ -1,0 +1,198 @@
+"""Suites: ordered lists of threat models (attacks with eps, corruptions with severities).
+
+Presets are TOML files shipped beside this module and registered in `SUITES` by file name; a user
+suite is any TOML file of the same form (``--suite path/to/suite.toml``). Data, not code::
+
+    summary = "one line"
+    [[attack]]
+    name = "pgd"           # a registered attack
+    norm = "linf"
+    eps = "dataset"        # a number, a list, or "dataset" (the dataset's eps grid for that norm)
+    params = { steps = 20, loss = "ce" }
+    [[corruption]]
+    name = "gaussian_noise"
+    severity = [1, 2, 3, 4, 5]   # or "all"
+
+Entries run in file order; put cheap attacks first, since samples they break are skipped later.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.errors import UsageError
+from harness.registry import ATTACKS, CORRUPTIONS, SUITES
+from harness.threat import ThreatModel, canonical_norm
+
+PRESET_DIR = Path(__file__).parent
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One resolved suite entry: an attack at one (norm, eps), or a corruption at one severity."""
+
+    kind: str  # "attack" | "corruption"
+    name: str
+    params: tuple[tuple[str, Any], ...] = ()
+    norm: str | None = None
+    eps: float | None = None
+    severity: int | None = None
+    label: str | None = None
+
+    @property
+    def threat(self) -> ThreatModel | None:
+        return ThreatModel(self.norm, self.eps) if self.kind == "attack" else None  # type: ignore[arg-type]
+
+    @property
+    def group(self) -> str:
+        """Entries sharing a group are combined per sample (worst case) into one accuracy."""
+        if self.kind == "attack":
+            return self.threat.key  # type: ignore[union-attr]
+        return f"{self.name}-{self.severity}"
+
+    @property
+    def key(self) -> str:
+        base = self.label or self.name
+        return f"{base}@{self.group}" if self.kind == "attack" else self.group
+
+    def build(self) -> Any:
+        if self.kind == "attack":
+            return ATTACKS.create(self.name, norm=self.norm, eps=self.eps, **dict(self.params))
+        return CORRUPTIONS.create(self.name, **dict(self.params))
+
+    def describe(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"key": self.key, "kind": self.kind, "name": self.name, "params": dict(self.params)}
+        if self.kind == "attack":
+            d.update(norm=self.norm, eps=self.eps, group=self.group)
+        else:
+            d.update(severity=self.severity, group=self.group)
+        return d
+
+
+@dataclass
+class Suite:
+    """A named list of entry specs; `resolve` fixes eps values for a dataset."""
+
+    name: str
+    summary: str = ""
+    attacks: list[dict[str, Any]] = field(default_factory=list)
+    corruptions: list[dict[str, Any]] = field(default_factory=list)
+    source: str = ""
+
+    def resolve(self, eps_grid: dict[str, tuple[float, ...]] | None = None) -> list[Entry]:
+        eps_grid = eps_grid or {}
+        entries: list[Entry] = []
+        for i, spec in enumerate(self.attacks):
+            where = f"suite {self.name!r}, attack #{i + 1}"
+            name = _req(spec, "name", where)
+            if name not in ATTACKS:
+                ATTACKS.get(name)  # raises with suggestions
+            norm = canonical_norm(str(spec.get("norm", "linf")))
+            eps_spec = spec.get("eps", "dataset")
+            if eps_spec == "dataset":
+                if norm not in eps_grid:
+                    raise UsageError(
+                        f"{where}: eps = 'dataset' but the dataset defines no {norm} eps grid",
+                        "give eps explicitly in the suite",
+                    )
+                eps_list = list(eps_grid[norm])
+            elif isinstance(eps_spec, (int, float)):
+                eps_list = [float(eps_spec)]
+            elif isinstance(eps_spec, list) and all(isinstance(e, (int, float)) for e in eps_spec):
+                eps_list = [float(e) for e in eps_spec]
+            else:
+                raise UsageError(f"{where}: eps must be a number, a list of numbers or 'dataset', not {eps_spec!r}")
+            params = spec.get("params", {})
+            if not isinstance(params, dict):
+                raise UsageError(f"{where}: params must be a table")
+            for eps in eps_list:
+                ThreatModel(norm, eps)
+                entries.append(Entry("attack", name, tuple(sorted(params.items())), norm, eps, label=spec.get("label")))
+        for i, spec in enumerate(self.corruptions):
+            where = f"suite {self.name!r}, corruption #{i + 1}"
+            name = _req(spec, "name", where)
+            names = CORRUPTIONS.names() if name == "all" else [name]
+            for n in names:
+                CORRUPTIONS.get(n)
+                sev = spec.get("severity", "all")
+                sevs = [1, 2, 3, 4, 5] if sev == "all" else ([sev] if isinstance(sev, int) else sev)
+                if not isinstance(sevs, list) or not all(isinstance(s, int) and 1 <= s <= 5 for s in sevs):
+                    raise UsageError(f"{where}: severity must be 1-5, a list of them, or 'all', not {sev!r}")
+                params = spec.get("params", {})
+                for s in sevs:
+                    entries.append(Entry("corruption", n, tuple(sorted({**params, "severity": s}.items())), severity=s))
+        keys = [e.key for e in entries]
+        dups = sorted({k for k in keys if keys.count(k) > 1})
+        if dups:
+            raise UsageError(f"suite {self.name!r} has duplicate entries {dups}", "give them distinct 'label's")
+        return entries
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "summary": self.summary,
+            "attacks": self.attacks,
+            "corruptions": self.corruptions,
+            "source": self.source,
+        }
+
+
+def _req(spec: dict[str, Any], key: str, where: str) -> Any:
+    if key not in spec:
+        raise UsageError(f"{where}: missing field {key!r}")
+    return spec[key]
+
+
+def parse_suite(text: str, name: str, source: str = "") -> Suite:
+    """Parse suite TOML; syntax errors name the line and column, schema errors the field."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise UsageError(f"suite {source or name}: malformed TOML: {e}", "fix the file and run again") from e
+    unknown = sorted(set(data) - {"summary", "attack", "corruption", "name"})
+    if unknown:
+        raise UsageError(f"suite {source or name}: unknown field(s) {unknown}", "allowed: summary, attack, corruption")
+    attacks, corruptions = data.get("attack", []), data.get("corruption", [])
+    for label, items, allowed in (
+        ("attack", attacks, {"name", "norm", "eps", "params", "label"}),
+        ("corruption", corruptions, {"name", "severity", "params"}),
+    ):
+        if not isinstance(items, list):
+            raise UsageError(f"suite {source or name}: '{label}' must be an array of tables ([[{label}]])")
+        for i, spec in enumerate(items):
+            bad = sorted(set(spec) - allowed)
+            if bad:
+                raise UsageError(
+                    f"suite {source or name}: {label} #{i + 1} has unknown field(s) {bad}",
+                    f"allowed: {', '.join(sorted(allowed))}",
+                )
+    return Suite(str(data.get("name", name)), str(data.get("summary", "")), attacks, corruptions, source)
+
+
+def load_suite(spec: str | Suite) -> Suite:
+    """A preset name or a path to a TOML file."""
+    if isinstance(spec, Suite):
+        return spec
+    p = Path(spec)
+    if p.suffix == ".toml":
+        if not p.is_file():
+            raise UsageError(f"suite file {p} not found")
+        return parse_suite(p.read_text(), p.stem, str(p))
+    return SUITES.create(spec)
+
+
+def _register_presets() -> None:
+    for path in sorted(PRESET_DIR.glob("*.toml")):
+        text = path.read_text()
+
+        def factory(_text: str = text, _name: str = path.stem) -> Suite:
+            return parse_suite(_text, _name, f"preset {_name}")
+
+        factory.__doc__ = parse_suite(text, path.stem).summary
+        SUITES.add(path.stem, factory)
+
+
+_register_presets()
