@@ -58,7 +58,8 @@ def precheck(model: nn.Module, x: Tensor, y: Tensor, num_classes: int, was_train
             Finding(
                 "stochastic",
                 "error",
-                f"two forward passes on the same inputs differ (max |dlogit| {diff:.3g}, {100 * flips:.1f}% predictions flip): "
+                f"two forward passes on the same inputs differ (max |dlogit| {diff:.3g}, "
+                f"{100 * flips:.1f}% predictions flip): "
                 "the model is randomised, so gradient attacks need expectation over transformation (EOT)",
                 data={"max_logit_diff": diff, "flip_rate": flips},
             )
@@ -135,7 +136,8 @@ def postcheck(result: Result) -> list[Finding]:
                     Finding(
                         "eps-monotonic",
                         "warning",
-                        f"{norm} robust accuracy rises from {a.accuracy.pct()}% at eps={a.eps:g} to {b.accuracy.pct()}% "
+                        f"{norm} robust accuracy rises from {a.accuracy.pct()}% at eps={a.eps:g} "
+                        f"to {b.accuracy.pct()}% "
                         f"at eps={b.eps:g}: the attack is failing at the larger eps",
                         related=b.key,
                     )

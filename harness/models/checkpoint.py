@@ -109,7 +109,8 @@ def read_meta(path: str | Path) -> CheckpointMeta:
     if not sp.is_file():
         raise CheckpointError(
             f"no sidecar {sp} next to the weights",
-            "a harness checkpoint is <name>.safetensors plus <name>.json; for other weights use --model module:factory --weights",
+            "a harness checkpoint is <name>.safetensors plus <name>.json; "
+            "for other weights use --model module:factory --weights",
         )
     try:
         d = json.loads(sp.read_text())
