@@ -100,8 +100,9 @@ def ascent_direction(grad: Tensor, norm: str) -> Tensor:
 def random_start(x: Tensor, norm: str, eps: float, seed: int, index: Tensor, init: str = "uniform") -> Tensor:
     """A keyed random initial perturbation (already projected and box-clipped).
 
-    ``uniform``: uniform in the L-inf cube, or uniform in the L2 ball (normal direction, radius
-    eps * u^(1/d)); ``normal``: 0.001 * N(0, 1) (TRADES/MART); ``zero``: no perturbation.
+    ``uniform``: uniform in the L-inf cube; for L2 a uniform direction at radius eps * U(0, 1) (the
+    torchattacks convention: volume-uniform radii eps * u^(1/d) sit on the sphere in high dimension
+    and measured slightly weaker on digits); ``normal``: 0.001 * N(0, 1) (TRADES/MART); ``zero``: no perturbation.
     """
     shape = tuple(x.shape[1:])
     if init == "zero":
@@ -114,7 +115,7 @@ def random_start(x: Tensor, norm: str, eps: float, seed: int, index: Tensor, ini
         else:
             g = keyed_normal(stream_seed(seed, "dir"), index, shape).to(x.device, x.dtype)
             r = keyed_uniform(stream_seed(seed, "radius"), index, (1,)).to(x.device, x.dtype)
-            r = r.pow(1.0 / math.prod(shape)).view(-1, *([1] * len(shape)))
+            r = r.view(-1, *([1] * len(shape)))
             d = g / _view(_flat_norm(g, "l2") + 1e-12, g) * r * eps
     else:
         raise UsageError(f"unknown init {init!r}", "use 'uniform', 'normal' or 'zero'")

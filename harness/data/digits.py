@@ -39,7 +39,7 @@ def digits(split: str = "test", size: int = 8, channels: int = 1) -> ImageDatase
     """Handwritten digits 0-9 (sklearn), 8x8x1 in [0, 1]; fixed stratified 70/30 train/test split (seed 0).
 
     ``size``/``channels`` upsample (bilinear) and repeat channels, e.g. size=32, channels=3 for a
-    CIFAR-shaped benchmark. The test split has 540 images, train 1257, all 1797. Sample ids are the
+    CIFAR-shaped benchmark. The test split has 539 images, train 1258, all 1797. Sample ids are the
     row numbers in sklearn's array, so every split and shape shares them.
     """
     from sklearn.datasets import load_digits
