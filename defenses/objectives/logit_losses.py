@@ -74,9 +74,9 @@ class LogitClip(Objective):
         return F.cross_entropy(self.clip(z), y), {"clipped_fraction": clipped.detach()}
 
 
-def simplex_code(k: int, device: torch.device | None = None) -> Tensor:
+def simplex_code(k: int, device: torch.device | None = None, dtype: torch.dtype = torch.float32) -> Tensor:
     """K x K rows v_k = sqrt(K/(K-1)) (e_k - 1/K): unit vectors, pairwise inner product -1/(K-1)."""
-    return math.sqrt(k / (k - 1)) * (torch.eye(k, device=device) - 1.0 / k)
+    return math.sqrt(k / (k - 1)) * (torch.eye(k, device=device, dtype=dtype) - 1.0 / k)
 
 
 @OBJECTIVES.register("square")
@@ -98,7 +98,7 @@ class SquareLoss(Objective):
         if self.coding == "simplex":
             if k < 2:
                 raise UsageError("the simplex-coded square loss needs at least 2 classes")
-            return ((z - simplex_code(k, z.device)[y]) ** 2).sum(1).mean(), {}
+            return ((z - simplex_code(k, z.device, z.dtype)[y]) ** 2).sum(1).mean(), {}
         zy = z.gather(1, y[:, None]).squeeze(1)
         rest = (z**2).sum(1) - zy**2
         return ((self.rescale_k * (zy - self.rescale_m) ** 2 + rest) / k).mean(), {}
