@@ -83,5 +83,5 @@ class OpenSampling(AuxData, Objective):
         y_ood = torch.multinomial(self.gamma.to(g.device), len(x_ood), replacement=True, generator=g).to(x.device)
         z = model(torch.cat([x, x_ood]))
         ce_in = F.cross_entropy(z[: len(x)], y)
-        ce_ood = F.cross_entropy(z[len(x) :], y_ood, weight=self.class_weights.to(x.device))
+        ce_ood = F.cross_entropy(z[len(x) :], y_ood, weight=self.class_weights.to(z.device, z.dtype))
         return ce_in + self.lambda_o * ce_ood, {"ce": ce_in.detach(), "ce_ood": ce_ood.detach()}

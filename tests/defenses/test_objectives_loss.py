@@ -59,7 +59,7 @@ def test_cot_complement_value():
     z = torch.tensor(Z, dtype=torch.float64)
     expected = sum(complement_sum(r, t) for r, t in zip(Z, Y)) / (3 * 3)
     got = complement_entropy(z, torch.tensor(Y))
-    assert float(got) == pytest.approx(expected, rel=1e-9)
+    assert got.item() == pytest.approx(expected, rel=1e-9)
     # complement entropy is maximal (most negative) when the wrong classes are uniform: -log(K-1)/K per sample
     flat = torch.tensor([[5.0, 1.0, 1.0]], dtype=torch.float64)
     assert float(complement_entropy(flat, torch.tensor([0]))) == pytest.approx(-math.log(2) / 3, rel=1e-4)  # up to the 1e-7
@@ -143,7 +143,7 @@ def test_gce_value_and_gradient():
     expected = (
         sum((softmax(r)[t] + 1e-7) ** alpha * complement_sum(r, t) for r, t in zip(Z, Y)) / 3 / math.log(3)
     )
-    assert float(loss) == pytest.approx(expected, rel=1e-9)
+    assert loss.item() == pytest.approx(expected, rel=1e-9)
     (g,) = torch.autograd.grad(loss, model.z)
     z = torch.tensor(Z, dtype=torch.float64, requires_grad=True)
     p = z.softmax(1)
@@ -181,7 +181,7 @@ def test_hcot_inner_outer_values():
             p[j] / (1 - mass + 1e-7) * math.log(max(p[j] / (1 - mass + 1e-7), 1e-10)) for j in range(5) if j not in group
         )
         total += inner / len(group) + outer / 5
-    assert float(got) == pytest.approx(total / 2, rel=1e-9)
+    assert got.item() == pytest.approx(total / 2, rel=1e-9)
     # sample 0: group {0,1,2}, inner over {1,2}; sample 1: group {3,4}, inner over {4} only (q = 1, term 0)
 
 
@@ -214,7 +214,7 @@ def test_logitnorm_value_and_scale_invariant_gradient():
     assert s0[1] == pytest.approx(20.0, rel=1e-6)
     n1 = math.sqrt(0.09 + 0.16 + 1.44) + 1e-7
     s1 = [v / (n1 * 0.04) for v in z[1]]
-    assert float(loss) == pytest.approx((ce(s0, 1) + ce(s1, 0)) / 2, rel=1e-9)
+    assert loss.item() == pytest.approx((ce(s0, 1) + ce(s1, 0)) / 2, rel=1e-9)
     (g,) = torch.autograd.grad(loss, model.z)
     # the loss depends on the direction of z only: the gradient is orthogonal to z (up to the 1e-7)
     dots = (g * model.z.detach()).sum(1)
@@ -232,7 +232,7 @@ def test_logitclip_paper_form_and_official_variant():
     loss, info = obj.loss(model, x, yt, make_state(2, 3))
     clipped = [1.5 * v / (5 + 1e-7) for v in z[0]]  # norm 1.5: [0.9, 1.2, 0]
     assert clipped[1] == pytest.approx(1.2, rel=1e-6)
-    assert float(loss) == pytest.approx((ce(clipped, 0) + ce(z[1], 2)) / 2, rel=1e-9)
+    assert loss.item() == pytest.approx((ce(clipped, 0) + ce(z[1], 2)) / 2, rel=1e-9)
     assert float(info["clipped_fraction"]) == 0.5
     # gradient of the unclipped sample is plain CE's: (p - e_y) / B
     (g,) = torch.autograd.grad(loss, model.z)
@@ -242,7 +242,7 @@ def test_logitclip_paper_form_and_official_variant():
     off, model2, _, _ = setup("logitclip", z=z, y=y, official_code_compat=True)
     loss2, _ = off.loss(model2, x, yt, make_state(2, 3))
     rescaled = [v / (5 + 1e-7) / 1.5 for v in z[0]]  # official code: norm 1 / tau = 0.667
-    assert float(loss2) == pytest.approx((ce(rescaled, 0) + ce(z[1], 2)) / 2, rel=1e-9)
+    assert loss2.item() == pytest.approx((ce(rescaled, 0) + ce(z[1], 2)) / 2, rel=1e-9)
 
 
 # ---- Square loss -------------------------------------------------------------------------------
@@ -258,7 +258,7 @@ def test_square_simplex_value_and_gradient():
         for b in range(3):
             assert sum(v[a][i] * v[b][i] for i in range(3)) == pytest.approx(1.0 if a == b else -0.5)
     expected = sum(sum((zr[i] - v[t][i]) ** 2 for i in range(3)) for zr, t in zip(Z, Y)) / 3
-    assert float(loss) == pytest.approx(expected, rel=1e-12)
+    assert loss.item() == pytest.approx(expected, rel=1e-12)
     (g,) = torch.autograd.grad(loss, model.z)
     g_ref = [[2 * (zr[i] - v[t][i]) / 3 for i in range(3)] for zr, t in zip(Z, Y)]
     assert torch.allclose(g, torch.tensor(g_ref, dtype=torch.float64), atol=1e-12)
@@ -270,7 +270,7 @@ def test_square_onehot_rescaled():
     expected = (
         sum((2.0 * (zr[t] - 3.0) ** 2 + sum(zr[j] ** 2 for j in range(3) if j != t)) / 3 for zr, t in zip(Z, Y)) / 3
     )
-    assert float(loss) == pytest.approx(expected, rel=1e-12)
+    assert loss.item() == pytest.approx(expected, rel=1e-12)
     assert OBJECTIVES.create("square").rescale_m == 15.0
     with pytest.raises(UsageError):
         OBJECTIVES.create("square", coding="bogus")
