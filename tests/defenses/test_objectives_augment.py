@@ -206,6 +206,10 @@ def test_crop_flip_is_a_padded_shift_or_its_mirror():
     y = torch.zeros(5, dtype=torch.long)
     out, _ = augment("crop-flip", x, y, 3, make_state(5, 3), 0, sigma=0.0, alpha=1.0)
     xp = torch.nn.functional.pad(x, (1, 1, 1, 1))
+
+    def crop(img, dy, dx):
+        return img[:, dy : dy + 8, dx : dx + 8]
+
     kinds = set()
     for i in range(5):
         cands = [
@@ -213,7 +217,7 @@ def test_crop_flip_is_a_padded_shift_or_its_mirror():
             for dy in range(3)
             for dx in range(3)
             for f in (False, True)
-            if torch.equal(out[i], xp[i, :, dy : dy + 8, dx : dx + 8].flip(-1) if f else xp[i, :, dy : dy + 8, dx : dx + 8])
+            if torch.equal(out[i], crop(xp[i], dy, dx).flip(-1) if f else crop(xp[i], dy, dx))
         ]
         assert len(cands) == 1
         kinds.add(cands[0])
