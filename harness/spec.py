@@ -34,13 +34,17 @@ def parse_kv(items: list[str] | None, what: str = "parameter") -> dict[str, Any]
 
 
 def _split(text: str) -> list[str]:
-    parts, depth, cur = [], 0, ""
+    parts, depth, cur, quote = [], 0, "", ""
     for ch in text:
-        if ch in "[(":
+        if quote:  # commas inside quotes belong to the value (e.g. aux='synthetic:channels=1,size=8')
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "[(":
             depth += 1
         elif ch in "])":
             depth -= 1
-        if ch == "," and depth == 0:
+        if ch == "," and depth == 0 and not quote:
             parts.append(cur)
             cur = ""
         else:
