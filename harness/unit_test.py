@@ -64,7 +64,9 @@ class UnitTestResult:
     def to_dict(self) -> dict[str, Any]:
         return {
             "threshold": self.threshold,
-            "threats": [{**asdict(t), "fraction": t.fraction, "too_weak": t.fraction < self.threshold} for t in self.threats],
+            "threats": [
+                {**asdict(t), "fraction": t.fraction, "too_weak": t.fraction < self.threshold} for t in self.threats
+            ],
         }
 
     def findings(self) -> list[Finding]:
@@ -75,7 +77,9 @@ class UnitTestResult:
                 f"example on {t.found} of {t.valid} samples ({100 * t.fraction:.1f}%)"
             )
             if t.valid == 0:
-                out.append(Finding("attack-unit-test", "warning", msg + ": no valid readout could be built", related=t.key))
+                out.append(
+                    Finding("attack-unit-test", "warning", msg + ": no valid readout could be built", related=t.key)
+                )
             elif t.fraction < self.threshold:
                 out.append(
                     Finding(
@@ -127,7 +131,9 @@ def _ball_points(x: Tensor, threat: ThreatModel, seed: int, idx: Tensor, k: int)
         r = keyed_uniform(stream_seed(seed, "radius"), ids, (1,), x.dtype).to(x.device).view(-1, *[1] * len(shape))
         inner = threat.eps * r * u / lp_norm(u, "l2").view(-1, *[1] * len(shape))
     xk = x.expand(k, *shape)
-    return x + clip_box(x, project(hat - x, threat.norm, threat.eps)), xk + clip_box(xk, project(inner, threat.norm, threat.eps))
+    return x + clip_box(x, project(hat - x, threat.norm, threat.eps)), xk + clip_box(
+        xk, project(inner, threat.norm, threat.eps)
+    )
 
 
 def _majority(model: nn.Module, x: Tensor, draws: int) -> Tensor:

@@ -37,13 +37,13 @@ def _train(adversarial: bool, hidden: tuple[int, ...], steps: int, seed: int) ->
     return model.eval()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def ce_model() -> nn.Module:
     """Full-batch Adam on the digits train split, CE (about 97 % clean test accuracy)."""
     return _train(False, (128,), 200, 0)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def pgd_at_model() -> nn.Module:
     """PGD-AT (L-inf eps 0.1, 5 steps) full-batch, a quick adversarially trained model."""
     return _train(True, (128,), 150, 0)

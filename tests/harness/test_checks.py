@@ -84,7 +84,7 @@ def run(model, suite_text, n=120, **cfg):
 
 
 def test_precheck_trips(model, data):
-    ds, x, y = data
+    _, x, y = data
     cases = {
         "stochastic": Wrap(model, lambda f, x: f(F.dropout(x, 0.3, training=True))),
         "probabilities": nn.Sequential(model, nn.Softmax(1)),
