@@ -52,6 +52,7 @@ class PGD(Attack):
         early_stop: bool = True,
         compact_every: int = 5,
         logit_scale: float = 1.0,
+        eot_samples: int = 1,
     ) -> None:
         super().__init__(norm, eps)
         self.steps = int(steps)
@@ -67,6 +68,10 @@ class PGD(Attack):
         self.early_stop = bool(early_stop) and keep == "best"
         self.compact_every = max(1, int(compact_every))
         self.logit_scale = float(logit_scale)
+        if int(eot_samples) < 1:
+            raise ValueError("eot_samples must be >= 1")
+        # EOT (Athalye et al. 2018): average input gradients and logits over draws of a randomised model.
+        self.eot_samples = int(eot_samples)
         get_loss(loss)  # validate early
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor, *, index: Tensor | None = None, seed: int = 0) -> Tensor:
@@ -102,10 +107,7 @@ class PGD(Attack):
         last = self.keep == "last"
         for t in range(self.steps + (0 if last else 1)):
             xa = (xs + delta).requires_grad_(t < self.steps)
-            with torch.enable_grad():
-                logits = model(xa)
-                if t < self.steps:
-                    (g,) = torch.autograd.grad(loss_fn(logits, ys).sum(), xa)
+            logits, g = self._forward(model, xa, ys, loss_fn, t < self.steps)
             m = margin(logits.detach().float(), ys)
             if counts is not None and t < self.steps:
                 counts.index_add_(0, pos, (m > 0).long())
@@ -127,6 +129,21 @@ class PGD(Attack):
             best_x[pos] = (xs + delta).detach()
             return
         self._write_back(pos, bx, bm, best_x, best_m)
+
+    def _forward(self, model, xa, ys, loss_fn, need_grad: bool) -> tuple[Tensor, Tensor | None]:
+        """Logits and loss gradient at xa, each the mean over ``eot_samples`` forward passes."""
+        logits_sum, g_sum = None, None
+        for _ in range(self.eot_samples):
+            with torch.enable_grad():
+                logits = model(xa)
+                if need_grad:
+                    (g,) = torch.autograd.grad(loss_fn(logits, ys).sum(), xa)
+                    g_sum = g if g_sum is None else g_sum + g
+            logits = logits.detach()
+            logits_sum = logits if logits_sum is None else logits_sum + logits
+        assert logits_sum is not None
+        k = self.eot_samples
+        return logits_sum / k, (g_sum / k if g_sum is not None else None)
 
     @staticmethod
     def _write_back(pos: Tensor, bx: Tensor, bm: Tensor, best_x: Tensor, best_m: Tensor) -> None:

@@ -67,6 +67,24 @@ def evaluate(
     return Evaluation(m, ds, suite, out=out, name=name, config=cfg, model_info=info).run()
 
 
+def attack_unit_test(
+    model: str | Path | nn.Module,
+    dataset: str | ImageDataset = "digits",
+    suite: str | Suite = "quick",
+    **kwargs: Any,
+):
+    """The attack unit test (Zimmermann et al. 2022) of a suite on a model; see `harness.unit_test`.
+
+    Returns a `UnitTestResult` (fraction of provably existing adversarial examples the suite found,
+    per threat model; under 95 % the suite is too weak for the model). Keyword arguments:
+    n_samples, inner_points, seed, device, eot_samples, threshold.
+    """
+    from harness.unit_test import attack_unit_test as _unit_test
+
+    m, _ = load_model(model)
+    return _unit_test(m, load_dataset(dataset), suite, **kwargs)
+
+
 def train(
     objective: str = "ce",
     model: str = "cnn",

@@ -31,15 +31,16 @@ from torch import Tensor, nn
 
 from harness import environment
 from harness.atomic import write_json, write_text
-from harness.checks import check_logits, postcheck, precheck
+from harness.checks import EOT_AUTO_SAMPLES, check_logits, postcheck, precheck
 from harness.data.base import ImageDataset, check_image_range
 from harness.errors import RunLockedError, UsageError
 from harness.logits import margin
-from harness.results import Accuracy, GroupResult, Result
+from harness.results import Accuracy, Finding, GroupResult, Result
 from harness.rng import stream_seed
 from harness.suites import Entry, Suite, load_suite
 from harness.threat import check_contract
 
+CHECK_LEVELS = ("basic", "full")
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 
 
@@ -54,6 +55,17 @@ class EvalConfig:
     max_samples: int | None = None
     overwrite: bool = False
     progress: bool = True
+    # Draws per gradient and per verdict for randomised models (EOT); None: 1, or
+    # EOT_AUTO_SAMPLES when the precheck finds the model stochastic.
+    eot_samples: int | None = None
+    # "basic": the sanity checks; "full": also the unbounded-eps check and the attack unit test.
+    checks: str = "basic"
+
+    def __post_init__(self) -> None:
+        if self.checks not in CHECK_LEVELS:
+            raise UsageError(f"unknown checks level {self.checks!r}", f"use one of {', '.join(CHECK_LEVELS)}")
+        if self.eot_samples is not None and (not isinstance(self.eot_samples, int) or self.eot_samples < 1):
+            raise UsageError(f"eot_samples must be a positive integer, not {self.eot_samples!r}")
 
 
 def check_run_name(name: str) -> str:
@@ -157,6 +169,7 @@ class Evaluation:
         self.model_info.setdefault("sha256_state", model_hash(self.model))
         self.name = check_run_name(name) if name else None
         self.dir = (Path(out or "runs") / self.name) if self.name else (Path(out) if out else None)
+        self.eot = self.config.eot_samples or 1
         self.config_hash = self._config_hash()
 
     def _config_hash(self) -> str:
@@ -169,6 +182,7 @@ class Evaluation:
                 "entries": [e.describe() for e in self.entries],
                 "seed": self.config.seed,
                 "chunk": self.config.chunk_size,
+                "eot": self.config.eot_samples,
                 "version": __version__,
             },
             sort_keys=True,
@@ -201,10 +215,10 @@ class Evaluation:
             with torch.no_grad():
                 logits = self.model(x)
             check_logits(logits, len(x), self.dataset.num_classes)
-            pred = logits.argmax(1)
-            correct = pred == y
+            status0, margin0, pred = self._score(x, y, logits)
+            correct = status0.bool()
             cols["clean_pred"][sl] = pred.cpu().numpy()
-            cols["clean_margin"][sl] = _margin(logits, y).cpu().numpy()
+            cols["clean_margin"][sl] = margin0.cpu().numpy()
             for _, members in _groups(self.entries):
                 alive = correct.clone()
                 for k in members:
@@ -237,12 +251,22 @@ class Evaluation:
         runner.map(work, n)
         return cols
 
-    def _score(self, x_adv: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """The engine's own fp32 verdict on candidate points: (status 1/0, margin, prediction)."""
+    def _score(self, x_adv: Tensor, y: Tensor, logits: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """The engine's own fp32 verdict on candidate points: (status 1/0, margin, prediction).
+
+        With EOT the verdict is the majority over ``eot`` draws (robust when at least half are
+        correct), the prediction the most frequent class and the margin the mean over draws.
+        """
         with torch.no_grad():
-            logits = self.model(x_adv.float())
-        pred = logits.argmax(1)
-        return (pred == y).to(torch.int8), _margin(logits, y), pred.to(torch.int16)
+            if self.eot == 1:
+                logits = self.model(x_adv.float()) if logits is None else logits
+                pred = logits.argmax(1)
+                return (pred == y).to(torch.int8), _margin(logits, y), pred.to(torch.int16)
+            draws = [self.model(x_adv.float()) for _ in range(self.eot)]
+        preds = torch.stack([d.argmax(1) for d in draws])
+        ok = (preds == y).float().mean(0) >= 0.5
+        m = torch.stack([_margin(d, y) for d in draws]).mean(0)
+        return ok.to(torch.int8), m, preds.mode(0).values.to(torch.int16)
 
     # ---- the run ----------------------------------------------------------------------------------
     def run(self) -> Result:
@@ -273,8 +297,15 @@ class Evaluation:
         x0, y0 = self.dataset.batch(slice(0, min(64, len(self.dataset))))
         check_image_range(x0, "dataset images")
         findings = precheck(
-            self.model, x0.to(self.device), y0.to(self.device), self.dataset.num_classes, self.was_training
+            self.model,
+            x0.to(self.device),
+            y0.to(self.device),
+            self.dataset.num_classes,
+            self.was_training,
+            full=self.config.checks == "full",
+            eot_samples=self.config.eot_samples,
         )
+        self._setup_eot(findings)
         todo = store.missing()
         runner = BatchRunner(self.config.batch_size)
         timing: dict[str, float] = {}
@@ -294,13 +325,41 @@ class Evaluation:
             },
         )
         result = self._aggregate(store, findings, timing, runner)
-        result.timing["wall_s"] = time.perf_counter() - t_start
         result.findings += postcheck(result)
+        if self.config.checks == "full":
+            from harness.unit_test import attack_unit_test
+
+            ut = attack_unit_test(
+                self.model, self.dataset, self.suite, seed=self.config.seed, device=self.device, eot_samples=self.eot
+            )
+            result.extra["unit_test"] = ut.to_dict()
+            result.findings += ut.findings()
+        result.timing["wall_s"] = time.perf_counter() - t_start
         result.save(self.dir / "result.json")
         from harness.report import render_markdown
 
         write_text(self.dir / "report.md", render_markdown([result]))
         return result
+
+    def _setup_eot(self, findings: list) -> None:
+        """Choose the EOT draw count (auto: EOT_AUTO_SAMPLES for a stochastic model) and pass it on."""
+        stochastic = any(f.check == "stochastic" for f in findings)
+        self.eot = self.config.eot_samples or (EOT_AUTO_SAMPLES if stochastic else 1)
+        if self.eot == 1:
+            return
+        lacking = []
+        for e, a in zip(self.entries, self.attackers):
+            if hasattr(a, "eot_samples"):
+                a.eot_samples = self.eot
+            elif e.kind == "attack":
+                lacking.append(e.key)
+        msg = (
+            f"results use EOT: attack gradients averaged over {self.eot} forward passes, every verdict "
+            f"(clean and adversarial) the majority over {self.eot} passes"
+        )
+        if lacking:
+            msg += f"; attacks without EOT support (run on single draws): {', '.join(lacking)}"
+        findings.append(Finding("eot", "warning" if lacking else "info", msg, data={"eot_samples": self.eot}))
 
     def _aggregate(self, store: Any, findings: list, timing: dict[str, float], runner: BatchRunner) -> Result:
         K = self.dataset.num_classes
@@ -311,6 +370,8 @@ class Evaluation:
         g_correct = np.zeros(len(groups), np.int64)
         g_class = np.zeros((len(groups), K), np.int64)
         e_cum = np.zeros(len(self.entries), np.int64)
+        e_first = np.zeros(len(self.entries), np.int64)  # broken by this entry and no earlier one
+        e_tried = np.zeros(len(self.entries), np.int64)
         n = 0
         for chunk in store.iter_chunks():
             lab = chunk["label"]
@@ -322,7 +383,10 @@ class Evaluation:
             for gi, (_, members) in enumerate(groups):
                 alive = np.ones(len(lab), bool) if self.entries[members[0]].kind == "corruption" else ok.copy()
                 for k in members:
-                    alive &= chunk[f"s{k}"] == 1
+                    s_k = chunk[f"s{k}"]
+                    e_first[k] += int((s_k == 0).sum())
+                    e_tried[k] += int((s_k >= 0).sum())
+                    alive &= s_k == 1
                     e_cum[k] += int(alive.sum())
                 g_correct[gi] += int(alive.sum())
                 g_class[gi] += np.bincount(lab[alive], minlength=K)
@@ -344,6 +408,9 @@ class Evaluation:
                             **self.entries[k].describe(),
                             "config": _config_of(self.attackers[k]),
                             "cumulative": asdict(Accuracy.of(e_cum[k], n)),
+                            "attacked": int(e_tried[k]),
+                            "broken_first": int(e_first[k]),
+                            "black_box": _is_black_box(self.entries[k].name, self.attackers[k]),
                             "seconds": round(timing.get(self.entries[k].key, 0.0), 4),
                         }
                         for k in members
@@ -362,6 +429,7 @@ class Evaluation:
                 "device": str(self.device),
                 "final_batch_size": runner.batch_size,
                 "oom_backoffs": runner.backoffs,
+                "eot_samples_used": self.eot,
             },
             environment=environment.describe(self.device),
             clean=Accuracy.of(clean_c, n),
@@ -376,6 +444,10 @@ class Evaluation:
             },
             timing={"attack_s": round(sum(timing.values()), 4)},
         )
+
+
+def _is_black_box(name: str, attacker: Any) -> bool:
+    return name == "square" or bool(getattr(attacker, "black_box", False))
 
 
 def _config_of(obj: Any) -> dict[str, Any]:

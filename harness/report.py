@@ -70,6 +70,19 @@ def render_markdown(results: Sequence[Result], title: str = "Robustness report")
         )
         lines.append(f"- suite: {r.suite['name']}; seed {r.config['seed']}; device {r.config['device']}")
         lines.append(f"- clean accuracy: {r.clean.pct_ci()} %")
+        eot = int(r.config.get("eot_samples_used", 1) or 1)
+        if eot > 1:
+            lines.append(
+                f"- results use EOT: gradients averaged over {eot} forward passes, verdicts by majority over {eot}"
+            )
+        ut = r.extra.get("unit_test")
+        if ut:
+            for t in ut["threats"]:
+                verdict = "too weak" if t["too_weak"] else "passed"
+                lines.append(
+                    f"- attack unit test {t['key']}: found {t['found']}/{t['valid']} planted adversarials "
+                    f"({100 * t['fraction']:.1f}%): {verdict}"
+                )
         lines += ["", "| threat model | attack (in order) | robust after it (%) | seconds |", "|---|---|---|---|"]
         for g in r.groups:
             for e in g.entries:

@@ -23,6 +23,8 @@ def evaluate(
     max_samples: int | None = typer.Option(None, help="evaluate only the first N samples"),
     overwrite: bool = typer.Option(False, help="replace results of a different evaluation under the same name"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    checks: str = typer.Option("basic", help="basic, or full: adds the unbounded-eps check and the attack unit test"),
+    eot_samples: int | None = typer.Option(None, help="EOT draws for randomised models (default: 10 if stochastic)"),
 ) -> None:
     """Evaluate a model with a suite; writes OUT/NAME/{result.json,report.md,records/}; resumable."""
     from harness.api import evaluate as api_evaluate
@@ -40,6 +42,8 @@ def evaluate(
         max_samples=max_samples,
         overwrite=overwrite,
         progress=progress,
+        checks=checks,
+        eot_samples=eot_samples,
     )
     console.print(results_table([res]))
     print_findings(console, [res])

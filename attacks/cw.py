@@ -1,0 +1,147 @@
+"""Carlini & Wagner attacks (S&P 2017): the L2 optimisation attack and CW-L-inf (PGD on the margin loss).
+
+CW-L2 minimises ||x' - x||_2^2 + c * max(z_y(x') - max_{j!=y} z_j(x'), -kappa) over x' = (tanh(w)+1)/2
+(the change of variables keeps x' in [0, 1] without clipping) with Adam, and binary-searches c per
+sample. It is a minimum-norm attack, while the harness evaluates eps-balls: `perturb` returns the
+smallest-L2 misclassified point found when its distance is <= eps; when the smallest one lies
+outside the ball it returns that point scaled back onto the sphere of radius eps (a convex
+combination of x and x', so still in [0, 1]; the engine decides whether it is adversarial); when
+nothing was found it returns x. `minimize` gives the unbounded result (points and L2 distances).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from harness.errors import UsageError
+from harness.logits import margin
+from harness.registry import ATTACKS
+from harness.threat import canonical_norm
+
+from .base import Attack
+from .pgd import PGD, _bcast
+
+# Pixels exactly at 0 or 1 map to w = +-inf; shrinking by this factor keeps w finite (Carlini's code).
+TANH_SHRINK = 1 - 1e-6
+UPPER_INIT = 1e10
+
+
+def _to_w(x: Tensor) -> Tensor:
+    return torch.atanh((2 * x - 1) * TANH_SHRINK)
+
+
+def _from_w(w: Tensor) -> Tensor:
+    return (torch.tanh(w) + 1) / 2
+
+
+@ATTACKS.register("cw-l2")
+class CWL2(Attack):
+    """Carlini-Wagner L2 (tanh variables, Adam, binary search over c); best misclassified point within eps."""
+
+    black_box = False
+
+    def __init__(
+        self,
+        norm: str = "l2",
+        eps: float = 0.5,
+        c: float = 1.0,
+        kappa: float = 0.0,
+        steps: int = 100,
+        lr: float = 0.01,
+        binary_search_steps: int = 5,
+    ) -> None:
+        if canonical_norm(norm) != "l2":
+            raise UsageError(f"cw-l2 is an L2 attack, not {norm!r}", "use norm = 'l2', or cw-linf for L-inf")
+        super().__init__(norm, eps)
+        if c <= 0 or steps < 1 or lr <= 0 or binary_search_steps < 1 or kappa < 0:
+            raise UsageError("cw-l2 needs c > 0, steps >= 1, lr > 0, binary_search_steps >= 1, kappa >= 0")
+        self.c = float(c)
+        self.kappa = float(kappa)
+        self.steps = int(steps)
+        self.lr = float(lr)
+        self.binary_search_steps = int(binary_search_steps)
+
+    def minimize(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """Smallest-L2 points with margin < -kappa found over all c; distance inf (and x) where none."""
+        n = len(x)
+        x = x.detach()
+        best_x = x.clone()
+        best_l2 = torch.full((n,), math.inf, device=x.device)
+        const = torch.full((n,), self.c, device=x.device)
+        lower = torch.zeros(n, device=x.device)
+        upper = torch.full((n,), UPPER_INIT, device=x.device)
+        w0 = _to_w(x)
+        b1, b2, adam_eps = 0.9, 0.999, 1e-8
+        for _ in range(self.binary_search_steps):
+            w = w0.clone()
+            m1 = torch.zeros_like(w)
+            m2 = torch.zeros_like(w)
+            found = torch.zeros(n, dtype=torch.bool, device=x.device)
+            for t in range(1, self.steps + 1):
+                w.requires_grad_(True)
+                with torch.enable_grad():
+                    xa = _from_w(w)
+                    l2sq = (xa - x).pow(2).flatten(1).sum(1)
+                    mg = margin(model(xa), y)
+                    loss = l2sq + const * mg.clamp(min=-self.kappa)
+                    (g,) = torch.autograd.grad(loss.sum(), w)
+                w = w.detach()
+                # Record the iterate the gradient was taken at (it was just evaluated).
+                l2 = l2sq.detach().sqrt()
+                ok = mg.detach() < -self.kappa if self.kappa > 0 else mg.detach() < 0
+                better = ok & (l2 < best_l2)
+                best_l2 = torch.where(better, l2, best_l2)
+                best_x = torch.where(_bcast(better, x), xa.detach(), best_x)
+                found |= ok
+                # Adam (Kingma & Ba 2015), written out so only input gradients are taken.
+                m1 = b1 * m1 + (1 - b1) * g
+                m2 = b2 * m2 + (1 - b2) * g * g
+                step = self.lr * math.sqrt(1 - b2**t) / (1 - b1**t)
+                w = w - step * m1 / (m2.sqrt() + adam_eps)
+            # Binary search on c: success -> try a smaller c, failure -> a larger one (x10 until bounded).
+            upper = torch.where(found, torch.minimum(upper, const), upper)
+            lower = torch.where(found, lower, torch.maximum(lower, const))
+            bounded = upper < UPPER_INIT / 10
+            const = torch.where(bounded, (lower + upper) / 2, const * 10)
+        return best_x, best_l2
+
+    def perturb(self, model: nn.Module, x: Tensor, y: Tensor, *, index: Tensor | None = None, seed: int = 0) -> Tensor:
+        best_x, best_l2 = self.minimize(model, x, y)
+        inside = best_l2 <= self.eps
+        beyond = torch.isfinite(best_l2) & ~inside
+        scale = torch.where(beyond, self.eps / best_l2.clamp_min(1e-12) * (1 - 1e-6), torch.ones_like(best_l2))
+        out = x + _bcast(scale, x) * (best_x - x)
+        return torch.where(_bcast(inside | beyond, x), out, x).clamp(0, 1).detach()
+
+
+@ATTACKS.register("cw-linf")
+class CWLinf(PGD):
+    """CW-L-inf: PGD on the Carlini-Wagner margin loss max_{j!=y} z_j - z_y (no softmax saturation)."""
+
+    def __init__(
+        self,
+        norm: str = "linf",
+        eps: float = 8 / 255,
+        steps: int = 100,
+        step_size: float | None = None,
+        restarts: int = 1,
+        random_start: bool = True,
+        logit_scale: float = 1.0,
+        eot_samples: int = 1,
+    ) -> None:
+        if canonical_norm(norm) != "linf":
+            raise UsageError(f"cw-linf is an L-inf attack, not {norm!r}", "use norm = 'linf', or cw-l2 for L2")
+        super().__init__(
+            norm,
+            eps,
+            steps=steps,
+            step_size=step_size,
+            restarts=restarts,
+            loss="margin",
+            random_start=random_start,
+            logit_scale=logit_scale,
+            eot_samples=eot_samples,
+        )
