@@ -456,6 +456,7 @@ class MetricCheck:
     floor: float | None = None
     drop_exceeds: bool = False
     significant: bool = False
+    improved: bool = False  # significantly better than the baseline by more than the tolerance
 
     @property
     def regression(self) -> bool:
@@ -482,6 +483,8 @@ class MetricCheck:
             parts.append("BELOW FLOOR")
         if parts:
             return " + ".join(parts)
+        if self.improved:
+            return "ok (improved)"
         if self.drop_exceeds:
             return "ok (not significant)"
         if self.significant:
@@ -601,6 +604,8 @@ class GateReport:
         lines += ["", self.rule() + "."]
         for c in self.failures:
             lines.append(f"- {c.reason(self.tolerance, self.alpha)}")
+        if self.passed and any(c.improved for c in self.checks):
+            lines.append("- significantly better than the baseline: consider updating it (docs/ci.md)")
         return "\n".join(lines) + "\n"
 
     def junit_xml(self) -> str:
@@ -708,6 +713,8 @@ def compare(
             c.p_value = mcnemar_one_sided(c.gained, c.lost)
             # Integer comparison of the paired drop (lost - gained) with tolerance * n avoids float ties.
             c.drop_exceeds = (c.lost - c.gained) > tol * n + 1e-9
+            # The mirror test flags a stale baseline (never a failure): update it to keep the gate tight.
+            c.improved = (c.gained - c.lost) > tol * n + 1e-9 and mcnemar_one_sided(c.lost, c.gained) <= a
         checks.append(c)
     if correction == "holm":
         for c, p in zip(checks, _holm([c.p_value for c in checks])):

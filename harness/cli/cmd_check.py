@@ -56,6 +56,8 @@ def check(
     console.print(report.table())
     for c in report.failures:
         console.print(f"[red]{c.reason(report.tolerance, report.alpha)}[/]", highlight=False)
+    if report.passed and any(c.improved for c in report.checks):
+        console.print("significantly better than the baseline: consider updating it (docs/ci.md)")
     if junit is not None:
         report.write_junit(junit)
     if summary is not None:

@@ -51,6 +51,12 @@ def cli(args: list[str], capsys) -> tuple[int, str]:
     return int(e.value.code or 0), out.out + out.err
 
 
+@pytest.fixture(autouse=True)
+def _no_step_summary(monkeypatch):
+    """Keep tests from appending to a real GitHub step summary when the suite itself runs in Actions."""
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+
+
 @pytest.fixture(scope="module")
 def weak_ckpt(tmp_path_factory) -> Path:
     """The deliberately weakened model: same MLP, plain cross-entropy instead of PGD-AT (under 1 s)."""
@@ -156,6 +162,13 @@ def test_decision_significant_but_within_tolerance_passes():
     c = rep.checks[0]
     assert c.significant and not c.drop_exceeds and rep.passed
     assert c.verdict == "ok (within tolerance)"
+
+
+def test_decision_improvement_is_flagged_not_failed():
+    out, base = _pair(*_bits(500, 300, lost=2, gained=20))
+    rep = compare(out, base)
+    assert rep.passed and rep.checks[0].improved and rep.checks[0].verdict == "ok (improved)"
+    assert "consider updating" in rep.markdown()
 
 
 def test_decision_drop_exactly_at_tolerance_is_not_a_regression():
