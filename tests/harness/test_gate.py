@@ -405,3 +405,91 @@ def test_ci_command_end_to_end_subprocess():
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "robustness gate: PASS" in p.stdout
+
+
+def test_read_run_corruption_and_attack_semantics_on_constructed_record(tmp_path):
+    """Hand-built record: attack groups AND clean with every entry; corruption groups use status alone."""
+    from harness.atomic import write_json
+    from harness.records import RecordStore
+    from harness.results import Accuracy, GroupResult, Result
+
+    entries = [
+        {
+            "key": "fgsm@linf-0.1",
+            "kind": "attack",
+            "name": "fgsm",
+            "params": {},
+            "norm": "linf",
+            "eps": 0.1,
+            "group": "linf-0.1",
+        },
+        {
+            "key": "pgd@linf-0.1",
+            "kind": "attack",
+            "name": "pgd",
+            "params": {},
+            "norm": "linf",
+            "eps": 0.1,
+            "group": "linf-0.1",
+        },
+        {
+            "key": "blur-2",
+            "kind": "corruption",
+            "name": "blur",
+            "params": {"severity": 2},
+            "severity": 2,
+            "group": "blur-2",
+        },
+    ]
+    label = np.array([0, 1, 2, 3, 4])
+    clean_pred = np.array([0, 1, 2, 9, 4])  # sample 3 wrong when clean
+    s0 = np.array([1, 1, 0, -1, 1], np.int8)  # fgsm breaks sample 2
+    s1 = np.array([1, 0, -1, -1, 1], np.int8)  # pgd breaks sample 1; 2 and 3 skipped
+    s2 = np.array([1, 0, 1, 1, 0], np.int8)  # corruption: evaluated on every sample, clean-wrong 3 survives it
+    store = RecordStore(tmp_path / "run" / "records", "cfg", 4, 5)
+    for cid in range(store.n_chunks):
+        a, b = store.chunk_range(cid)
+        store.write(
+            cid,
+            {
+                "id": np.arange(a, b) + 100,
+                "label": label[a:b],
+                "clean_pred": clean_pred[a:b],
+                "s0": s0[a:b],
+                "s1": s1[a:b],
+                "s2": s2[a:b],
+            },
+        )
+    write_json(
+        tmp_path / "run" / "records" / "index.json",
+        {"config_hash": "cfg", "chunk_size": 4, "n_total": 5, "entries": entries},
+    )
+    Result(
+        "r",
+        {"name": "m"},
+        {"name": "x", "sha256": "h"},
+        {"name": "s"},
+        {"seed": 3},
+        {},
+        Accuracy.of(4, 5),
+        [GroupResult("linf-0.1", "attack", Accuracy.of(2, 5)), GroupResult("blur-2", "corruption", Accuracy.of(3, 5))],
+    ).save(tmp_path / "run" / "result.json")
+    o = read_run(tmp_path / "run")
+    assert o.ids.tolist() == [100, 101, 102, 103, 104] and o.seed == 3
+    assert o.bits["clean"].tolist() == [True, True, True, False, True]
+    assert o.bits["linf-0.1"].tolist() == [True, False, False, False, True]
+    assert o.bits["blur-2"].tolist() == [True, False, True, True, False]
+    assert [m["key"] for m in o.metrics] == ["clean", "linf-0.1", "blur-2"]
+    # A result.json that disagrees with its record is refused.
+    Result(
+        "r",
+        {"name": "m"},
+        {"name": "x", "sha256": "h"},
+        {"name": "s"},
+        {"seed": 3},
+        {},
+        Accuracy.of(4, 5),
+        [GroupResult("linf-0.1", "attack", Accuracy.of(3, 5))],
+    ).save(tmp_path / "run" / "result.json")
+    with pytest.raises(Exception, match=r"disagree on linf-0\.1"):
+        read_run(tmp_path / "run")
