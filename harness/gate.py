@@ -828,6 +828,8 @@ def check(
         {**b.min_robust, **(min_robust or {})},
     )
     _check_floor_keys({**b.min_robust, **(min_robust or {})}, b.metric_keys())
+    if correction not in ("none", "holm"):
+        raise UsageError(f"unknown correction {correction!r}", "use 'none' or 'holm'")
     if isinstance(subject, (str, Path)) and is_run_dir(subject):
         if seed is not None or dataset is not None or suite is not None:
             raise UsageError(

@@ -321,6 +321,13 @@ def test_bad_inputs_are_usage_errors(capsys, tmp_path):
     assert code == 2 and "unknown metric" in out
     code, out = cli(["check", tmp_path / "nothing.safetensors", "-b", BASELINE], capsys)
     assert code == 2
+    # Command-line mistakes caught by the option parser are usage errors too (not tracebacks).
+    code, out = cli(["check", CKPT], capsys)
+    assert code == 2 and "--baseline" in out
+    code, out = cli(["check", CKPT, "-b", BASELINE, "--tolerance", "abc"], capsys)
+    assert code == 2
+    code, out = cli(["check", CKPT, "-b", BASELINE, "--correction", "bonferroni"], capsys)
+    assert code == 2 and "unknown correction" in out
 
 
 # ---- baseline from a run, checking a run ---------------------------------------------------------------
