@@ -28,6 +28,14 @@ def main(argv: list[str] | None = None) -> None:
     from harness.registry import import_submodules
 
     import_submodules("harness.cli")
+    # typer >= 0.2x vendors its own click: its usage errors are not click's classes.
+    click_errors: tuple[type[Exception], ...] = (click.ClickException,)
+    try:
+        from typer._click.exceptions import ClickException as TyperClickException
+
+        click_errors += (TyperClickException,)
+    except ImportError:
+        pass
     try:
         rv = app(args=argv, standalone_mode=False)
     except HarnessError as e:
@@ -37,8 +45,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(e.exit_code)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
-    except click.ClickException as e:
-        e.show()
+    except click_errors as e:
+        e.show()  # type: ignore[attr-defined]
         sys.exit(e.exit_code)
     except click.exceptions.Abort:
         err_console.print("aborted")

@@ -1,0 +1,69 @@
+"""`harness check CHECKPOINT_or_RUN --baseline baseline.json`: the CI robustness-regression gate."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+
+from .app import app, console
+
+
+@app.command()
+def check(
+    subject: str = typer.Argument(..., help="a checkpoint (x.safetensors) to evaluate, or a finished run directory"),
+    baseline: Path = typer.Option(..., "--baseline", "-b", help="baseline file written by `harness baseline`"),
+    tolerance: float | None = typer.Option(None, help="allowed accuracy drop, a fraction (default: the baseline's)"),
+    alpha: float | None = typer.Option(None, help="significance level of the McNemar test (default: the baseline's)"),
+    min_robust: list[str] = typer.Option([], "--min-robust", help="hard floor METRIC=FRACTION, e.g. linf-0.1=0.85"),
+    correction: str = typer.Option("none", help="multiple-comparison correction over metrics: none or holm"),
+    junit: Path | None = typer.Option(None, help="write JUnit XML here (one test case per metric)"),
+    summary: Path | None = typer.Option(
+        None, help="write a Markdown summary here ($GITHUB_STEP_SUMMARY: appended too)"
+    ),
+    seed: int | None = typer.Option(None, help="evaluation seed (default: the baseline's)"),
+    dataset: str | None = typer.Option(None, help="dataset spec (default: the baseline's; must hash the same)"),
+    suite: str | None = typer.Option(None, help="suite (default: the baseline's; must resolve to the same entries)"),
+    out: Path | None = typer.Option(None, help="keep the evaluation as a run under OUT/check (default: temporary)"),
+    device: str = typer.Option("auto"),
+    batch_size: int = typer.Option(256),
+    progress: bool = typer.Option(False, "--progress/--no-progress"),
+) -> None:
+    """Fail (exit 1) when the model is significantly less robust than the baseline or below a floor.
+
+    Exit codes: 0 pass, 1 regression or floor breach, 2 usage or input error (including a suite,
+    dataset or sample mismatch with the baseline).
+    """
+    from harness.gate import check as gate_check
+    from harness.gate import parse_floors
+
+    report = gate_check(
+        subject,
+        baseline,
+        tolerance=tolerance,
+        alpha=alpha,
+        min_robust=parse_floors(min_robust),
+        correction=correction,
+        seed=seed,
+        dataset=dataset,
+        suite=suite,
+        out=out,
+        device=device,
+        batch_size=batch_size,
+        progress=progress,
+    )
+    console.print(report.table())
+    for c in report.failures:
+        console.print(f"[red]{c.reason(report.tolerance, report.alpha)}[/]", highlight=False)
+    if report.passed and any(c.improved for c in report.checks):
+        console.print("significantly better than the baseline: consider updating it (docs/ci.md)")
+    if junit is not None:
+        report.write_junit(junit)
+    if summary is not None:
+        report.write_summary(summary)
+    step = os.environ.get("GITHUB_STEP_SUMMARY")
+    if step:
+        report.write_summary(step, append=True)
+    if not report.passed:
+        raise typer.Exit(1)
