@@ -52,13 +52,18 @@ def _eps(e: float) -> str | float:
     return f"{round(k)}/255" if abs(k - round(k)) < 1e-6 and round(k) > 0 else float(e)
 
 
-def _pick(groups: list[GroupResult], norm: str, threat: str | None) -> GroupResult:
+def _pick(r: Result, groups: list[GroupResult], norm: str, threat: str | None) -> GroupResult:
+    """The requested threat model, else RobustBench's standard eps, else the report's headline one
+    (the adversarial-training eps), else the largest eps of that norm."""
     if threat:
         for g in groups:
             if g.key == threat:
                 return g
     std = [g for g in groups if math.isclose(g.eps or 0.0, RB_STANDARD_EPS.get(norm, -1.0), rel_tol=1e-6)]
-    return std[0] if std else max(groups, key=lambda g: g.eps or 0.0)
+    if std:
+        return std[0]
+    head = S.headline_threat([r])
+    return next((g for g in groups if g.key == head), max(groups, key=lambda g: g.eps or 0.0))
 
 
 def _attack_names(g: GroupResult) -> list[str]:
@@ -95,7 +100,7 @@ def model_info(r: Result, threat_model: str, threat: str | None = None) -> dict[
     groups = [g for g in r.threat_models if g.norm == norm]
     if not groups:
         raise UsageError(f"run {r.name!r} has no {threat_model} threat model", "evaluate with an attack of that norm")
-    g = _pick(groups, str(norm), threat)
+    g = _pick(r, groups, str(norm), threat)
     attacks = _attack_names(g)
     is_aa = bool(attacks) and (
         any("autoattack" in a for a in attacks)

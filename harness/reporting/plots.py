@@ -59,8 +59,22 @@ def _eps_text(g) -> str:
     return f"{norm}, ε = {e:.4g}{frac}"
 
 
+def _clip(s: str, n: int = 40) -> str:
+    return s if len(s) <= n else s[: n - 1] + "…"
+
+
+def _label_offset(x: float, y: float, placed: list[tuple[float, float]]) -> tuple[int, int, str]:
+    """A label offset (points) whose anchor keeps clear of labels already placed (data units, %)."""
+    for dx, dy, ha in ((6, 5, "left"), (6, -12, "left"), (-6, 5, "right"), (-6, -12, "right")):
+        cx, cy = x + (dx / 6) * 4, y + dy / 4
+        if all(abs(cx - px) > 12 or abs(cy - py) > 3.5 for px, py in placed):
+            return dx, dy, ha
+    return 6, 5, "left"
+
+
 def _scatter_panel(ax, xs, ys, xerr, yerr, labels, objectives, colors, xlabel, ylabel, title) -> None:
     objs = sorted(set(objectives))
+    placed: list[tuple[float, float]] = []
     for i in range(len(xs)):
         if math.isnan(xs[i]) or math.isnan(ys[i]):
             continue
@@ -76,7 +90,11 @@ def _scatter_panel(ax, xs, ys, xerr, yerr, labels, objectives, colors, xlabel, y
             elinewidth=0.8,
             zorder=3,
         )
-        ax.annotate(labels[i], (xs[i], ys[i]), xytext=(6, 5), textcoords="offset points", fontsize=8, zorder=4)
+        dx, dy, ha = _label_offset(xs[i], ys[i], placed)
+        placed.append((xs[i] + (dx / 6) * 4, ys[i] + dy / 4))
+        ax.annotate(
+            _clip(labels[i]), (xs[i], ys[i]), xytext=(dx, dy), textcoords="offset points", fontsize=8, ha=ha, zorder=4
+        )
     front = S.pareto_front(list(zip(xs, ys)))
     if front:
         fx = [xs[i] for i in front]
@@ -184,7 +202,7 @@ def eps_curves(results: Sequence[Result]) -> bytes | None:
             y = np.array([100 * a.accuracy for a in accs])
             lo = np.array([100 * a.ci95[0] for a in accs])
             hi = np.array([100 * a.ci95[1] for a in accs])
-            ax.plot(e, y, marker=MARKERS[i % len(MARKERS)], color=colors[i], ms=4, lw=1.4, label=labels[i])
+            ax.plot(e, y, marker=MARKERS[i % len(MARKERS)], color=colors[i], ms=4, lw=1.4, label=_clip(labels[i]))
             ax.fill_between(e, lo, hi, color=colors[i], alpha=0.15, lw=0)
         ax.set_xlabel(f"ε ({ {'linf': 'L∞', 'l2': 'L2', 'l1': 'L1'}.get(norm, norm) })")
         ax.set_ylabel("robust accuracy (%)")
@@ -221,7 +239,7 @@ def corruption_heatmap(r: Result) -> bytes | None:
     if mean_row is not None:
         ax.axhline(len(names) - 0.5, color="white", lw=2)
     ax.set_xlabel("severity")
-    ax.set_title(f"Corruption accuracy (%) — {S.label(r)}\nclean {r.clean.pct()} %", fontsize=9)
+    ax.set_title(f"Corruption accuracy (%) — {_clip(S.label(r), 60)}\nclean {r.clean.pct()} %", fontsize=9)
     fig.colorbar(im, ax=ax, label="accuracy (%)", shrink=0.9)
     return _png(fig)
 
@@ -267,6 +285,6 @@ def per_class(r: Result, threat: str | None) -> bytes | None:
     ax.set_xlabel("class")
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 105)
-    ax.set_title(f"Per-class accuracy — {S.label(r)}" + (" (bars: 95 % CI)" if counts else ""))
+    ax.set_title(f"Per-class accuracy — {_clip(S.label(r), 60)}" + (" (bars: 95 % CI)" if counts else ""))
     fig.legend(loc="outside upper right", frameon=False, ncols=len(series))
     return _png(fig)
