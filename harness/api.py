@@ -135,9 +135,9 @@ def run(
     device: str = "auto",
     progress: bool = True,
 ) -> list[Result]:
-    """The main job: train each objective on ``dataset``, evaluate all with ``suite``, write one report."""
-    from harness.atomic import write_text
-    from harness.report import render_markdown
+    """The main job: train each objective on ``dataset``, evaluate all with ``suite``, and build one
+    report of all of them (``out/name/report.html`` and ``report.md``, see `harness.reporting`)."""
+    from harness.reporting import build_report
 
     root = Path(out) / check_run_name(name)
     results = []
@@ -159,7 +159,7 @@ def run(
                 progress=progress,
             )
         )
-    write_text(root / "report.md", render_markdown(results, title=f"Robustness report: {name}"))
+    build_report([root / "evals" / obj for obj in objectives], root, title=f"Robustness report: {name}")
     return results
 
 

@@ -443,6 +443,7 @@ class Evaluation:
                 "entries": [e.key for e in self.entries],
             },
             timing={"attack_s": round(sum(timing.values()), 4)},
+            extra={"class_counts": class_n.tolist()},
         )
 
 

@@ -50,4 +50,4 @@ def run(
     )
     console.print(results_table(results))
     print_findings(console, results)
-    console.print(f"report: [bold]{out / name / 'report.md'}[/]")
+    console.print(f"report: [bold]{out / name / 'report.html'}[/] (and report.md beside it)", highlight=False)

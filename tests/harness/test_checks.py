@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from _digits_models import ce_model
+from tests.harness._digits_models import ce_model
 from torch import nn
 
 from attacks.base import Attack

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from _digits_models import ce_model, pgd_at_model
+from tests.harness._digits_models import ce_model, pgd_at_model
 from torch import nn
 
 from attacks.pgd import PGD

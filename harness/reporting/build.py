@@ -1,0 +1,84 @@
+"""`build_report`: report.md, report.html and the PNG figures for one or many runs."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.atomic import write_bytes, write_text
+from harness.errors import UsageError
+from harness.reporting import plots
+from harness.reporting import summary as S
+from harness.reporting.html import render_html
+from harness.reporting.markdown import render_markdown
+from harness.reporting.runs import load_runs
+from harness.results import Result
+
+
+@dataclass
+class Report:
+    """Where a built report lies."""
+
+    directory: Path
+    markdown: Path
+    html: Path
+    figures: dict[str, Path] = field(default_factory=dict)
+    results: list[Result] = field(default_factory=list)
+
+
+def _slug(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", s).strip("._")[:40] or "model"
+
+
+def figures(results: Sequence[Result], threat: str | None = None) -> dict[str, bytes]:
+    """All figures of a report as PNG bytes, keyed tradeoff, eps_curves, heatmap-i, per_class-i."""
+    headline = S.headline_threat(results, threat)
+    out: dict[str, bytes | None] = {
+        "tradeoff": plots.tradeoff(results, headline),
+        "eps_curves": plots.eps_curves(results),
+    }
+    for i, r in enumerate(results):
+        out[f"heatmap-{i}"] = plots.corruption_heatmap(r)
+        out[f"per_class-{i}"] = plots.per_class(r, headline)
+    return {k: v for k, v in out.items() if v}
+
+
+def build_report(
+    runs: Sequence[str | Path | Result],
+    out: str | Path,
+    *,
+    title: str = "Robustness report",
+    threat: str | None = None,
+) -> Report:
+    """Build the report of ``runs`` (run folders, folders of runs, or `Result` objects) in ``out``.
+
+    Reads only result.json files; ``threat`` picks the threat model of the trade-off plot (a key
+    such as ``linf-0.1``; default: the adversarial-training eps, else the middle L-inf eps).
+    """
+    results: list[Result] = []
+    for r in runs:
+        results += [r] if isinstance(r, Result) else [run.result for run in load_runs([r])]
+    if not results:
+        raise UsageError("no results to report", "pass run folders that hold result.json")
+    out = Path(out)
+    figs = figures(results, threat)
+    labels = S.unique_labels(results)
+    names: dict[str, str] = {}
+    for key in figs:
+        if "-" in key:
+            kind, i = key.split("-")
+            names[key] = f"{kind}-{i}-{_slug(labels[int(i)])}.png"
+        else:
+            names[key] = f"{key}.png"
+    paths_out = {}
+    for key, png in figs.items():
+        p = out / names[key]
+        write_bytes(p, png)
+        paths_out[key] = p
+    md = out / "report.md"
+    write_text(md, render_markdown(results, title, images=names, threat=threat))
+    page = out / "report.html"
+    write_text(page, render_html(results, figs, title, threat))
+    return Report(out, md, page, paths_out, results)

@@ -1,0 +1,264 @@
+"""Side-by-side comparison of runs, with exact McNemar tests on the per-sample records.
+
+Two runs are paired when they evaluated the same data (dataset sha256) on the same sample ids and
+both kept their per-sample record. Then each accuracy difference gets a two-sided exact McNemar
+test on the discordant samples, and the p-values of one comparison are Holm-adjusted together, so a
+"significant" label survives the number of differences looked at.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.errors import UsageError
+from harness.records import open_record
+from harness.reporting import summary as S
+from harness.reporting.runs import Run, load_runs
+from harness.results import Accuracy, Result
+from harness.stats import mcnemar_exact
+
+
+@dataclass
+class SampleBits:
+    """Per-sample correctness of one run: clean and per group (robust = clean right and no entry broke it)."""
+
+    ids: np.ndarray
+    clean: np.ndarray
+    groups: dict[str, np.ndarray]
+
+
+def sample_bits(records_dir: str | Path) -> SampleBits:
+    """Read a finished per-sample record into one bool array per group (one bit per sample)."""
+    store = open_record(records_dir)
+    idx = json.loads((Path(records_dir) / "index.json").read_text())
+    entries = idx.get("entries", [])
+    members: dict[str, list[int]] = {}
+    kinds: dict[str, str] = {}
+    for k, e in enumerate(entries):
+        members.setdefault(e["group"], []).append(k)
+        kinds[e["group"]] = e["kind"]
+    ids, clean = [], []
+    groups: dict[str, list[np.ndarray]] = {g: [] for g in members}
+    for chunk in store.iter_chunks():
+        ok = chunk["clean_pred"] == chunk["label"]
+        ids.append(chunk["id"])
+        clean.append(ok)
+        for g, ks in members.items():
+            alive = ok.copy() if kinds[g] == "attack" else np.ones(len(ok), bool)
+            for k in ks:
+                alive &= chunk[f"s{k}"] == 1
+            groups[g].append(alive)
+    cat = lambda xs: np.concatenate(xs) if xs else np.zeros(0, bool)
+    return SampleBits(cat(ids), cat(clean), {g: cat(v) for g, v in groups.items()})
+
+
+@dataclass
+class PairTest:
+    """One difference (run vs baseline on one metric) and its paired test, when one was possible."""
+
+    metric: str
+    baseline: str
+    other: str
+    baseline_acc: float
+    other_acc: float
+    diff: float
+    only_baseline_right: int | None = None
+    only_other_right: int | None = None
+    p_value: float | None = None
+    p_holm: float | None = None
+    significant: bool | None = None
+    note: str = ""
+
+
+@dataclass
+class Comparison:
+    """The comparison: accuracies per metric and run, and each run's differences from the baseline."""
+
+    runs: list[str]
+    paths: list[str | None]
+    metrics: list[str]
+    table: dict[str, list[dict[str, Any] | None]]
+    tests: list[PairTest] = field(default_factory=list)
+    alpha: float = 0.05
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "baseline": self.runs[0],
+            "runs": self.runs,
+            "paths": self.paths,
+            "metrics": self.metrics,
+            "accuracy": self.table,
+            "alpha": self.alpha,
+            "correction": "holm",
+            "tests": [asdict(t) for t in self.tests],
+            "notes": self.notes,
+        }
+
+    def test(self, metric: str, other: str) -> PairTest | None:
+        return next((t for t in self.tests if t.metric == metric and t.other == other), None)
+
+    def to_markdown(self) -> str:
+        esc = lambda s: str(s).replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+        lines = [
+            "# Comparison",
+            "",
+            f"Baseline: **{esc(self.runs[0])}**. Accuracies in % with 95 % Wilson intervals.",
+            "",
+        ]
+        lines.append("| metric | " + " | ".join(esc(r) for r in self.runs) + " |")
+        lines.append("|---|" + "---|" * len(self.runs))
+        for m in self.metrics:
+            cells = []
+            for j, a in enumerate(self.table[m]):
+                if a is None:
+                    cells.append("–")
+                    continue
+                acc = Accuracy(**{**a, "ci95": tuple(a["ci95"])})
+                cell = acc.pct_ci()
+                t = self.test(m, self.runs[j]) if j else None
+                if t is not None:
+                    cell += f" (Δ {100 * t.diff:+.1f}" + (f", p={t.p_value:.3g}" if t.p_value is not None else "") + ")"
+                    if t.significant:
+                        cell += " **\\***"
+                cells.append(cell)
+            lines.append(f"| {esc(m)} | " + " | ".join(cells) + " |")
+        lines += [
+            "",
+            f"\\* significant at α = {self.alpha:g} after Holm correction over the "
+            f"{sum(t.p_value is not None for t in self.tests)} paired tests "
+            "(two-sided exact McNemar on per-sample records).",
+            "",
+            "## Differences",
+            "",
+        ]
+        lines += [f"- {esc(s)}" for s in self.sentences()]
+        if self.notes:
+            lines += ["", "## Notes", ""] + [f"- {esc(n)}" for n in self.notes]
+        return "\n".join(lines) + "\n"
+
+    def sentences(self) -> list[str]:
+        out = []
+        for t in self.tests:
+            s = (
+                f"{t.other} vs {t.baseline}, {t.metric}: {100 * t.baseline_acc:.1f} → {100 * t.other_acc:.1f} % "
+                f"({100 * t.diff:+.1f} points)"
+            )
+            if t.p_value is None:
+                s += f"; no paired test ({t.note})"
+            else:
+                verdict = "significant" if t.significant else "not significant"
+                s += (
+                    f"; {t.only_baseline_right} samples right only for {t.baseline}, {t.only_other_right} only for "
+                    f"{t.other}; McNemar p = {t.p_value:.3g} (Holm {t.p_holm:.3g}): {verdict} at α = {self.alpha:g}"
+                )
+            out.append(s)
+        return out
+
+
+def _metric_acc(r: Result, metric: str) -> Accuracy | None:
+    if metric == S.CLEAN:
+        return r.clean
+    return next((g.accuracy for g in r.groups if g.key == metric), None)
+
+
+def _bits(run: Run, notes: list[str], label: str) -> SampleBits | None:
+    rec = run.records
+    if rec is None:
+        notes.append(f"{label}: no per-sample record, so its differences are not tested")
+        return None
+    try:
+        bits = sample_bits(rec)
+    except (OSError, KeyError, ValueError) as e:
+        notes.append(f"{label}: per-sample record unreadable ({e}); differences not tested")
+        return None
+    r = run.result
+    checks = [(S.CLEAN, r.clean.correct, bits.clean)] + [
+        (g.key, g.accuracy.correct, bits.groups.get(g.key)) for g in r.groups
+    ]
+    for key, want, arr in checks:
+        if arr is None or int(arr.sum()) != want or len(arr) != r.clean.n:
+            notes.append(f"{label}: per-sample record does not reproduce result.json ({key}); differences not tested")
+            return None
+    return bits
+
+
+def compare_runs(runs: Sequence[str | Path | Run], *, alpha: float = 0.05) -> Comparison:
+    """Compare runs (folders, folders of runs, or loaded `Run`s); the first is the baseline."""
+    loaded: list[Run] = []
+    for r in runs:
+        loaded += [r] if isinstance(r, Run) else load_runs([r])
+    if len(loaded) < 2:
+        raise UsageError(f"compare needs at least two runs, got {len(loaded)}", "pass two or more run folders")
+    results = [r.result for r in loaded]
+    labels = S.unique_labels(results, lambda r: r.name if r.name != "evaluation" else S.model_name(r))
+    metrics = [S.CLEAN, *S.threat_keys(results)]
+    for r in results:
+        metrics += [g.key for g in r.corruptions if g.key not in metrics]
+    table = {m: [_acc_dict(_metric_acc(r, m)) for r in results] for m in metrics}
+    notes: list[str] = []
+    bits = [_bits(run, notes, lab) for run, lab in zip(loaded, labels)]
+    base, base_bits = results[0], bits[0]
+    tests: list[PairTest] = []
+    for j in range(1, len(results)):
+        other = results[j]
+        why = ""
+        if base.dataset.get("sha256") != other.dataset.get("sha256"):
+            why = "different evaluation data (dataset sha256 differs)"
+        elif base_bits is None or bits[j] is None:
+            why = "per-sample record missing or inconsistent"
+        perm = None
+        if not why:
+            perm = _align(base_bits.ids, bits[j].ids)  # type: ignore[union-attr]
+            if perm is None:
+                why = "different sample ids"
+        for m in metrics:
+            a, b = _metric_acc(base, m), _metric_acc(other, m)
+            if a is None or b is None:
+                continue
+            t = PairTest(m, labels[0], labels[j], a.accuracy, b.accuracy, b.accuracy - a.accuracy, note=why)
+            if not why:
+                xa = base_bits.clean if m == S.CLEAN else base_bits.groups[m]  # type: ignore[union-attr]
+                xb = bits[j].clean if m == S.CLEAN else bits[j].groups[m]  # type: ignore[union-attr]
+                xb = xb[perm]
+                t.only_baseline_right = int((xa & ~xb).sum())
+                t.only_other_right = int((~xa & xb).sum())
+                t.p_value = mcnemar_exact(t.only_baseline_right, t.only_other_right)
+            tests.append(t)
+    _holm(tests, alpha)
+    return Comparison(labels, [str(r.path) if r.path else None for r in loaded], metrics, table, tests, alpha, notes)
+
+
+def _acc_dict(a: Accuracy | None) -> dict[str, Any] | None:
+    return None if a is None else {"correct": a.correct, "n": a.n, "accuracy": a.accuracy, "ci95": list(a.ci95)}
+
+
+def _align(ids_a: np.ndarray, ids_b: np.ndarray) -> np.ndarray | None:
+    """Index into b giving a's sample order, or None when the two runs did not see the same samples."""
+    if len(ids_a) != len(ids_b):
+        return None
+    if np.array_equal(ids_a, ids_b):
+        return np.arange(len(ids_b))
+    oa, ob = np.argsort(ids_a, kind="stable"), np.argsort(ids_b, kind="stable")
+    if not np.array_equal(ids_a[oa], ids_b[ob]) or len(np.unique(ids_a)) != len(ids_a):
+        return None
+    perm = np.empty(len(ids_a), np.int64)
+    perm[oa] = ob
+    return perm
+
+
+def _holm(tests: list[PairTest], alpha: float) -> None:
+    """Holm step-down adjustment over the tests that have a p-value (monotone adjusted p-values)."""
+    tested = sorted((t for t in tests if t.p_value is not None), key=lambda t: t.p_value)  # type: ignore[arg-type,return-value]
+    m = len(tested)
+    running = 0.0
+    for i, t in enumerate(tested):
+        running = max(running, min(1.0, (m - i) * t.p_value))  # type: ignore[operator]
+        t.p_holm = running
+        t.significant = running < alpha

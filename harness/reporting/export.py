@@ -1,0 +1,153 @@
+"""Export a run to RobustBench's model-info JSON (``model_info/<dataset>/<threat>/<model>.json``).
+
+Field names follow robustbench's `ModelInfo` (robustbench.utils): accuracies as percentage strings
+with two decimals, eps as ``"k/255"`` where it is one. The robust number is the harness's per-sample
+worst case over the threat model's attacks; the footnote says which attacks those were, and whether
+they amount to AutoAttack, so a reader can judge the entry beside the leaderboard.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+from harness.atomic import write_json
+from harness.errors import UsageError
+from harness.reporting import summary as S
+from harness.reporting.runs import load_runs
+from harness.results import GroupResult, Result
+
+MODEL_INFO_FIELDS = (
+    "link",
+    "name",
+    "authors",
+    "additional_data",
+    "number_forward_passes",
+    "dataset",
+    "venue",
+    "architecture",
+    "eps",
+    "clean_acc",
+    "reported",
+    "corruptions_acc",
+    "corruptions_acc_3d",
+    "corruptions_mce",
+    "corruptions_mce_3d",
+    "autoattack_acc",
+    "footnote",
+)
+RB_THREAT = {"linf": "Linf", "l2": "L2"}
+RB_STANDARD_EPS = {"linf": 8 / 255, "l2": 0.5}
+AUTOATTACK_PARTS = {"apgd-ce", "apgd-t", "apgd-dlr", "fab-t", "fab", "square"}
+
+
+def _pct(a: float) -> str:
+    return f"{100 * a:.2f}"
+
+
+def _eps(e: float) -> str | float:
+    k = e * 255
+    return f"{round(k)}/255" if abs(k - round(k)) < 1e-6 and round(k) > 0 else float(e)
+
+
+def _pick(r: Result, groups: list[GroupResult], norm: str, threat: str | None) -> GroupResult:
+    """The requested threat model, else RobustBench's standard eps, else the report's headline one
+    (the adversarial-training eps), else the largest eps of that norm."""
+    if threat:
+        for g in groups:
+            if g.key == threat:
+                return g
+    std = [g for g in groups if math.isclose(g.eps or 0.0, RB_STANDARD_EPS.get(norm, -1.0), rel_tol=1e-6)]
+    if std:
+        return std[0]
+    head = S.headline_threat([r])
+    return next((g for g in groups if g.key == head), max(groups, key=lambda g: g.eps or 0.0))
+
+
+def _attack_names(g: GroupResult) -> list[str]:
+    return [str(e.get("name") or e.get("key")) for e in g.entries]
+
+
+def model_info(r: Result, threat_model: str, threat: str | None = None) -> dict[str, Any]:
+    """One RobustBench model-info dict for ``threat_model`` in {"Linf", "L2", "corruptions"}."""
+    m = r.model
+    stochastic = any(f.check == "stochastic" for f in r.findings)
+    info: dict[str, Any] = dict.fromkeys(MODEL_INFO_FIELDS)
+    info.update(
+        name=S.model_name(r),
+        dataset=str(r.dataset.get("name")),
+        architecture=m.get("architecture"),
+        number_forward_passes=None if stochastic else 1,
+        venue="",
+        clean_acc=_pct(r.clean.accuracy),
+    )
+    n = r.clean.n
+    if threat_model == "corruptions":
+        mean = S.mean_corruption(r)
+        if mean is None:
+            raise UsageError(f"run {r.name!r} evaluated no corruptions", "use a suite with [[corruption]] entries")
+        info["corruptions_acc"] = _pct(mean.accuracy)
+        names = S.corruption_names([r])
+        info["footnote"] = (
+            f"harness: mean over {len(r.corruptions)} corruption x severity evaluations "
+            f"({', '.join(names)}) on n={n} samples of {r.dataset.get('name')}/{r.dataset.get('split')}; "
+            "the harness's corruption implementations, not the CIFAR-10-C files."
+        )
+        return info
+    norm = {v: k for k, v in RB_THREAT.items()}.get(threat_model)
+    groups = [g for g in r.threat_models if g.norm == norm]
+    if not groups:
+        raise UsageError(f"run {r.name!r} has no {threat_model} threat model", "evaluate with an attack of that norm")
+    g = _pick(r, groups, str(norm), threat)
+    attacks = _attack_names(g)
+    is_aa = bool(attacks) and (
+        any("autoattack" in a for a in attacks)
+        or {"apgd-ce", "apgd-t"} <= set(attacks)
+        or set(attacks) >= AUTOATTACK_PARTS
+    )
+    info["eps"] = _eps(g.eps or 0.0)
+    info["autoattack_acc"] = _pct(g.accuracy.accuracy)
+    lo, hi = g.accuracy.ci95
+    info["footnote"] = (
+        f"harness: per-sample worst case over {', '.join(attacks)} ({'AutoAttack' if is_aa else 'not AutoAttack'}) "
+        f"at {g.key} on n={n} samples of {r.dataset.get('name')}/{r.dataset.get('split')}; "
+        f"95% CI [{100 * lo:.2f}, {100 * hi:.2f}]; suite {r.suite.get('name')}."
+    )
+    if stochastic:
+        info["footnote"] += " The model is randomised (stochastic finding)."
+    return info
+
+
+def export_robustbench(
+    run: str | Path | Result, out: str | Path | None = None, *, threat: str | None = None
+) -> list[Path]:
+    """Write one model-info JSON per RobustBench threat model the run covers; returns their paths.
+
+    ``out`` defaults to ``<run>/export``; files go to ``out/model_info/<dataset>/<Linf|L2|corruptions>/``.
+    """
+    if isinstance(run, Result):
+        r, base = run, None
+    else:
+        runs = load_runs([run])
+        if len(runs) != 1:
+            raise UsageError(f"{run} holds {len(runs)} runs", "export one run folder at a time")
+        r, base = runs[0].result, runs[0].path
+    if out is None:
+        if base is None:
+            raise UsageError("no output folder for an in-memory result", "pass out=")
+        out = base / "export"
+    kinds = [RB_THREAT[n] for n in ("linf", "l2") if any(g.norm == n for g in r.threat_models)]
+    if r.corruptions:
+        kinds.append("corruptions")
+    if not kinds:
+        raise UsageError(f"run {r.name!r} has neither L-inf/L2 threat models nor corruptions to export")
+    fname = re.sub(r"[^A-Za-z0-9_.-]+", "_", S.model_name(r)).strip("._") or "model"
+    paths = []
+    for tm in kinds:
+        info = model_info(r, tm, threat)
+        p = Path(out) / "model_info" / str(r.dataset.get("name")) / tm / f"{fname}.json"
+        write_json(p, info)
+        paths.append(p)
+    return paths

@@ -1,0 +1,153 @@
+"""Numbers a report is built from: labels, the headline threat model, Pareto fronts, findings by number."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from harness.results import Accuracy, Finding, GroupResult, Result
+from harness.stats import wilson
+
+CLEAN = "clean"  # the key findings use when they cast doubt on the clean accuracy or the model as a whole
+
+
+def model_name(r: Result) -> str:
+    return str(r.model.get("name") or r.name)
+
+
+def condition_text(r: Result) -> str:
+    cond = r.model.get("condition") or {}
+    return ", ".join(f"{k}={v}" for k, v in cond.items())
+
+
+def label(r: Result) -> str:
+    """``name (objective) [condition]``: how a model is named in tables and plots."""
+    bits = [model_name(r)]
+    obj = r.model.get("objective")
+    if obj and obj != "unknown" and str(obj) not in bits[0]:
+        bits.append(f"({obj})")
+    cond = condition_text(r)
+    if cond:
+        bits.append(f"[{cond}]")
+    return " ".join(bits)
+
+
+def short_label(r: Result) -> str:
+    """Objective and training condition (the point label in the trade-off plot)."""
+    obj = r.model.get("objective")
+    base = str(obj) if obj and obj != "unknown" else model_name(r)
+    cond = condition_text(r)
+    return f"{base} [{cond}]" if cond else base
+
+
+def unique_labels(results: Sequence[Result], fn=label) -> list[str]:
+    """Labels made unique by appending the run name where two models would read the same."""
+    labels = [fn(r) for r in results]
+    out = []
+    for lab, r in zip(labels, results):
+        out.append(f"{lab} <{r.name}>" if labels.count(lab) > 1 else lab)
+    if len(set(out)) < len(out):
+        out = [f"{lab} #{i + 1}" for i, lab in enumerate(out)]
+    return out
+
+
+def threat_keys(results: Sequence[Result]) -> list[str]:
+    """Attack group keys over all results, ordered by norm then eps."""
+    seen: dict[str, GroupResult] = {}
+    for r in results:
+        for g in r.threat_models:
+            seen.setdefault(g.key, g)
+    return sorted(seen, key=lambda k: (seen[k].norm or "", seen[k].eps or 0.0))
+
+
+def corruption_names(results: Sequence[Result]) -> list[str]:
+    names: list[str] = []
+    for r in results:
+        for g in r.corruptions:
+            if g.corruption not in names:
+                names.append(str(g.corruption))
+    return names
+
+
+def headline_threat(results: Sequence[Result], prefer: str | None = None) -> str | None:
+    """The threat model of the trade-off plot: ``prefer`` if given, else the one the models were
+    adversarially trained at (objective_params norm/eps), else the middle L-inf eps shared by most."""
+    keys = threat_keys(results)
+    if not keys:
+        return None
+    if prefer:
+        if prefer not in keys:
+            from harness.errors import UsageError
+
+            raise UsageError(f"no threat model {prefer!r} in these runs", f"choose one of {', '.join(keys)}")
+        return prefer
+    count = {k: sum(any(g.key == k for g in r.threat_models) for r in results) for k in keys}
+    best = max(count.values())
+    common = [k for k in keys if count[k] == best]
+    for r in results:
+        p = r.model.get("objective_params") or {}
+        if isinstance(p.get("eps"), (int, float)):
+            for k in common:
+                g = next(g for rr in results for g in rr.threat_models if g.key == k)
+                if g.norm == p.get("norm", "linf") and math.isclose(g.eps or 0.0, float(p["eps"]), rel_tol=1e-6):
+                    return k
+    linf = [k for k in common if k.startswith("linf")] or common
+    return linf[(len(linf) - 1) // 2]
+
+
+def pooled(groups: Sequence[GroupResult]) -> Accuracy | None:
+    """Mean accuracy over groups (pooled counts) with a Wilson interval.
+
+    The interval treats every corrupted copy as an independent sample, so it is narrower than an
+    interval over the test images would be; it is reported as the pooled-count interval.
+    """
+    if not groups:
+        return None
+    return Accuracy.of(sum(g.accuracy.correct for g in groups), sum(g.accuracy.n for g in groups))
+
+
+def mean_corruption(r: Result) -> Accuracy | None:
+    return pooled(r.corruptions)
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the points not dominated (no other point is >= in both coordinates and > in one).
+
+    Both coordinates are maximised; the returned indices are ordered by the first coordinate.
+    NaN points are never on the front.
+    """
+    idx = [i for i, (a, b) in enumerate(points) if not (math.isnan(a) or math.isnan(b))]
+    front = []
+    for i in idx:
+        ai, bi = points[i]
+        dominated = any(
+            (points[j][0] >= ai and points[j][1] >= bi) and (points[j][0] > ai or points[j][1] > bi) for j in idx
+        )
+        if not dominated:
+            front.append(i)
+    return sorted(front, key=lambda i: (points[i][0], -points[i][1]))
+
+
+def findings_by_key(r: Result) -> dict[str, list[Finding]]:
+    """Findings grouped by the number they cast doubt on (`Finding.related`; `CLEAN` for the model)."""
+    out: dict[str, list[Finding]] = {}
+    keys = {g.key for g in r.groups}
+    for f in r.findings:
+        k = f.related if f.related in keys else CLEAN
+        out.setdefault(k, []).append(f)
+    return out
+
+
+def serious(findings: Sequence[Finding]) -> list[Finding]:
+    return [f for f in findings if f.severity in ("warning", "error")]
+
+
+def class_counts(r: Result) -> list[int] | None:
+    c = r.extra.get("class_counts") if isinstance(r.extra, dict) else None
+    return [int(v) for v in c] if isinstance(c, list) else None
+
+
+def class_ci(acc: float, n: int) -> tuple[float, float]:
+    if n <= 0 or math.isnan(acc):
+        return (float("nan"), float("nan"))
+    return wilson(round(acc * n), n)
