@@ -132,7 +132,9 @@ def _model_section(lab: str, r: Result, images: Mapping[str, str], i: int, headl
     ]
     eot = int(r.config.get("eot_samples_used", 1) or 1)
     if eot > 1:
-        lines.append(f"- results use EOT: gradients averaged over {eot} forward passes, verdicts by majority over {eot}")
+        lines.append(
+            f"- results use EOT: gradients averaged over {eot} forward passes, verdicts by majority over {eot}"
+        )
     for t in (r.extra.get("unit_test") or {}).get("threats", []):
         verdict = "too weak" if t["too_weak"] else "passed"
         lines.append(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from tests.harness._digits_models import ce_model
 from torch import nn
 
 from attacks.base import Attack
@@ -18,6 +17,7 @@ from harness.results import Accuracy, GroupResult, Result
 from harness.rng import keyed_uniform, stream_seed
 from harness.suites import parse_suite
 from harness.threat import clip_box
+from tests.harness._digits_models import ce_model
 
 RANDOM = "test-random-corners"
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-from tests.harness._digits_models import ce_model, pgd_at_model
 from torch import nn
 
 from attacks.pgd import PGD
@@ -11,6 +10,7 @@ from harness.api import attack_unit_test, load_dataset
 from harness.engine import EvalConfig, evaluate
 from harness.report import render_markdown
 from harness.suites import parse_suite
+from tests.harness._digits_models import ce_model, pgd_at_model
 
 
 class NoisyInput(nn.Module):

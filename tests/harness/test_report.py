@@ -7,12 +7,12 @@ import re
 from pathlib import Path
 
 import pytest
-from tests.harness.report_helpers import make_result, real_runs
 
 from harness.cli import main
 from harness.reporting import build_report, find_runs, pareto_front
 from harness.reporting import summary as S
 from harness.results import Finding, Result
+from tests.harness.report_helpers import make_result, real_runs
 
 XSS = "<script>alert(1)</script>"
 

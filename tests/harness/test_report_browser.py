@@ -9,10 +9,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from tests.harness.report_helpers import make_result
 
 from harness.reporting import build_report
 from harness.results import Finding
+from tests.harness.report_helpers import make_result
 
 CHROMIUM = next((p for p in (shutil.which("chromium"), shutil.which("chromium-browser")) if p), None)
 pytestmark = pytest.mark.skipif(
