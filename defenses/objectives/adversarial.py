@@ -129,7 +129,8 @@ def gairat_weights(kappa: Tensor, steps: int, lam: float) -> Tensor:
     As in the official ``GAIR.py``: ``(K/2 - kappa) * 5 / (K/2)`` with ``K/2`` an integer division.
     """
     half = max(1, steps // 2)
-    w = 0.5 * (1 + torch.tanh(lam + (half - kappa.float()) * 5.0 / half))
+    # (1 + tanh(a)) / 2 == sigmoid(2a), which keeps float32 precision where tanh(a) is close to -1.
+    w = torch.sigmoid(2 * (lam + (half - kappa.float()) * 5.0 / half))
     return w * len(w) / w.sum()
 
 
@@ -144,7 +145,7 @@ def lrat_weights(v: Tensor, c: float, g: str = "identity", lam: float = -1.0) ->
     if g == "identity":
         gv = v
     elif g == "tanh":
-        gv = 0.5 * (1 + torch.tanh(lam + 5.0 * (2 * v - 1)))
+        gv = torch.sigmoid(2 * (lam + 5.0 * (2 * v - 1)))  # == (1 + tanh(.)) / 2, stable in float32
     else:
         raise UsageError(f"unknown LRAT g {g!r}", "use 'identity' or 'tanh'")
     w = c * gv / v.shape[0]
