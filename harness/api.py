@@ -93,15 +93,20 @@ def train(
     out: str | Path | None = None,
     objective_params: dict[str, Any] | None = None,
     model_args: dict[str, Any] | None = None,
+    label_noise: str | None = None,
+    imbalance: str | None = None,
     **config: Any,
 ):
     """Train a registered architecture with a registered objective; writes ``out.safetensors/.json``.
 
     ``dataset`` names the training set; its ``split`` is replaced by train/test automatically when
     given by name. Keyword arguments are `defenses.TrainConfig` fields (epochs, lr, seed, ...).
+    ``label_noise`` (``sym:RATE``/``asym:RATE``) and ``imbalance`` (``exp:RHO``/``step:RHO``) alter the
+    training split only, seeded by the training seed (`defenses.conditions`); the sidecar records them.
     """
     from defenses import TrainConfig
     from defenses import train as _train
+    from defenses.conditions import apply_conditions
 
     if isinstance(dataset, ImageDataset):
         train_ds, test_ds = dataset, None
@@ -110,15 +115,18 @@ def train(
         args.pop("split", None)
         train_ds = DATASETS.create(name, split="train", **args)
         test_ds = DATASETS.create(name, split="test", **args)
+    cfg = TrainConfig(**config)
+    cond = apply_conditions(train_ds, label_noise=label_noise, imbalance=imbalance, seed=cfg.seed)
     return _train(
         objective,
         model,
-        train_ds,
+        cond.train,
         test_ds,
-        config=TrainConfig(**config),
+        config=cfg,
         out=out,
         objective_params=objective_params,
         model_args=model_args,
+        condition=cond.condition or None,
     )
 
 

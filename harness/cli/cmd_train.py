@@ -25,6 +25,8 @@ def train(
     device: str = typer.Option("auto"),
     param: list[str] = typer.Option([], "--param", "-p", help="objective parameter key=value (repeatable)"),
     model_arg: list[str] = typer.Option([], "--model-arg", help="architecture argument key=value (repeatable)"),
+    label_noise: str | None = typer.Option(None, help="training label noise: sym:RATE or asym:RATE (e.g. sym:0.4)"),
+    imbalance: str | None = typer.Option(None, help="training class imbalance: exp:RHO or step:RHO (e.g. exp:10)"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Train a model with an objective; resumes if interrupted (same arguments)."""
@@ -38,6 +40,8 @@ def train(
         out=out,
         objective_params=parse_kv(param),
         model_args=parse_kv(model_arg, "model argument"),
+        label_noise=label_noise,
+        imbalance=imbalance,
         epochs=epochs,
         batch_size=batch_size,
         lr=lr,
