@@ -106,7 +106,12 @@ class APGD(Attack):
         if loss not in LOSSES or (loss == "dlr-targeted") != self.targeted:
             allowed = ["dlr-targeted"] if self.targeted else [k for k in LOSSES if k != "dlr-targeted"]
             raise UsageError(f"APGD loss {loss!r} is not available here", f"use one of {', '.join(allowed)}")
-        for name, v in (("steps", steps), ("restarts", restarts), ("eot_iter", eot_iter), ("compact_every", compact_every)):
+        for name, v in (
+            ("steps", steps),
+            ("restarts", restarts),
+            ("eot_iter", eot_iter),
+            ("compact_every", compact_every),
+        ):
             if int(v) < 1:
                 raise UsageError(f"APGD {name} must be >= 1, not {v!r}")
         if not 0 < rho <= 1:
