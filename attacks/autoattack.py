@@ -174,6 +174,12 @@ class AutoAttack(Attack):
         """Apply custom budgets to the reference objects (only those the reference can change)."""
         if self.version != "custom":
             return  # the reference's own version settings are the budgets
+        # Outside its versions the reference keeps its constructor budgets (5 APGD restarts); use the
+        # same defaults as the native components instead, so 'custom' compares like with like.
+        adv.apgd.n_restarts = 1
+        adv.apgd_targeted.n_restarts = 1
+        adv.apgd_targeted.n_target_classes = 9
+        adv.fab.n_target_classes = 9
         owner = {"apgd-ce": adv.apgd, "apgd-dlr": adv.apgd, "apgd-t": adv.apgd_targeted, "fab": adv.fab}
         owner.update({"fab-t": adv.fab, "square": adv.square})
         names = {"restarts": "n_restarts", "n_target_classes": "n_target_classes", "n_queries": "n_queries"}
@@ -218,7 +224,8 @@ class AutoAttack(Attack):
                 raise UsageError(f"the torchattacks backend has no component {name!r}", "use backend='native'")
             built.append(a)
         with self._fork(x):
-            return ta.MultiAttack(built)(x.detach(), y).to(x.dtype)
+            runner = built[0] if len(built) == 1 else ta.MultiAttack(built)  # MultiAttack needs >= 2
+            return runner(x.detach(), y).to(x.dtype)
 
 
 __all__ = ["BACKENDS", "VERSIONS", "AutoAttack"]
