@@ -1,0 +1,308 @@
+"""Auto-PGD (Croce & Hein, ICML 2020): APGD-CE, APGD-DLR and targeted APGD-T, L-inf and L2.
+
+Behaviour follows the reference implementation (the ``pyautoattack`` package) step for step:
+initial step size 2 * eps, momentum 0.75 (none on the first step), step-size checkpoints after
+22 %, then every 19 %, 16 %, ... of the iterations (window shrinking by 3 % down to 6 %), halving
+the step where the loss rose in at most rho = 75 % of the window's steps (condition 1) or where it
+was not halved last time and the best loss did not improve since (condition 2), restarting such
+samples from their best point. A run costs one forward+backward at the start point plus one per
+iteration, exactly as in the reference.
+
+Hot path: input gradients only; every per-sample quantity (step size, best loss, checkpoint flags)
+lives on the device and is updated with ``torch.where``, so the step loop never synchronises with
+the host except for a compaction every ``compact_every`` steps that drops samples already
+misclassified. Samples are independent (per-sample step sizes and checkpoints, eval-mode model), so
+dropping broken ones cannot change the outcome for the rest. Random starts are keyed by the
+sample's global id, so results do not depend on the batch size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from harness.errors import UsageError
+from harness.logits import margin
+from harness.registry import ATTACKS
+from harness.rng import keyed_normal, keyed_uniform, stream_seed
+from harness.threat import ascent_direction, clip_box, project
+
+from .base import Attack
+from .losses import dlr_loss
+
+# loss(logits, y, target) -> per-sample loss to maximise
+APGDLoss = Callable[[Tensor, Tensor, Tensor | None], Tensor]
+
+
+def _ce(z: Tensor, y: Tensor, t: Tensor | None) -> Tensor:
+    return F.cross_entropy(z, y, reduction="none")
+
+
+def _dlr(z: Tensor, y: Tensor, t: Tensor | None) -> Tensor:
+    return dlr_loss(z, y)
+
+
+def _margin(z: Tensor, y: Tensor, t: Tensor | None) -> Tensor:
+    return -margin(z, y)
+
+
+def targeted_dlr(z: Tensor, y: Tensor, t: Tensor | None) -> Tensor:
+    """Targeted DLR: -(z_y - z_t) / (z_(1) - (z_(3) + z_(4)) / 2), sorted logits z_(1) >= z_(2) >= ...
+
+    The reference needs four classes; with three, the denominator falls back to z_(1) - z_(3)
+    (any positive, shift- and scale-invariant normaliser keeps the loss's purpose).
+    """
+    assert t is not None
+    s = z.sort(dim=1, descending=True).values
+    den = s[:, 0] - (0.5 * (s[:, 2] + s[:, 3]) if z.shape[1] >= 4 else s[:, -1])
+    zy = z.gather(1, y[:, None]).squeeze(1)
+    zt = z.gather(1, t[:, None]).squeeze(1)
+    return -(zy - zt) / (den + 1e-12)
+
+
+LOSSES: dict[str, APGDLoss] = {"ce": _ce, "dlr": _dlr, "margin": _margin, "dlr-targeted": targeted_dlr}
+
+
+def checkpoints(steps: int) -> list[tuple[int, int]]:
+    """(iteration, window length) pairs at which APGD checks its step size (reference schedule)."""
+    first, least, shrink = max(int(0.22 * steps), 1), max(int(0.06 * steps), 1), max(int(0.03 * steps), 1)
+    out, i, k = [], -1, first
+    while i + k < steps:
+        i += k
+        out.append((i, k))
+        k = max(k - shrink, least)
+    return out
+
+
+def _col(v: Tensor, like: Tensor) -> Tensor:
+    return v.view(-1, *([1] * (like.dim() - 1)))
+
+
+def _where(mask: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    return torch.where(_col(mask, a), a, b)
+
+
+class APGD(Attack):
+    """Auto-PGD with a chosen loss (ce, dlr, margin); 100 iterations, momentum 0.75, step halving."""
+
+    targeted = False
+
+    def __init__(
+        self,
+        norm: str = "linf",
+        eps: float = 8 / 255,
+        loss: str = "ce",
+        steps: int = 100,
+        restarts: int = 1,
+        rho: float = 0.75,
+        eot_iter: int = 1,
+        n_target_classes: int = 9,
+        compact_every: int = 5,
+    ) -> None:
+        super().__init__(norm, eps)
+        if loss not in LOSSES or (loss == "dlr-targeted") != self.targeted:
+            allowed = ["dlr-targeted"] if self.targeted else [k for k in LOSSES if k != "dlr-targeted"]
+            raise UsageError(f"APGD loss {loss!r} is not available here", f"use one of {', '.join(allowed)}")
+        for name, v in (
+            ("steps", steps),
+            ("restarts", restarts),
+            ("eot_iter", eot_iter),
+            ("compact_every", compact_every),
+        ):
+            if int(v) < 1:
+                raise UsageError(f"APGD {name} must be >= 1, not {v!r}")
+        if not 0 < rho <= 1:
+            raise UsageError(f"APGD rho must be in (0, 1], not {rho!r}")
+        self.loss = loss
+        self.steps = int(steps)
+        self.restarts = int(restarts)
+        self.rho = float(rho)
+        self.eot_iter = int(eot_iter)
+        self.n_target_classes = int(n_target_classes)
+        self.compact_every = max(1, int(compact_every))
+
+    # ---- public entry ---------------------------------------------------------------------------
+    def perturb(self, model: nn.Module, x: Tensor, y: Tensor, *, index: Tensor | None = None, seed: int = 0) -> Tensor:
+        """Per sample: a misclassified point if one was found, else the lowest-margin point visited."""
+        assert index is not None
+        x = x.detach()
+        with torch.no_grad():
+            clean = model(x).float()
+        if self.loss in ("dlr", "dlr-targeted") and clean.shape[1] < 3:
+            raise UsageError(f"APGD with the {self.loss} loss needs at least 3 classes, the model has {clean.shape[1]}")
+        best_m = margin(clean, y)  # clean-misclassified samples are never attacked, as in the reference
+        best_x = x.clone()
+        if self.targeted:
+            n_t = min(self.n_target_classes, clean.shape[1] - 1)
+            order = clean.sort(dim=1).indices  # ascending: column -c is the c-th highest class
+            runs = [(c, order[:, -c]) for c in range(2, n_t + 2)]
+        else:
+            runs = [(0, None)]
+        for c, target in runs:
+            for r in range(self.restarts):
+                todo = (best_m >= 0).nonzero().squeeze(1)  # one sync per restart
+                if len(todo) == 0:
+                    return best_x
+                t = None if target is None else target[todo]
+                key = stream_seed(seed, "apgd", c, r)
+                self._run(model, x, y, t, index, todo, key, best_x, best_m)
+        return best_x
+
+    # ---- one APGD run on the samples at positions ``pos`` ---------------------------------------
+    def _start(self, xs: Tensor, idx: Tensor, key: int) -> Tensor:
+        shape = tuple(xs.shape[1:])
+        if self.norm == "linf":
+            t = (2 * keyed_uniform(key, idx, shape) - 1).to(xs.device, xs.dtype)
+            d = t / _col(t.flatten(1).abs().amax(1) + 1e-12, t)
+        else:
+            t = keyed_normal(key, idx, shape).to(xs.device, xs.dtype)
+            d = t / _col(t.flatten(1).norm(dim=1) + 1e-12, t)
+        return (xs + self.eps * d).clamp(0.0, 1.0)
+
+    def _proj(self, xs: Tensor, xa: Tensor) -> Tensor:
+        return xs + clip_box(xs, project(xa - xs, self.norm, self.eps))
+
+    def _grad(self, model: nn.Module, xa: Tensor, ys: Tensor, ts: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        """Logits, per-sample loss and the (EOT-averaged) input gradient at xa."""
+        loss_fn = LOSSES[self.loss]
+        g = torch.zeros_like(xa)
+        for _ in range(self.eot_iter):
+            xg = xa.detach().requires_grad_(True)
+            with torch.enable_grad():
+                z = model(xg)
+                loss = loss_fn(z.float(), ys, ts)
+                (gi,) = torch.autograd.grad(loss.sum(), xg)
+            g = g + gi
+        if self.eot_iter > 1:
+            g = g / self.eot_iter
+        return z.detach().float(), loss.detach(), g
+
+    def _run(self, model, x, y, t, index, pos, key, best_x, best_m) -> None:
+        xs, ys, ts = x[pos], y[pos], t
+        xa = self._start(xs, index[pos], key)
+        z, loss, g = self._grad(model, xa, ys, ts)
+        bm, bx = margin(z, ys), xa.clone()  # lowest margin seen in this run
+        n = len(pos)
+        hist = torch.zeros(self.steps + 1, n, device=x.device)  # hist[i + 1] = loss after step i
+        # hist[0] stays 0: the reference's first window compares step 0 with an unwritten (zero) row.
+        loss_best, x_best, g_best = loss.clone(), xa.clone(), g.clone()
+        loss_at_check = loss_best.clone()
+        reduced_at_check = torch.ones(n, dtype=torch.bool, device=x.device)
+        step = torch.full((n,), 2.0 * self.eps, device=x.device, dtype=x.dtype)
+        x_old = xa.clone()
+        checks = dict(checkpoints(self.steps))
+        for i in range(self.steps):
+            a = 0.75 if i > 0 else 1.0
+            with torch.no_grad():
+                mom = xa - x_old
+                x_old = xa
+                z1 = self._proj(xs, xa + _col(step, xa) * ascent_direction(g, self.norm))
+                xa = self._proj(xs, xa + a * (z1 - xa) + (1 - a) * mom)
+            z, loss, g = self._grad(model, xa, ys, ts)
+            m = margin(z, ys)
+            better = m < bm
+            bm = torch.where(better, m, bm)
+            bx = _where(better, xa, bx)
+            hist[i + 1] = loss
+            up = loss > loss_best
+            loss_best = torch.where(up, loss, loss_best)
+            x_best = _where(up, xa, x_best)
+            g_best = _where(up, g, g_best)
+            if i in checks:
+                k = checks[i]
+                rises = (hist[i - k + 2 : i + 2] > hist[i - k + 1 : i + 1]).sum(0)
+                cond1 = rises <= k * self.rho
+                cond2 = ~reduced_at_check & (loss_at_check >= loss_best)
+                red = cond1 | cond2
+                reduced_at_check, loss_at_check = red, loss_best.clone()
+                step = torch.where(red, step / 2, step)
+                xa = _where(red, x_best, xa)
+                g = _where(red, g_best, g)
+            if (i + 1) % self.compact_every == 0 and i + 1 < self.steps:
+                self._write_back(pos, bx, bm, best_x, best_m)
+                keep = (bm >= 0).nonzero().squeeze(1)  # the only sync inside the loop
+                if len(keep) < len(pos):
+                    if len(keep) == 0:
+                        return
+                    pos, xs, ys, xa, x_old, g, bx, bm = (v[keep] for v in (pos, xs, ys, xa, x_old, g, bx, bm))
+                    ts = None if ts is None else ts[keep]
+                    loss_best, x_best, g_best = loss_best[keep], x_best[keep], g_best[keep]
+                    loss_at_check, reduced_at_check, step = loss_at_check[keep], reduced_at_check[keep], step[keep]
+                    hist = hist[:, keep]
+        self._write_back(pos, bx, bm, best_x, best_m)
+
+    @staticmethod
+    def _write_back(pos: Tensor, bx: Tensor, bm: Tensor, best_x: Tensor, best_m: Tensor) -> None:
+        better = bm < best_m[pos]
+        best_m[pos] = torch.where(better, bm, best_m[pos])
+        best_x[pos] = _where(better, bx, best_x[pos])
+
+
+ATTACKS.add("apgd", APGD, summary="Auto-PGD with a chosen loss (ce, dlr, margin); reference schedule and budgets")
+
+
+@ATTACKS.register("apgd-ce")
+class APGDCE(APGD):
+    """APGD on cross-entropy (AutoAttack's first component): 100 iterations, 1 restart by default."""
+
+    def __init__(
+        self,
+        norm: str = "linf",
+        eps: float = 8 / 255,
+        steps: int = 100,
+        restarts: int = 1,
+        rho: float = 0.75,
+        eot_iter: int = 1,
+        compact_every: int = 5,
+    ) -> None:
+        super().__init__(norm, eps, "ce", steps, restarts, rho, eot_iter, 9, compact_every)
+
+    def config(self) -> dict:
+        out = super().config()
+        out.pop("n_target_classes", None)
+        return out
+
+
+@ATTACKS.register("apgd-dlr")
+class APGDDLR(APGDCE):
+    """APGD on the shift- and scale-invariant DLR loss (AutoAttack plus/rand)."""
+
+    def __init__(
+        self,
+        norm: str = "linf",
+        eps: float = 8 / 255,
+        steps: int = 100,
+        restarts: int = 1,
+        rho: float = 0.75,
+        eot_iter: int = 1,
+        compact_every: int = 5,
+    ) -> None:
+        APGD.__init__(self, norm, eps, "dlr", steps, restarts, rho, eot_iter, 9, compact_every)
+
+
+@ATTACKS.register("apgd-t")
+class APGDT(APGD):
+    """Targeted APGD on the targeted DLR loss, one run per target among the top-9 other classes."""
+
+    targeted = True
+
+    def __init__(
+        self,
+        norm: str = "linf",
+        eps: float = 8 / 255,
+        n_target_classes: int = 9,
+        steps: int = 100,
+        restarts: int = 1,
+        rho: float = 0.75,
+        eot_iter: int = 1,
+        compact_every: int = 5,
+    ) -> None:
+        if int(n_target_classes) < 1:
+            raise UsageError(f"apgd-t n_target_classes must be >= 1, not {n_target_classes!r}")
+        super().__init__(norm, eps, "dlr-targeted", steps, restarts, rho, eot_iter, n_target_classes, compact_every)
+
+
+__all__ = ["APGD", "APGDCE", "APGDDLR", "APGDT", "checkpoints", "targeted_dlr"]
