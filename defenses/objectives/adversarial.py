@@ -6,7 +6,7 @@ iterate, keyed random start) and exposes the attack settings as fields (`AttackS
 is eps/4, ``steps`` 10, ``init`` "uniform" (Madry, GAIRAT) or "normal" = 0.001*N(0, 1) (TRADES,
 MART). The papers' CIFAR settings (eps 0.031, step 0.007, 10 steps) are one `--param` away.
 
-Sources (see /work/shared/reference/objectives.md section 1 and docs/objectives_at_family.md):
+Sources (see ../shared/reference/objectives.md section 1 and docs/objectives.md):
 - PGD-AT: Madry et al. 2018, MadryLab/cifar10_challenge.
 - TRADES: Zhang et al. 2019, yaodongyu/TRADES (`trades.py`): KL-PGD from 0.001*N(0,1), the KL
   target softmax(f(x)) is not detached in the training loss.
