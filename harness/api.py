@@ -141,6 +141,14 @@ def run(
                 progress=progress,
             )
         )
+    if any(r.corruptions for r in results):
+        from harness.corruption_metrics import attach
+
+        # corruption errors are normalised by the plain cross-entropy model when it was trained
+        ref = results[list(objectives).index("ce")] if "ce" in objectives else results[0]
+        for obj, r in zip(objectives, results):
+            attach(r, ref)
+            r.save(root / "evals" / obj / "result.json")
     write_text(root / "report.md", render_markdown(results, title=f"Robustness report: {name}"))
     return results
 

@@ -296,6 +296,9 @@ class Evaluation:
         result = self._aggregate(store, findings, timing, runner)
         result.timing["wall_s"] = time.perf_counter() - t_start
         result.findings += postcheck(result)
+        from harness.corruption_metrics import attach
+
+        attach(result)
         result.save(self.dir / "result.json")
         from harness.report import render_markdown
 

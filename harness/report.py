@@ -62,6 +62,7 @@ def render_markdown(results: Sequence[Result], title: str = "Robustness report")
                 f"- **{f.severity.upper()}** `{_escape(f.check)}` — {_escape(_label(r))}: {_escape(f.message)}{where}"
             )
         lines.append("")
+    lines += _corruption_section(results)
     for r in results:
         lines += [f"## {_escape(_label(r))}", ""]
         lines.append(
@@ -82,3 +83,39 @@ def render_markdown(results: Sequence[Result], title: str = "Robustness report")
         )
         lines.append("")
     return "\n".join(lines)
+
+
+def _fmt(v: float | None, pct: bool = False) -> str:
+    if v is None:
+        return "–"
+    return f"{100 * v:.1f}" if pct else f"{v:.3f}"
+
+
+def _corruption_section(results: Sequence[Result]) -> list[str]:
+    """Mean corruption accuracy, mCE / relative mCE (reference named) and accuracy per corruption x severity."""
+    from harness.corruption_metrics import accuracy_table, corruption_summary
+
+    with_c = [r for r in results if r.corruptions]
+    if not with_c:
+        return []
+    lines = ["## Common corruptions", ""]
+    refs = {r.extra.get("corruptions", {}).get("reference") for r in with_c} - {None}
+    if refs:
+        lines += [f"Corruption errors are normalised by the reference model {', '.join(sorted(map(str, refs)))}.", ""]
+    lines += ["| model | mean corruption accuracy (%) | mCE | relative mCE |", "|---|---|---|---|"]
+    for r in with_c:
+        s = r.extra.get("corruptions") or corruption_summary(r)
+        lines.append(
+            f"| {_escape(_label(r))} | {_fmt(s.get('mean_accuracy'), True)} | {_fmt(s.get('mce'))} "
+            f"| {_fmt(s.get('relative_mce'))} |"
+        )
+    lines.append("")
+    for r in with_c:
+        table = accuracy_table(r)
+        sevs = sorted({s for sev in table.values() for s in sev})
+        lines += [f"Accuracy (%) per corruption and severity — {_escape(_label(r))}:", ""]
+        lines += ["| corruption | " + " | ".join(str(s) for s in sevs) + " |", "|---|" + "---|" * len(sevs)]
+        for c, sev in table.items():
+            lines.append(f"| {c} | " + " | ".join(_fmt(sev.get(s), True) for s in sevs) + " |")
+        lines.append("")
+    return lines
