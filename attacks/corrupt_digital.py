@@ -6,6 +6,9 @@ Brightness and saturate act on HSV value / saturation; both are computed in clos
 
 from __future__ import annotations
 
+import io
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -93,23 +96,26 @@ class Pixelate(Corruption):
 
 @CORRUPTIONS.register("jpeg_compression")
 class JpegCompression(Corruption):
-    """JPEG round trip at quality c (libjpeg via torchvision.io, 4:2:0 chroma, 8-bit input).
+    """JPEG round trip at quality c (PIL's libjpeg, as the reference; 8-bit input, default 4:2:0 chroma).
 
-    Encoding runs on the CPU image by image inside torchvision's C++ loop (no Python per image); the
-    result is moved back to the input's device. libjpeg in torchvision and in PIL may be different
-    versions, so outputs can differ from the reference by a few grey levels: statistics are compared.
+    The codec runs on the CPU, one image at a time (there is no batched JPEG codec; torchvision.io's
+    is deprecated); the result goes back to the input's device. Using PIL like the reference makes
+    the output equal to it bit for bit on the same 8-bit image. 1-channel images are coded as
+    greyscale JPEG (the reference codes grey-as-RGB, whose luma plane is the same).
     """
 
     TABLE = {"cifar": [80, 65, 58, 50, 40], "imagenet": [25, 18, 15, 10, 7]}
 
     def transform(self, x: Tensor, p: dict[str, Tensor]) -> Tensor:
-        from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg
+        from PIL import Image
 
-        u8 = torch.round(x * 255).clamp(0, 255).to(torch.uint8).cpu()
-        enc = encode_jpeg(list(u8), quality=int(self.c))
-        mode = ImageReadMode.GRAY if x.shape[1] == 1 else ImageReadMode.RGB
-        dec = decode_jpeg(enc, mode=mode)
-        return torch.stack(dec).to(x.device).float() / 255
+        u8 = torch.round(x * 255).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        out = np.empty_like(u8)
+        for i, im in enumerate(u8):
+            buf = io.BytesIO()
+            Image.fromarray(im[..., 0] if im.shape[-1] == 1 else im).save(buf, "JPEG", quality=int(self.c))
+            out[i] = np.asarray(Image.open(buf)).reshape(im.shape)
+        return torch.from_numpy(out).to(x.device).permute(0, 3, 1, 2).float() / 255
 
 
 @CORRUPTIONS.register("elastic_transform")
