@@ -130,9 +130,8 @@ class ZoomBlur(Corruption):
     """Zoom blur: the mean of the image and its centre zooms by 1 .. c (deterministic, scale-free)."""
 
     TABLE = {
-        "cifar": [np.arange(1, 1.06, 0.01), np.arange(1, 1.11, 0.01), np.arange(1, 1.16, 0.01)]
-        + [np.arange(1, 1.21, 0.01), np.arange(1, 1.26, 0.01)],
-        "imagenet": [np.arange(1, 1.11, 0.01), np.arange(1, 1.16, 0.01), np.arange(1, 1.21, 0.02)]
+        "cifar": [np.arange(1, stop, 0.01) for stop in (1.06, 1.11, 1.16, 1.21, 1.26)],
+        "imagenet": [np.arange(1, stop, step) for stop, step in ((1.11, 0.01), (1.16, 0.01), (1.21, 0.02))]
         + [np.arange(1, 1.26, 0.02), np.arange(1, 1.31, 0.03)],
     }
 

@@ -53,7 +53,9 @@ class Saturate(Corruption):
         s = torch.where(v > 0, (v - mn) / v.clamp_min(1e-12), torch.zeros_like(v))
         s2 = (s * a + b).clamp(0, 1)
         # channel = V - V S k with k in [0, 1] fixed by the hue; grey pixels have hue 0 (red): k = (0, 1, 1)
-        k = torch.where(s > 0, (v - x) / (v * s).clamp_min(1e-12), torch.tensor([0.0, 1.0, 1.0], device=x.device).view(1, 3, 1, 1))
+        k = torch.where(
+            s > 0, (v - x) / (v * s).clamp_min(1e-12), torch.tensor([0.0, 1.0, 1.0], device=x.device).view(1, 3, 1, 1)
+        )
         return v - v * s2 * k
 
 
@@ -150,7 +152,9 @@ class ElasticTransform(Corruption):
         amp, sigma, _ = self.c
         dev = x.device
         yy, xx = torch.meshgrid(
-            torch.arange(h, device=dev, dtype=torch.float32), torch.arange(w, device=dev, dtype=torch.float32), indexing="ij"
+            torch.arange(h, device=dev, dtype=torch.float32),
+            torch.arange(w, device=dev, dtype=torch.float32),
+            indexing="ij",
         )
         if p["jitter"] is not None:
             c = torch.tensor([h // 2, w // 2], dtype=torch.float32, device=dev)
@@ -170,5 +174,7 @@ class ElasticTransform(Corruption):
             dy = gaussian_blur(p["dy"], sd, "symmetric", truncate=3.0)[:, 0] * amp * size
             gx = (2 * (xx + dx) + 1) / w - 1
             gy = (2 * (yy + dy) + 1) / h - 1
-            x = F.grid_sample(x, torch.stack([gx, gy], -1), mode="bilinear", padding_mode="reflection", align_corners=False)
+            x = F.grid_sample(
+                x, torch.stack([gx, gy], -1), mode="bilinear", padding_mode="reflection", align_corners=False
+            )
         return x

@@ -94,4 +94,3 @@ class SpeckleNoise(Corruption):
 
     def transform(self, x: Tensor, p: dict[str, Tensor]) -> Tensor:
         return x + x * self.c * p["z"]
-

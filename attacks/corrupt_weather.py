@@ -172,7 +172,9 @@ def canny(img: Tensor, low: float, high: float) -> Tensor:
 def distance_to(edges: Tensor, cap: float) -> Tensor:
     """Chamfer (1, 1.4) distance of each pixel to the nearest edge pixel, capped at ``cap`` (cv2 DIST_L2 mask 3)."""
     big = cap + 2.0
-    d = torch.where(edges, torch.zeros_like(edges, dtype=torch.float32), torch.full_like(edges, big, dtype=torch.float32))
+    d = torch.where(
+        edges, torch.zeros_like(edges, dtype=torch.float32), torch.full_like(edges, big, dtype=torch.float32)
+    )
     wts = torch.tensor([1.4, 1.0, 1.4, 1.0, 0.0, 1.0, 1.4, 1.0, 1.4], device=d.device).view(1, 9, 1, 1)
     n, _, h, w = d.shape
     for _ in range(int(cap) + 1):

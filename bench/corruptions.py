@@ -27,10 +27,10 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
+    import imagecorruptions
+
     from harness.registry import CORRUPTIONS
     from tests.attacks.corruption_oracle import coloured_digits, shimmed_imagecorruptions
-
-    import imagecorruptions
 
     imgs, _ = coloured_digits(args.n, seed=0)
     x = torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 255
@@ -57,7 +57,8 @@ def main() -> None:
         rows.append(row)
         print(
             f"{name:18s} ours(imagenet) {row['ours_imagenet_s']:7.3f} s  ours(cifar) {row['ours_cifar_s']:7.3f} s  "
-            f"imagecorruptions {row['imagecorruptions_s']:7.3f} s  ratio {row['imagecorruptions_s'] / row['ours_imagenet_s']:6.1f}x",
+            f"imagecorruptions {row['imagecorruptions_s']:7.3f} s  "
+            f"ratio {row['imagecorruptions_s'] / row['ours_imagenet_s']:6.1f}x",
             flush=True,
         )
     tot = {k: sum(r[k] for r in rows) for k in ("ours_imagenet_s", "ours_cifar_s", "imagecorruptions_s")}
@@ -74,8 +75,10 @@ def main() -> None:
         "rows": rows,
     }
     Path(args.out).write_text(json.dumps(summary, indent=1))
-    print(f"total: ours {tot['ours_imagenet_s']:.2f} s (cifar preset {tot['ours_cifar_s']:.2f} s), "
-          f"imagecorruptions {tot['imagecorruptions_s']:.2f} s, speed-up {summary['speedup_same_parameters']:.1f}x")
+    print(
+        f"total: ours {tot['ours_imagenet_s']:.2f} s (cifar preset {tot['ours_cifar_s']:.2f} s), "
+        f"imagecorruptions {tot['imagecorruptions_s']:.2f} s, speed-up {summary['speedup_same_parameters']:.1f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from tests.attacks.corruption_oracle import coloured_digits
 
 from attacks.corrupt_noise import poisson_from_uniform
 from harness.errors import UsageError
 from harness.registry import CORRUPTIONS
+from tests.attacks.corruption_oracle import coloured_digits
 
 NAMES = CORRUPTIONS.names()
 DETERMINISTIC = {"brightness", "contrast", "defocus_blur", "gaussian_blur", "jpeg_compression", "pixelate"}
@@ -49,7 +49,7 @@ def test_contract_shape_range_determinism_batch_independence(name, colour_batch,
         assert torch.isfinite(y).all() and y.min() >= 0 and y.max() <= 1
         assert torch.equal(y, c(x, index=ids, seed=7)), "same seed must give the same output"
         # a sample's corruption depends on its id only: other batch sizes and orders give the same
-        perm = torch.tensor([3, 0, 7, 1, 9, 2, 8, 4, 6, 5] + list(range(10, len(x))))
+        perm = torch.tensor([3, 0, 7, 1, 9, 2, 8, 4, 6, 5, *range(10, len(x))])
         parts = [c(x[perm][i : i + 3], index=ids[perm][i : i + 3], seed=7) for i in range(0, len(x), 3)]
         torch.testing.assert_close(torch.cat(parts), y[perm], atol=2e-6, rtol=0)
         if name not in DETERMINISTIC:
@@ -59,7 +59,10 @@ def test_contract_shape_range_determinism_batch_independence(name, colour_batch,
 @pytest.mark.parametrize("name", sorted(set(NAMES) - NOT_MONOTONE))
 def test_severity_monotone_in_mean_distance(name, colour_batch):
     x = colour_batch
-    d = [(CORRUPTIONS.create(name, severity=s)(x, index=torch.arange(len(x)), seed=0) - x).abs().mean() for s in range(1, 6)]
+    d = [
+        (CORRUPTIONS.create(name, severity=s)(x, index=torch.arange(len(x)), seed=0) - x).abs().mean()
+        for s in range(1, 6)
+    ]
     assert d[-1] > d[0] > 0
     assert all(b >= a - 1e-3 for a, b in zip(d, d[1:])), d
 

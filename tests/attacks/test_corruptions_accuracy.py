@@ -13,8 +13,8 @@ import torch
 
 pytest.importorskip("imagecorruptions")
 
-from harness.registry import CORRUPTIONS  # noqa: E402
-from tests.attacks.corruption_oracle import oracle, ours  # noqa: E402
+from harness.registry import CORRUPTIONS
+from tests.attacks.corruption_oracle import oracle, ours
 
 N_IMAGES = 200
 

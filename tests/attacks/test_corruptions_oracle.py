@@ -23,11 +23,14 @@ import pytest
 
 pytest.importorskip("imagecorruptions")
 
-from harness.registry import CORRUPTIONS  # noqa: E402
-from tests.attacks.corruption_oracle import coloured_digits, oracle, ours  # noqa: E402
+from harness.registry import CORRUPTIONS
+from tests.attacks.corruption_oracle import coloured_digits, oracle, ours
 
 FLOOR = {"mac": 1 / 255, "psnr": 0.3, "chan": 1 / 255}
-WIDER = {"spatter": {"mac": 1.5 / 255, "psnr": 1.0, "chan": 1.5 / 255}, "frost": {"mac": 0.04, "psnr": 1.5, "chan": 0.04}}
+WIDER = {
+    "spatter": {"mac": 1.5 / 255, "psnr": 1.0, "chan": 1.5 / 255},
+    "frost": {"mac": 0.04, "psnr": 1.5, "chan": 0.04},
+}
 
 
 def per_image(clean: np.ndarray, out: np.ndarray) -> dict[str, np.ndarray]:

@@ -15,7 +15,9 @@ def make(name: str, clean: int, accs: dict[tuple[str, int], int], n: int = 100) 
         GroupResult(f"{c}-{s}", "corruption", Accuracy.of(k, n), corruption=c, severity=s) for (c, s), k in accs.items()
     ]
     ds = {"name": "digits", "split": "test", "n": n, "sha256": "0" * 64}
-    return Result(name, {"name": name}, ds, {"name": "natural"}, {"seed": 0, "device": "cpu"}, {}, Accuracy.of(clean, n), groups)
+    return Result(
+        name, {"name": name}, ds, {"name": "natural"}, {"seed": 0, "device": "cpu"}, {}, Accuracy.of(clean, n), groups
+    )
 
 
 @pytest.fixture
