@@ -83,7 +83,7 @@ def test_bad_parameters_and_inputs_are_usage_errors(colour_batch):
 
 def test_poisson_sampler_mean_and_variance():
     # Poisson(lam) has mean = variance = lam, on both sides of the exact/asymptotic switch (20)
-    u = (torch.arange(200_000, dtype=torch.float64) + 0.5) / 200_000
+    u = (torch.arange(40_000, dtype=torch.float64) + 0.5) / 40_000
     for lam in (0.3, 3.0, 19.0, 50.0, 400.0):
         k = poisson_from_uniform(torch.full_like(u, lam), u).double()
         assert abs(k.mean().item() - lam) < 0.01 * lam + 0.01
