@@ -167,6 +167,14 @@ def run(
                 progress=progress,
             )
         )
+    if any(r.corruptions for r in results):
+        from harness.corruption_metrics import attach
+
+        # corruption errors are normalised by the plain cross-entropy model when it was trained
+        ref = results[list(objectives).index("ce")] if "ce" in objectives else results[0]
+        for obj, r in zip(objectives, results):
+            attach(r, ref)
+            r.save(root / "evals" / obj / "result.json")
     build_report([root / "evals" / obj for obj in objectives], root, title=f"Robustness report: {name}")
     return results
 

@@ -334,6 +334,9 @@ class Evaluation:
             )
             result.extra["unit_test"] = ut.to_dict()
             result.findings += ut.findings()
+        from harness.corruption_metrics import attach
+
+        attach(result)
         result.timing["wall_s"] = time.perf_counter() - t_start
         result.save(self.dir / "result.json")
         from harness.report import render_markdown

@@ -90,6 +90,7 @@ def render_markdown(
     ]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     lines.append("")
+    lines += _corruption_summary(results, labels)
     headline = S.headline_threat(results, threat)
     if "tradeoff" in images or headline:
         lines += ["## Trade-off", ""]
@@ -212,3 +213,28 @@ def _pc(acc: float, n: int | None) -> str:
         return f"{100 * acc:.1f}"
     lo, hi = S.class_ci(acc, n)
     return f"{100 * acc:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
+
+
+def _corruption_summary(results: Sequence[Result], labels: Sequence[str]) -> list[str]:
+    """Mean corruption accuracy, mCE and relative mCE, with the reference model named."""
+    from harness.corruption_metrics import corruption_summary
+
+    rows = [
+        (lab, r.extra.get("corruptions") or corruption_summary(r)) for lab, r in zip(labels, results) if r.corruptions
+    ]
+    if not rows:
+        return []
+
+    def fmt(v: float | None, pct: bool = False) -> str:
+        return "–" if v is None else (f"{100 * v:.1f}" if pct else f"{v:.3f}")
+
+    refs = sorted({str(s["reference"]) for _, s in rows if s.get("reference")})
+    lines = ["## Common corruptions", ""]
+    if refs:
+        lines += [f"Corruption errors are normalised by the reference model {_esc(', '.join(refs))}.", ""]
+    lines += ["| model | mean corruption accuracy (%) | mCE | relative mCE |", "|---|---|---|---|"]
+    lines += [
+        f"| {_esc(lab)} | {fmt(s.get('mean_accuracy'), True)} | {fmt(s.get('mce'))} | {fmt(s.get('relative_mce'))} |"
+        for lab, s in rows
+    ]
+    return [*lines, ""]
