@@ -136,7 +136,8 @@ def test_deterministic_and_independent_of_batch_size(norm):
     attack = FAB(norm, eps, steps=8, restarts=2)
     whole = attack(model, x, y, index=ids, seed=3)
     again = attack(model, x, y, index=ids, seed=3)
-    parts = torch.cat([attack(model, x[i : i + 5], y[i : i + 5], index=ids[i : i + 5], seed=3) for i in range(0, 50, 5)])
+    chunks = [slice(i, i + 5) for i in range(0, 50, 5)]
+    parts = torch.cat([attack(model, x[c], y[c], index=ids[c], seed=3) for c in chunks])
     assert torch.equal(whole, again)
     torch.testing.assert_close(whole, parts, atol=1e-6, rtol=0)
     check_contract(x, whole, ThreatModel(norm, eps))
@@ -164,7 +165,9 @@ def test_fab_t_reference_budgets_agree_with_pyautoattack_on_1000_samples(norm, e
     r_ours, r_theirs = robust_flags(model, x, y, ours), robust_flags(model, x, y, theirs)
     agree = (r_ours == r_theirs).float().mean().item()
     with capsys.disabled():
-        print(f"\nfab-t {norm} eps={eps}: native {r_ours.float().mean():.4f} pyautoattack "
-              f"{r_theirs.float().mean():.4f} per-sample agreement {agree:.4f}")
+        print(
+            f"\nfab-t {norm} eps={eps}: native {r_ours.float().mean():.4f} pyautoattack "
+            f"{r_theirs.float().mean():.4f} per-sample agreement {agree:.4f}"
+        )
     assert r_ours.float().mean() <= r_theirs.float().mean() + 0.005
     assert abs(r_ours.float().mean() - r_theirs.float().mean()) <= 0.005

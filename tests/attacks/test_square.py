@@ -101,7 +101,8 @@ def test_deterministic_and_independent_of_batch_size(norm, eps):
     attack = ATTACKS.create("square", norm=norm, eps=eps, n_queries=60, compact_every=7)
     whole = attack(model, x, y, index=ids, seed=4)
     again = attack(model, x, y, index=ids, seed=4)
-    parts = torch.cat([attack(model, x[i : i + 5], y[i : i + 5], index=ids[i : i + 5], seed=4) for i in range(0, 50, 5)])
+    chunks = [slice(i, i + 5) for i in range(0, 50, 5)]
+    parts = torch.cat([attack(model, x[c], y[c], index=ids[c], seed=4) for c in chunks])
     assert torch.equal(whole, again)
     torch.testing.assert_close(whole, parts, atol=1e-6, rtol=0)
     other_seed = attack(model, x, y, index=ids, seed=5)
@@ -131,6 +132,8 @@ def test_square_agrees_with_pyautoattack_on_1000_samples(norm, eps, n_queries, c
     r_ours, r_theirs = robust_flags(model, x, y, ours), robust_flags(model, x, y, theirs)
     agree = (r_ours == r_theirs).float().mean().item()
     with capsys.disabled():
-        print(f"\nsquare {norm} eps={eps} q={n_queries}: native {r_ours.float().mean():.4f} "
-              f"pyautoattack {r_theirs.float().mean():.4f} per-sample agreement {agree:.4f}")
+        print(
+            f"\nsquare {norm} eps={eps} q={n_queries}: native {r_ours.float().mean():.4f} "
+            f"pyautoattack {r_theirs.float().mean():.4f} per-sample agreement {agree:.4f}"
+        )
     assert r_ours.float().mean() <= r_theirs.float().mean() + 0.005
