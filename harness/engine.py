@@ -60,6 +60,8 @@ class EvalConfig:
     eot_samples: int | None = None
     # "basic": the sanity checks; "full": also the unbounded-eps check and the attack unit test.
     checks: str = "basic"
+    # Replaces the dataset's eps grid for suite entries with eps = "dataset", e.g. {"linf": (0.1,)}.
+    eps: dict[str, tuple[float, ...]] | None = None
 
     def __post_init__(self) -> None:
         if self.checks not in CHECK_LEVELS:
@@ -160,7 +162,8 @@ class Evaluation:
         if self.config.max_samples is not None and self.config.max_samples < len(dataset):
             self.dataset = dataset.subset(slice(0, self.config.max_samples))
         self.suite = load_suite(suite)
-        self.entries = self.suite.resolve(self.dataset.eps_grid)
+        grid = {**self.dataset.eps_grid, **(self.config.eps or {})}
+        self.entries = self.suite.resolve(grid)
         for e in self.entries:
             if e.threat is not None:
                 e.threat.validate_for(self.dataset.shape)

@@ -25,9 +25,11 @@ def evaluate(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
     checks: str = typer.Option("basic", help="basic, or full: adds the unbounded-eps check and the attack unit test"),
     eot_samples: int | None = typer.Option(None, help="EOT draws for randomised models (default: 10 if stochastic)"),
+    eps: list[str] = typer.Option([], "--eps", help="override the dataset's eps grid: NORM=V[,V...] (repeatable)"),
 ) -> None:
     """Evaluate a model with a suite; writes OUT/NAME/{result.json,report.md,records/}; resumable."""
     from harness.api import evaluate as api_evaluate
+    from harness.suites import parse_eps_grid
 
     run_name = name or f"{Path(checkpoint).stem}-{Path(suite).stem}"
     res = api_evaluate(
@@ -44,6 +46,7 @@ def evaluate(
         progress=progress,
         checks=checks,
         eot_samples=eot_samples,
+        eps=parse_eps_grid(eps),
     )
     console.print(results_table([res]))
     print_findings(console, [res])

@@ -140,6 +140,23 @@ class Suite:
         }
 
 
+def parse_eps_grid(items: list[str] | None) -> dict[str, tuple[float, ...]] | None:
+    """``["linf=0.1,0.2", "l2=1"]`` -> ``{"linf": (0.1, 0.2), "l2": (1.0,)}`` (None when empty)."""
+    if not items:
+        return None
+    out: dict[str, tuple[float, ...]] = {}
+    for item in items:
+        norm, sep, values = item.partition("=")
+        try:
+            eps = tuple(float(v) for v in values.split(",") if v.strip())
+        except ValueError:
+            eps = ()
+        if not sep or not eps:
+            raise UsageError(f"--eps {item!r} is not NORM=V[,V...]", "e.g. --eps linf=0.1,0.2 --eps l2=1.0")
+        out[canonical_norm(norm)] = eps
+    return out
+
+
 def _req(spec: dict[str, Any], key: str, where: str) -> Any:
     if key not in spec:
         raise UsageError(f"{where}: missing field {key!r}")

@@ -44,3 +44,13 @@ def test_list_registry_api_and_unknown_kind():
     assert {"mlp", "cnn", "preact-resnet18", "wrn"} <= set(names)
     with pytest.raises(UsageError, match="attacks"):
         list_registry("atacks")
+
+
+def test_eps_grid_override_parses_and_rejects_garbage():
+    from harness.suites import parse_eps_grid
+
+    assert parse_eps_grid(["linf=0.1,0.2", "L2=1"]) == {"linf": (0.1, 0.2), "l2": (1.0,)}
+    assert parse_eps_grid([]) is None
+    for bad in ("linf", "linf=", "linf=abc", "l3=0.1"):
+        with pytest.raises(UsageError):
+            parse_eps_grid([bad])
