@@ -146,11 +146,13 @@ def evaluate(
     to ``out/name`` (default out: ``runs``) and is resumable. Other keyword arguments are
     `EvalConfig` fields (batch_size, seed, device, max_samples, ...).
     """
+    from harness.models.external import probe
+
     cfg = EvalConfig(**config)
-    ds = load_dataset(dataset)
+    # The model first: its errors do not wait for (possibly large) data to load.
     m, info = load_model(
         model,
-        dataset=ds,
+        dataset=dataset if isinstance(dataset, ImageDataset) else parse_spec(dataset)[0],
         threat_model=threat_model,
         model_dir=model_dir,
         weights=weights,
@@ -158,6 +160,9 @@ def evaluate(
         std=std,
         trust_torchscript=trust_torchscript,
     )
+    ds = load_dataset(dataset)
+    if not isinstance(dataset, ImageDataset):
+        probe(m, ds.shape, ds.num_classes, f"model {info['name']!r}")
     return Evaluation(m, ds, suite, out=out, name=name, config=cfg, model_info=info).run()
 
 
