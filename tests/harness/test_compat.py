@@ -32,9 +32,11 @@ def test_autoattack_is_aliased_to_pyautoattack(monkeypatch):
     import pyautoattack
 
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *a, **k: None if name == "autoattack" else real_find_spec(name, *a, **k)
-    )
+
+    def find_spec(name, *a, **k):
+        return None if name == "autoattack" else real_find_spec(name, *a, **k)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
     _forget(monkeypatch, "robustbench", "autoattack")
     # The problem itself: robustbench imports a module `autoattack` that pip did not install.
     with pytest.raises(ModuleNotFoundError, match="autoattack"):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import builtins
 import json
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -84,7 +83,7 @@ def test_robustbench_missing_file_names_path_and_model(tmp_path):
 def test_robustbench_name_dataset_and_threat_errors(tmp_path):
     with pytest.raises(UsageError, match="Did you mean 'Ding2020MMA'"):
         load_model("robustbench:Ding2020MM", dataset="cifar10", threat_model="Linf", model_dir=tmp_path)
-    with pytest.raises(UsageError, match="which threat model.*Linf, L2"):
+    with pytest.raises(UsageError, match=r"which threat model.*Linf, L2"):
         load_model("robustbench:Ding2020MMA", dataset="cifar10", model_dir=tmp_path)
     with pytest.raises(UsageError, match="no models for dataset 'digits'"):
         load_model("robustbench:Standard", dataset="digits", model_dir=tmp_path)
@@ -103,7 +102,7 @@ def test_robustbench_checkpoint_conventions_unit():
     state["0.scores"] = torch.ones(1)  # pruning scores robustbench ignores
     assert zoo.fit_state(net, state, "f") == ["0.scores"]
     assert float(net.mu) == 0.5
-    with pytest.raises(CheckpointError, match="unexpected: 0.extra"):
+    with pytest.raises(CheckpointError, match=r"unexpected: 0\.extra"):
         zoo.fit_state(net, {**net.state_dict(), "0.extra": t}, "f")
 
 
@@ -185,7 +184,7 @@ def test_output_shape_checked_against_the_dataset(tmp_path):
         load_model(spec, weights=tmp_path / "w.safetensors", dataset=load_dataset("digits"))
     with pytest.raises(ModelError, match=r"fails on a batch of shape \(2, 3, 32, 32\)"):
         load_model(spec, weights=tmp_path / "w.safetensors", dataset=load_dataset("digits:size=32,channels=3"))
-    with pytest.raises(UsageError, match="not a torch.nn.Module"):
+    with pytest.raises(UsageError, match=r"not a torch\.nn\.Module"):
         load_model("tests.harness._user_models:not_a_module", weights=tmp_path / "w.safetensors")
     with pytest.raises(UsageError, match="needs --weights"):
         load_model(spec)
@@ -205,8 +204,6 @@ class _Dropper:
 def test_pickle_needing_arbitrary_objects_is_refused_not_executed(tmp_path):
     live = tmp_path / "live.pt"
     torch.save({"weights": torch.zeros(1), "x": _Dropper(tmp_path / "proof")}, live)
-    with open(live, "rb"):
-        pass
     # The pickle is real: an unsafe load creates the file...
     torch.load(live, weights_only=False)
     assert (tmp_path / "proof").exists()
@@ -217,7 +214,6 @@ def test_pickle_needing_arbitrary_objects_is_refused_not_executed(tmp_path):
         load_model(FACTORY, weights=evil)
     assert not (tmp_path / "pwned").exists()
     assert "state dict" in e.value.hint
-    assert pickle.HIGHEST_PROTOCOL >= 2
 
 
 def test_weights_that_do_not_fit_list_the_keys(tmp_path):
