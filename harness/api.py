@@ -6,6 +6,7 @@ finds attacks and objectives only through the registries.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,19 +32,95 @@ def load_dataset(spec: str | ImageDataset, **kwargs: Any) -> ImageDataset:
     return DATASETS.create(name, **{**args, **kwargs})
 
 
-def load_model(spec: str | Path | nn.Module, *, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """A model and its description from a harness checkpoint path (``x.safetensors`` or ``x``) or a module."""
+def load_model(
+    spec: str | Path | nn.Module,
+    *,
+    device: str | torch.device = "cpu",
+    dataset: str | ImageDataset | None = None,
+    threat_model: str | None = None,
+    model_dir: str | Path | None = None,
+    weights: str | Path | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    trust_torchscript: bool = False,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """A model in eval mode and its description, from any of the supported sources (docs/models.md).
+
+    ``spec`` is an `nn.Module`; a harness checkpoint (``x.safetensors`` with its ``x.json``);
+    ``robustbench:<Name>`` (weights from ``model_dir/<dataset>/<threat_model>/<Name>.pt``);
+    ``module.path:factory`` (with ``weights``: safetensors or a ``.pt`` state dict); or a
+    TorchScript file (only with ``trust_torchscript``). ``mean``/``std`` wrap a model that expects
+    normalised input. With an `ImageDataset` (or a RobustBench model) one forward pass checks the
+    output against the classes.
+    """
+    from harness.models import external, zoo
     from harness.models.checkpoint import load_checkpoint, weights_path
 
+    ds = dataset if isinstance(dataset, ImageDataset) else None
+    ds_name = ds.name if ds is not None else (parse_spec(dataset)[0] if dataset else None)
+    if not zoo.is_zoo_spec(spec) and (threat_model is not None or model_dir is not None):
+        raise UsageError(
+            "--threat-model and --model-dir apply only to robustbench:<Name> models",
+            "drop them, or name the model as robustbench:<Name>",
+        )
+    if weights is not None and not (isinstance(spec, nn.Module) or external.is_factory_spec(str(spec))):
+        raise UsageError(
+            "--weights applies to --model module.path:factory (or a module in Python)",
+            "harness checkpoints, RobustBench and TorchScript models carry their own weights",
+        )
     if isinstance(spec, nn.Module):
-        return spec, {"name": type(spec).__name__, "source": "python"}
-    p = Path(spec)
-    if not weights_path(p).is_file() and not p.is_file():
-        raise UsageError(f"no checkpoint at {p}", "pass a <name>.safetensors written by `harness train`")
-    model, meta = load_checkpoint(p, device)
-    import dataclasses
+        model = external.load_weights_file(spec, weights) if weights is not None else spec
+        info: dict[str, Any] = {"name": type(spec).__name__, "source": "python"}
+        if weights is not None:
+            info["weights"] = str(weights)
+    elif zoo.is_zoo_spec(spec):
+        name = str(spec)[len(zoo.PREFIX) :].strip()
+        if not name:
+            raise UsageError("robustbench: needs a model name, e.g. robustbench:Standard")
+        if ds_name is None:
+            raise UsageError(f"which dataset is {spec} for?", "pass --dataset cifar10, cifar100 or imagenet")
+        rb_dataset = ds_name if ds_name in zoo.DATASETS else ds_name.split("-")[0].split("_")[0]
+        model, info = zoo.load_zoo_model(
+            name, dataset=rb_dataset, threat_model=threat_model, model_dir=model_dir or "models"
+        )
+    elif external.is_factory_spec(str(spec)):
+        if weights is None:
+            raise UsageError(
+                f"--model {spec} needs --weights FILE",
+                "a .safetensors file or a .pt state dict; evaluating random weights is meaningless",
+            )
+        model = external.load_weights_file(external.build_from_factory(str(spec)), weights)
+        info = {"name": str(spec).rpartition(":")[2], "source": str(spec), "weights": str(weights)}
+    else:
+        p = Path(spec)
+        if p.is_file() and p.suffix != ".safetensors" and external.is_torchscript(p):
+            model = external.load_torchscript(p, trust=trust_torchscript, device=device)
+            info = {"name": p.stem, "source": str(p), "format": "torchscript"}
+        elif weights_path(p).is_file() or p.is_file():
+            if p.is_file() and p.suffix in (".pt", ".pth", ".bin", ".ckpt"):
+                raise UsageError(
+                    f"{p} is a torch weights file without an architecture",
+                    "pass --model module.path:factory --weights FILE (or a TorchScript file)",
+                )
+            model, meta = load_checkpoint(p, device)
+            import dataclasses
 
-    info = {"name": weights_path(p).stem, "source": str(weights_path(p)), **dataclasses.asdict(meta)}
+            info = {"name": weights_path(p).stem, "source": str(weights_path(p)), **dataclasses.asdict(meta)}
+        else:
+            raise UsageError(
+                f"no model at {p}",
+                "pass a <name>.safetensors written by `harness train`, robustbench:<Name>, "
+                "module.path:factory with --weights, or a TorchScript file",
+            )
+    in_channels = ds.shape[0] if ds is not None else info.get("input_shape", [None])[0]
+    model = external.maybe_normalize(model, mean, std, in_channels)
+    if mean is not None:
+        info["normalize"] = {"mean": list(mean), "std": list(std or [])}
+    model = model.to(device).eval()
+    if ds is not None:
+        external.probe(model, ds.shape, ds.num_classes, f"model {info['name']!r}")
+    elif "num_classes" in info and "input_shape" in info:
+        external.probe(model, info["input_shape"], info["num_classes"], f"model {info['name']!r}")
     return model, info
 
 
@@ -54,16 +131,38 @@ def evaluate(
     *,
     out: str | Path | None = None,
     name: str | None = None,
+    threat_model: str | None = None,
+    model_dir: str | Path | None = None,
+    weights: str | Path | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    trust_torchscript: bool = False,
     **config: Any,
 ) -> Result:
-    """Evaluate a model (module or checkpoint) with a suite; returns the `Result`.
+    """Evaluate a model with a suite; returns the `Result`.
 
-    With ``name`` the run is written to ``out/name`` (default out: ``runs``) and is resumable.
-    Keyword arguments are `EvalConfig` fields (batch_size, seed, device, max_samples, ...).
+    ``model`` and the loading options are as in `load_model` (checkpoint, ``robustbench:<Name>``,
+    ``module:factory`` with ``weights``, TorchScript, or a module). With ``name`` the run is written
+    to ``out/name`` (default out: ``runs``) and is resumable. Other keyword arguments are
+    `EvalConfig` fields (batch_size, seed, device, max_samples, ...).
     """
-    m, info = load_model(model)
-    ds = load_dataset(dataset)
+    from harness.models.external import probe
+
     cfg = EvalConfig(**config)
+    # The model first: its errors do not wait for (possibly large) data to load.
+    m, info = load_model(
+        model,
+        dataset=dataset if isinstance(dataset, ImageDataset) else parse_spec(dataset)[0],
+        threat_model=threat_model,
+        model_dir=model_dir,
+        weights=weights,
+        mean=mean,
+        std=std,
+        trust_torchscript=trust_torchscript,
+    )
+    ds = load_dataset(dataset)
+    if not isinstance(dataset, ImageDataset):
+        probe(m, ds.shape, ds.num_classes, f"model {info['name']!r}")
     return Evaluation(m, ds, suite, out=out, name=name, config=cfg, model_info=info).run()
 
 

@@ -1,22 +1,62 @@
-"""`harness evaluate CHECKPOINT`."""
+"""`harness evaluate MODEL`: a harness checkpoint, robustbench:<Name>, module:factory --weights, TorchScript."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import typer
+
+from harness.errors import UsageError
 
 from .app import app, console
 from .common import print_findings, results_table
 
 
+def parse_floats(text: str | None, option: str) -> list[float] | None:
+    """``"0.49,0.48,0.45"`` -> [0.49, 0.48, 0.45]."""
+    if text is None:
+        return None
+    try:
+        values = [float(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise UsageError(
+            f"{option} {text!r} is not a comma-separated list of numbers", f"e.g. {option} 0.5,0.5,0.5"
+        ) from None
+    if not values:
+        raise UsageError(f"{option} is empty", f"e.g. {option} 0.5,0.5,0.5")
+    return values
+
+
+def default_run_name(model: str, suite: str) -> str:
+    """A valid run name from the model spec: checkpoint stem, RobustBench name or factory name."""
+    if model.startswith("robustbench:"):
+        base = model.split(":", 1)[1]
+    elif re.match(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$", model) and not Path(model).exists():
+        base = model.rpartition(":")[2]
+    else:
+        base = Path(model).stem
+    return re.sub(r"[^\w.+-]", "-", f"{base}-{Path(suite).stem}").strip("._-")[:120] or "model"
+
+
 @app.command()
 def evaluate(
-    checkpoint: str = typer.Argument(..., help="a checkpoint written by harness train (x.safetensors)"),
+    checkpoint: str | None = typer.Argument(
+        None,
+        metavar="MODEL",
+        help="x.safetensors from harness train, robustbench:<Name>, module.path:factory, or a TorchScript file",
+    ),
+    model: str | None = typer.Option(None, "--model", help="the model, as MODEL (e.g. module.path:factory)"),
     dataset: str = typer.Option("digits", help="dataset spec, e.g. digits or cifar10:root=DIR"),
     suite: str = typer.Option("quick", help="suite preset (harness list suites) or a TOML file"),
+    threat_model: str | None = typer.Option(None, help="RobustBench threat model: Linf, L2 or corruptions"),
+    model_dir: Path | None = typer.Option(None, help="RobustBench model dir (DIR/<dataset>/<threat>/<Name>.pt)"),
+    weights: Path | None = typer.Option(None, help="weights for --model module:factory (.safetensors or .pt)"),
+    mean: str | None = typer.Option(None, help="per-channel mean the model expects, e.g. 0.4914,0.4822,0.4465"),
+    std: str | None = typer.Option(None, help="per-channel std the model expects (with --mean)"),
+    trust_torchscript: bool = typer.Option(False, help="allow a TorchScript file (it runs the code it contains)"),
     out: Path = typer.Option(Path("runs"), help="output root"),
-    name: str | None = typer.Option(None, help="run name (default: checkpoint name + suite)"),
+    name: str | None = typer.Option(None, help="run name (default: model name + suite)"),
     batch_size: int = typer.Option(256),
     seed: int = typer.Option(0),
     device: str = typer.Option("auto"),
@@ -31,13 +71,26 @@ def evaluate(
     from harness.api import evaluate as api_evaluate
     from harness.suites import parse_eps_grid
 
-    run_name = name or f"{Path(checkpoint).stem}-{Path(suite).stem}"
+    if (checkpoint is None) == (model is None):
+        raise UsageError(
+            "give the model once: as the MODEL argument or as --model",
+            "e.g. harness evaluate runs/models/model.safetensors, or --model mypkg.nets:build --weights w.pt",
+        )
+    spec = checkpoint if checkpoint is not None else model
+    assert spec is not None
+    run_name = name or default_run_name(spec, suite)
     res = api_evaluate(
-        checkpoint,
+        spec,
         dataset,
         suite,
         out=out,
         name=run_name,
+        threat_model=threat_model,
+        model_dir=model_dir,
+        weights=weights,
+        mean=parse_floats(mean, "--mean"),
+        std=parse_floats(std, "--std"),
+        trust_torchscript=trust_torchscript,
         batch_size=batch_size,
         seed=seed,
         device=device,

@@ -1,0 +1,19 @@
+"""Factories that stand in for users' own model code (`--model tests.harness._user_models:NAME`)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+
+def small_net() -> nn.Module:
+    """8x8 grey images -> 10 logits, no normalisation inside (expects it from the harness)."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10))
+
+
+def seven_classes() -> nn.Module:
+    """Fits digits' input but returns 7 logits instead of 10."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 7))
+
+
+def not_a_module() -> str:
+    return "nope"
