@@ -157,6 +157,7 @@ def _model_section(lab: str, r: Result, images: Mapping[str, str], i: int, headl
     if r.corruptions:
         names = S.corruption_names([r])
         sevs = sorted({g.severity for g in r.corruptions if g.severity is not None})
+        lines += ["Accuracy (%) per corruption and severity:", ""]
         lines += ["| corruption | " + " | ".join(f"severity {s}" for s in sevs) + " |", "|---|" + "---|" * len(sevs)]
         for n in names:
             cells = []
