@@ -14,7 +14,7 @@ from torch import nn
 
 from harness.data.base import ImageDataset
 from harness.engine import EvalConfig, Evaluation, check_run_name
-from harness.errors import UsageError
+from harness.errors import CheckpointError, UsageError
 from harness.registry import DATASETS, REGISTRIES
 from harness.results import Result
 from harness.spec import parse_spec
@@ -33,11 +33,19 @@ def load_dataset(spec: str | ImageDataset, **kwargs: Any) -> ImageDataset:
 
 def load_model(spec: str | Path | nn.Module, *, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """A model and its description from a harness checkpoint path (``x.safetensors`` or ``x``) or a module."""
-    from harness.models.checkpoint import load_checkpoint, weights_path
+    from harness.models.checkpoint import TORCH_SUFFIXES, load_checkpoint, load_torch_state, weights_path
 
     if isinstance(spec, nn.Module):
         return spec, {"name": type(spec).__name__, "source": "python"}
     p = Path(spec)
+    if p.suffix in TORCH_SUFFIXES:
+        # Checked (never unpickled beyond tensors) before anything else; a bare state_dict has no
+        # architecture, so it needs the sidecar of a harness checkpoint.
+        load_torch_state(p)
+        raise CheckpointError(
+            f"{p} holds bare weights without an architecture",
+            "re-save it with harness.models.checkpoint.save_checkpoint (safetensors + sidecar)",
+        )
     if not weights_path(p).is_file() and not p.is_file():
         raise UsageError(f"no checkpoint at {p}", "pass a <name>.safetensors written by `harness train`")
     model, meta = load_checkpoint(p, device)

@@ -21,6 +21,7 @@ err_console = Console(stderr=True)
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: maps `HarnessError` to exit code 2 and a one-line message."""
     import click
+    from rich.markup import escape
 
     from harness.errors import HarnessError
 
@@ -39,9 +40,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         rv = app(args=argv, standalone_mode=False)
     except HarnessError as e:
-        err_console.print(f"[bold red]error:[/] {e.what}", highlight=False)
-        if e.hint:
-            err_console.print(f"[dim]hint:[/] {e.hint}", highlight=False)
+        # One line (never wrapped): what was wrong, then what to do.
+        line = f"[bold red]error:[/] {escape(e.what)}" + (f" [dim]— hint:[/] {escape(e.hint)}" if e.hint else "")
+        err_console.print(line, highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)

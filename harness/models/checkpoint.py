@@ -171,3 +171,49 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
 
 def file_sha256(path: str | Path) -> str:
     return sha256_file(path)
+
+
+TORCH_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl")
+
+
+def is_torchscript(path: str | Path) -> bool:
+    """A TorchScript archive is a zip holding ``code/`` (Python source it runs) and ``constants.pkl``."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any("/code/" in n or n.endswith("/constants.pkl") for n in z.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def load_torch_state(path: str | Path, *, trust_torchscript: bool = False) -> dict[str, torch.Tensor]:
+    """Tensors from a ``torch.save`` file, never unpickling anything but tensors (``weights_only=True``).
+
+    A pickle that names any other object (which could run code, e.g. create a file) and a TorchScript
+    program (code by design) are refused with a `CheckpointError` unless explicitly trusted.
+    """
+    import pickle
+
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"weights file {p} not found")
+    if is_torchscript(p) and not trust_torchscript:
+        raise CheckpointError(
+            f"{p} is a TorchScript program: loading it runs code from the file",
+            "load it only if you trust its source, with the explicit TorchScript trust option",
+        )
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"refused to unpickle {p}: it holds objects other than tensors, and unpickling them could run code",
+            "re-save it as a state_dict of tensors (or as safetensors) from a trusted environment",
+        ) from e
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise CheckpointError(f"{p} is not a readable torch file ({e})", "the file is truncated or corrupt") from e
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{p} does not hold a state_dict (a mapping of names to tensors)")
+    return state
