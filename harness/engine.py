@@ -289,15 +289,23 @@ class Evaluation:
             )
         x0, y0 = self.dataset.batch(slice(0, min(64, len(self.dataset))))
         check_image_range(x0, "dataset images")
-        findings = precheck(
-            self.model,
-            x0.to(self.device),
-            y0.to(self.device),
-            self.dataset.num_classes,
-            self.was_training,
-            full=self.config.checks == "full",
-            eot_samples=self.config.eot_samples,
-        )
+        n0 = len(x0)
+        while True:  # the precheck batch, too, halves on out-of-memory
+            try:
+                findings = precheck(
+                    self.model,
+                    x0[:n0].to(self.device),
+                    y0[:n0].to(self.device),
+                    self.dataset.num_classes,
+                    self.was_training,
+                    full=self.config.checks == "full",
+                    eot_samples=self.config.eot_samples,
+                )
+                break
+            except Exception as e:
+                if not _is_oom(e) or n0 == 1:
+                    raise
+                n0 //= 2
         self._setup_eot(findings)
         todo = store.missing()
         runner = BatchRunner(self.config.batch_size)
