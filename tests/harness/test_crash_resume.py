@@ -105,7 +105,7 @@ def test_evaluate_interrupted_in_process_resumes_identically(checkpoint, tmp_pat
     import harness.engine
     from harness.api import evaluate
 
-    kw = dict(out=tmp_path, device="cpu", progress=False, chunk_size=200, batch_size=100, max_samples=400)
+    kw = dict(out=tmp_path, device="cpu", progress=False, chunk_size=100, batch_size=50, max_samples=200)
     ref = evaluate(checkpoint, DATA, name="ref", **kw)
 
     def interrupt(point: str) -> None:

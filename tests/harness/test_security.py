@@ -63,7 +63,7 @@ def test_runs_and_checkpoints_are_created_only_under_the_output_root(tmp_path, m
     cwd.mkdir()
     monkeypatch.chdir(cwd)
     before = _tree(tmp_path)
-    data = "synthetic:channels=1,size=8,n=64"
+    data = "synthetic:channels=1,size=8,n=32"
     res = train("ce", "mlp", data, out=root / "models" / "m", epochs=1, eval_samples=0, progress=False, device="cpu")
     evaluate(res.checkpoint, data, out=root / "evals", name="e", device="cpu", progress=False)
     build_report([root / "evals" / "e"], root / "report")
