@@ -21,10 +21,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from harness.atomic import write_bytes, write_text
+from harness.atomic import lock_file, remove_stale_temps, write_bytes, write_text
 from harness.data.base import ImageDataset
 from harness.environment import resolve_device
 from harness.errors import UsageError
+from harness.faults import kill_point
 from harness.models.checkpoint import CheckpointMeta, save_checkpoint
 from harness.registry import ATTACKS, OBJECTIVES
 from harness.rng import stream_seed, torch_generator
@@ -203,10 +204,22 @@ class Trainer:
         self.schedule.load_state_dict(st["schedule"])
         self.objective.load_state_dict(st["objective"])
         self.log = list(st["log"])
+        if isinstance(st.get("torch_rng"), torch.Tensor):
+            torch.set_rng_state(st["torch_rng"])
         self.start_epoch = int(st["epoch"]) + 1
 
     # ---- the loop ------------------------------------------------------------------------------
     def fit(self) -> TrainResult:
+        """Train (resuming from ``<out>.state.pt`` if present) under a lock on ``<out>.lock``."""
+        if not self.out:
+            return self._fit()
+        lock = self.out.with_name(self.out.name + ".lock")
+        with lock_file(lock, f"another process is training into {self.out}"):
+            suffixes = (".state.pt", ".train.csv", ".safetensors", ".json")
+            remove_stale_temps(self.out.parent, [self.out.name + x for x in suffixes])
+            return self._fit()
+
+    def _fit(self) -> TrainResult:
         cfg = self.cfg
         ctx = TrainContext(
             model=self.model,
@@ -250,6 +263,7 @@ class Trainer:
                     )
                     info = self.objective.step(self.model, x_all[rows], y_all[rows], self.optimizer, state)
                     self.schedule.step()
+                    kill_point("train:step")
                     for k, v in info.items():
                         v = v.detach().float().mean() if isinstance(v, torch.Tensor) else torch.tensor(float(v))
                         sums[k] = sums.get(k, 0) + v
@@ -269,6 +283,7 @@ class Trainer:
                 self.log.append(row)
                 self._write_log()
                 self._save_state(epoch)
+                kill_point("train:epoch")
                 bar(row)
         self.model.eval()
         return self._finish()

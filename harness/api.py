@@ -54,7 +54,7 @@ def load_model(
     output against the classes.
     """
     from harness.models import external, zoo
-    from harness.models.checkpoint import load_checkpoint, weights_path
+    from harness.models.checkpoint import TORCH_SUFFIXES, load_checkpoint, weights_path
 
     ds = dataset if isinstance(dataset, ImageDataset) else None
     ds_name = ds.name if ds is not None else (parse_spec(dataset)[0] if dataset else None)
@@ -97,7 +97,9 @@ def load_model(
             model = external.load_torchscript(p, trust=trust_torchscript, device=device)
             info = {"name": p.stem, "source": str(p), "format": "torchscript"}
         elif weights_path(p).is_file() or p.is_file():
-            if p.is_file() and p.suffix in (".pt", ".pth", ".bin", ".ckpt"):
+            if p.is_file() and p.suffix in TORCH_SUFFIXES:
+                # Checked first (never unpickling anything but tensors), so a hostile pickle is named as such.
+                external.read_torch_file(p)
                 raise UsageError(
                     f"{p} is a torch weights file without an architecture",
                     "pass --model module.path:factory --weights FILE (or a TorchScript file)",

@@ -6,16 +6,19 @@ A failed write (no space, permissions) raises `StorageError` and leaves earlier 
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from harness.errors import StorageError
+from harness.errors import RunLockedError, StorageError
+from harness.faults import kill_point
 
 
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
@@ -28,6 +31,7 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        kill_point(f"write:{path.name}")
         os.replace(tmp, path)
     except OSError as e:
         _cleanup(tmp)
@@ -97,3 +101,34 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while b := f.read(chunk):
             h.update(b)
     return h.hexdigest()
+
+
+@contextlib.contextmanager
+def lock_file(path: str | Path, what: str) -> Iterator[None]:
+    """Hold an exclusive advisory lock on ``path`` (created if needed); a second holder gets `RunLockedError`.
+
+    The kernel drops the lock when the process dies, so a killed run never leaves a stale lock.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunLockedError(what, "wait for the other process to finish, or choose another --name/--out") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temps(directory: str | Path, names: list[str] | None = None) -> None:
+    """Delete temporary files a killed `atomic_write` left in ``directory`` (call while holding its lock).
+
+    With ``names``, only the temporaries of those target file names (other writers may share the folder).
+    """
+    d = Path(directory)
+    if d.is_dir():
+        for pattern in [f".{n}.*.tmp" for n in names] if names is not None else [".*.tmp"]:
+            for p in d.glob(pattern):
+                _cleanup(str(p))

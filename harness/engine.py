@@ -14,10 +14,8 @@ draw is keyed by (seed, global sample id, entry), gives the same numbers as an u
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
-import os
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -30,10 +28,11 @@ import torch
 from torch import Tensor, nn
 
 from harness import environment
-from harness.atomic import write_json, write_text
+from harness.atomic import lock_file, remove_stale_temps, write_json, write_text
 from harness.checks import EOT_AUTO_SAMPLES, check_logits, postcheck, precheck
 from harness.data.base import ImageDataset, check_image_range
-from harness.errors import RunLockedError, UsageError
+from harness.errors import UsageError
+from harness.faults import kill_point
 from harness.logits import margin
 from harness.results import Accuracy, Finding, GroupResult, Result
 from harness.rng import stream_seed
@@ -84,17 +83,10 @@ def check_run_name(name: str) -> str:
 def run_lock(directory: Path) -> Iterator[None]:
     """An exclusive lock on a run directory; a second writer gets `RunLockedError`."""
     directory.mkdir(parents=True, exist_ok=True)
-    fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RunLockedError(
-                f"another process is writing to {directory}", "wait for it to finish or choose another --name"
-            ) from None
+    with lock_file(directory / ".lock", f"another process is writing to {directory}"):
+        remove_stale_temps(directory)
+        remove_stale_temps(directory / "records")
         yield
-    finally:
-        os.close(fd)
 
 
 def model_hash(model: nn.Module) -> str:
@@ -250,6 +242,7 @@ class Evaluation:
                     if self.device.type == "cuda":
                         torch.cuda.synchronize(self.device)
                     timing[entry.key] = timing.get(entry.key, 0.0) + time.perf_counter() - t0
+                    kill_point("eval:attack")
 
         runner.map(work, n)
         return cols
@@ -299,15 +292,23 @@ class Evaluation:
             )
         x0, y0 = self.dataset.batch(slice(0, min(64, len(self.dataset))))
         check_image_range(x0, "dataset images")
-        findings = precheck(
-            self.model,
-            x0.to(self.device),
-            y0.to(self.device),
-            self.dataset.num_classes,
-            self.was_training,
-            full=self.config.checks == "full",
-            eot_samples=self.config.eot_samples,
-        )
+        n0 = len(x0)
+        while True:  # the precheck batch, too, halves on out-of-memory
+            try:
+                findings = precheck(
+                    self.model,
+                    x0[:n0].to(self.device),
+                    y0[:n0].to(self.device),
+                    self.dataset.num_classes,
+                    self.was_training,
+                    full=self.config.checks == "full",
+                    eot_samples=self.config.eot_samples,
+                )
+                break
+            except Exception as e:
+                if not _is_oom(e) or n0 == 1:
+                    raise
+                n0 //= 2
         self._setup_eot(findings)
         todo = store.missing()
         runner = BatchRunner(self.config.batch_size)
@@ -317,6 +318,7 @@ class Evaluation:
             for cid in todo:
                 s, e = store.chunk_range(cid)
                 store.write(cid, self._chunk(s, e, runner, timing))
+                kill_point("eval:chunk")
                 advance(e - s)
         write_json(
             self.dir / "records" / "index.json",

@@ -122,7 +122,10 @@ class Result:
         try:
             return cls.from_dict(json.loads(p.read_text()))
         except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise UsageError(f"{p} is not a valid result file ({e})") from e
+            raise UsageError(
+                f"{p} is not a valid result file ({e})",
+                "it is torn or was edited; run the same `harness evaluate` again to recompute it from the record",
+            ) from e
 
 
 def _acc(a: dict[str, Any]) -> Accuracy:

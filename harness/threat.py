@@ -39,7 +39,10 @@ class ThreatModel:
     def __post_init__(self) -> None:
         object.__setattr__(self, "norm", canonical_norm(self.norm))
         if not isinstance(self.eps, (int, float)) or not math.isfinite(self.eps) or self.eps <= 0:
-            raise UsageError(f"eps must be a positive number, not {self.eps!r}")
+            raise UsageError(
+                f"eps must be a positive number, not {self.eps!r}",
+                "eps is the radius of the threat model in [0, 1] pixel units, e.g. 8/255 = 0.0314 for L-inf",
+            )
         if self.norm == "linf" and self.eps > 1:
             raise UsageError(
                 f"L-inf eps {self.eps} exceeds 1, the whole pixel range",

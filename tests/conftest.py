@@ -36,3 +36,11 @@ class LinearModel(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.flatten(1) @ self.w.T + self.b
+
+
+# Hypothesis: a bounded default profile keeps the default run fast; HYPOTHESIS_PROFILE=ci goes deeper.
+from hypothesis import settings  # noqa: E402
+
+settings.register_profile("fast", max_examples=6, deadline=None, derandomize=True, print_blob=True)
+settings.register_profile("ci", max_examples=100, deadline=None, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "fast"))

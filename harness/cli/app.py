@@ -40,9 +40,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         rv = app(args=argv, standalone_mode=False)
     except HarnessError as e:
-        err_console.print(f"[bold red]error:[/] {escape(e.what)}", highlight=False, soft_wrap=True)
-        if e.hint:
-            err_console.print(f"[dim]hint:[/] {escape(e.hint)}", highlight=False, soft_wrap=True)
+        # One line (never wrapped): what was wrong, then what to do.
+        line = f"[bold red]error:[/] {escape(e.what)}" + (f" [dim]— hint:[/] {escape(e.hint)}" if e.hint else "")
+        err_console.print(line, highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)

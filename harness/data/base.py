@@ -58,7 +58,8 @@ class ImageDataset:
             rows = rows.cpu().numpy()
         xb = self.x[rows]
         if isinstance(xb, np.ndarray):
-            xb = torch.from_numpy(np.ascontiguousarray(xb))
+            xb = np.ascontiguousarray(xb)
+            xb = torch.from_numpy(xb if xb.flags.writeable else xb.copy())  # read-only memmap views
         if xb.dtype == torch.uint8:
             xb = xb.to(torch.float32) / 255.0
         return xb.to(torch.float32), self.y[torch.as_tensor(rows) if not isinstance(rows, slice) else rows]

@@ -155,7 +155,10 @@ def load_weights_into(model: nn.Module, state: dict[str, torch.Tensor], where: s
             if items:
                 shown = ", ".join(items[:6]) + (f" (+{len(items) - 6} more)" if len(items) > 6 else "")
                 parts.append(f"{label}: {shown}")
-        raise CheckpointError(f"{where}: weights do not fit the architecture — " + "; ".join(parts))
+        raise CheckpointError(
+            f"{where}: weights do not fit the architecture: " + "; ".join(parts),
+            "the sidecar's architecture and arguments must describe these weights; re-save the checkpoint",
+        )
     model.load_state_dict(state, strict=True)
 
 
@@ -171,3 +174,6 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
 
 def file_sha256(path: str | Path) -> str:
     return sha256_file(path)
+
+
+TORCH_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl")

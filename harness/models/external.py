@@ -89,7 +89,7 @@ def load_torchscript(path: str | Path, *, trust: bool, device: str | torch.devic
     p = Path(path)
     if not trust:
         raise CheckpointError(
-            f"{p} is a TorchScript archive: it contains code that runs when the model is loaded and called",
+            f"{p} is a TorchScript program: loading it runs code from the file, when loaded and when called",
             "load it only if you trust its author: pass --trust-torchscript (trust_torchscript=True in Python)",
         )
     try:
@@ -105,8 +105,8 @@ def read_torch_file(path: str | Path) -> Any:
         raise CheckpointError(f"weights file {p} not found")
     if is_torchscript(p):
         raise CheckpointError(
-            f"{p} is a TorchScript archive, not a state dict",
-            "pass it as the model itself (harness evaluate FILE --trust-torchscript)",
+            f"{p} is a TorchScript program, not a state dict: loading it runs code from the file",
+            "pass it as the model itself, if you trust its source (harness evaluate FILE --trust-torchscript)",
         )
     try:
         return torch.load(p, map_location="cpu", weights_only=True)
@@ -114,7 +114,8 @@ def read_torch_file(path: str | Path) -> Any:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if "weights_only" in str(e) or "Unsupported global" in str(e) or "UnpicklingError" in type(e).__name__:
             raise CheckpointError(
-                f"refused {p}: unpickling it needs arbitrary Python objects, which could run code ({first})",
+                f"refused to unpickle {p}: it needs arbitrary Python objects, and unpickling them could run code "
+                f"({first})",
                 "save only the state dict (torch.save(model.state_dict(), f)) or convert it to safetensors",
             ) from e
         raise CheckpointError(f"{p} is not a readable torch file ({first})", "the file is truncated or corrupt") from e

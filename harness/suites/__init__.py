@@ -90,7 +90,10 @@ class Suite:
             name = _req(spec, "name", where)
             if name not in ATTACKS:
                 ATTACKS.get(name)  # raises with suggestions
-            norm = canonical_norm(str(spec.get("norm", "linf")))
+            try:
+                norm = canonical_norm(str(spec.get("norm", "linf")))
+            except UsageError as e:
+                raise UsageError(f"{where}: {e.what}", e.hint) from None
             eps_spec = spec.get("eps", "dataset")
             if eps_spec == "dataset":
                 if norm not in eps_grid:
@@ -109,7 +112,10 @@ class Suite:
             if not isinstance(params, dict):
                 raise UsageError(f"{where}: params must be a table")
             for eps in eps_list:
-                ThreatModel(norm, eps)
+                try:
+                    ThreatModel(norm, eps)
+                except UsageError as e:
+                    raise UsageError(f"{where}: {e.what}", e.hint) from None
                 entries.append(Entry("attack", name, tuple(sorted(params.items())), norm, eps, label=spec.get("label")))
         for i, spec in enumerate(self.corruptions):
             where = f"suite {self.name!r}, corruption #{i + 1}"
@@ -182,11 +188,29 @@ def parse_suite(text: str, name: str, source: str = "") -> Suite:
         for i, spec in enumerate(items):
             bad = sorted(set(spec) - allowed)
             if bad:
+                line = _field_line(text, label, i, bad[0])
+                at = f"suite {source or name}" + (f" line {line}" if line else "")
                 raise UsageError(
-                    f"suite {source or name}: {label} #{i + 1} has unknown field(s) {bad}",
+                    f"{at}: {label} #{i + 1} has unknown field(s) {bad}",
                     f"allowed: {', '.join(sorted(allowed))}",
                 )
     return Suite(str(data.get("name", name)), str(data.get("summary", "")), attacks, corruptions, source)
+
+
+def _field_line(text: str, table: str, index: int, key: str) -> int | None:
+    """The line of ``key`` inside the ``index``-th ``[[table]]`` block, for error messages."""
+    seen, inside = -1, False
+    for ln, line in enumerate(text.splitlines(), 1):
+        st = line.strip()
+        if st.startswith("["):
+            if st.replace(" ", "") == f"[[{table}]]":
+                seen += 1
+                inside = seen == index
+            else:
+                inside = False
+        elif inside and st.split("=", 1)[0].strip().strip('"') == key:
+            return ln
+    return None
 
 
 def load_suite(spec: str | Suite) -> Suite:

@@ -1,0 +1,26 @@
+"""Run the CLI in a subprocess with this checkout first on the path (for crash and bad-input tests)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def cli(*args: str, kill_at: str | None = None, cwd: str | Path | None = None, timeout: float = 300):
+    """``python -m harness *args``; ``kill_at`` sets the test-only ``HARNESS_TEST_KILL_AT`` hook."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "COLUMNS": "200"}
+    env.pop("HARNESS_TEST_KILL_AT", None)
+    if kill_at:
+        env["HARNESS_TEST_KILL_AT"] = kill_at
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *map(str, args)],
+        cwd=cwd or ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
