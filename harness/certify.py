@@ -44,7 +44,9 @@ def aggregate_certified(ev: Any, store: Any) -> tuple[dict[str, Any], list[Findi
         for j, rr in enumerate(cert.radii):
             c = Accuracy.of(int((radius >= rr).sum()), n)
             em = Accuracy.of(int(e[:, j].sum()), n)
-            rows.append({"radius": rr, "certified": c.__dict__, "empirical": em.__dict__, "violations": int(v[:, j].sum())})
+            rows.append(
+                {"radius": rr, "certified": c.__dict__, "empirical": em.__dict__, "violations": int(v[:, j].sum())}
+            )
         top = float(np.nanmax(r)) if np.isfinite(r).any() else 0.0
         grid = np.linspace(0.0, max(top, max(cert.radii, default=0.0)), CURVE_POINTS)
         curve = [[float(g), float((radius >= g).mean()) if n else 0.0] for g in grid]

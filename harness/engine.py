@@ -239,9 +239,7 @@ class Evaluation:
                     t0 = time.perf_counter()
                     seed = stream_seed(self.config.seed, entry.key)
                     if entry.kind == "smoothing":
-                        res = attacker.run(
-                            self.model, x, y, index=ids, seed=seed, num_classes=self.dataset.num_classes
-                        )
+                        res = attacker.run(self.model, x, y, index=ids, seed=seed, num_classes=self.dataset.num_classes)
                         cols[f"s{k}"][sl] = (res["pred"] == y.cpu().numpy()).astype(np.int8)
                         cols[f"m{k}"][sl], cols[f"p{k}"][sl] = res["radius"], res["pred"]
                         cols[f"a{k}"][sl], cols[f"e{k}"][sl], cols[f"v{k}"][sl] = (
@@ -292,9 +290,7 @@ class Evaluation:
             return raw
         return torch.cat([raw, prob_stats(logits, y, self.temperature, draws=draws)], 1)
 
-    def _score(
-        self, x_adv: Tensor, y: Tensor, logits: Tensor | None = None
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def _score(self, x_adv: Tensor, y: Tensor, logits: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """The engine's own fp32 verdict on candidate points: (status 1/0, margin, prediction, calibration stats).
 
         With EOT the verdict is the majority over ``eot`` draws (robust when at least half are

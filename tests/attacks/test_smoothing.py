@@ -135,6 +135,7 @@ def test_engine_smoothing_entry_certified_below_empirical(tmp_path):
     r2 = evaluate(model, ds, parse_suite(SUITE, "t"), out=tmp_path, name="s", config=cfg)
     assert r2.extra["certified"] == r.extra["certified"]
 
+
 @pytest.mark.slow
 def test_engine_smoothing_batch_size_independent(tmp_path):
     from harness.api import load_dataset

@@ -142,6 +142,17 @@ def test_engine_records_calibration_and_temperature_scaling(tmp_path):
     r2 = evaluate(model, ds, parse_suite(SUITE, "t"), out=tmp_path, name="b", config=EvalConfig(batch_size=7, **cfg))
     # Floats agree to rounding (BLAS sums differ with the batch shape), counts exactly.
     _assert_close(r2.extra["calibration"], cal)
+    # The gate: ECE may not rise more than the tolerance over the baseline's.
+    from harness.gate import compare, make_baseline, read_run
+
+    base = make_baseline(tmp_path / "a", dataset="digits")
+    assert base.calibration["clean"] == pytest.approx(clean["ece"])
+    out = read_run(tmp_path / "b")
+    assert compare(out, base, max_ece_rise=0.01).passed
+    out.calibration["clean"] = base.calibration["clean"] + 0.05
+    rep = compare(out, base, max_ece_rise=0.01)
+    assert not rep.passed and "clean: ECE rose" in rep.ece_reasons()[0]
+    assert compare(out, base, max_ece_rise=0.06).passed
 
 
 def _assert_close(a, b):
