@@ -4,9 +4,10 @@ Per sample and suite entry the record holds a status (1 robust, 0 broken by this
 attacked because already broken: wrong when clean, or broken by an earlier attack of the same
 threat model), the margin at the returned point and the prediction, and for calibration the
 max-softmax confidence, log p_y and sum p^2 at that point (``c{k}``, ``clean_cal``; raw then
-temperature-scaled when the suite asks for it). Smoothing entries record the certified radius. Worst-case robust accuracy of a
-threat model is the per-sample AND over its attacks. Every adversarial batch is re-verified here
-(ball, box, finiteness) and scored with the engine's own forward pass.
+temperature-scaled when the suite asks for it). Smoothing entries record the certified radius.
+Worst-case robust accuracy of a threat model is the per-sample AND over its attacks. Every
+adversarial batch is re-verified here (ball, box, finiteness) and scored with the engine's own
+forward pass.
 
 Work is done chunk by chunk (fixed ranges of dataset positions); each finished chunk is written
 atomically, so an interrupted run resumes at the first missing chunk and, because every random

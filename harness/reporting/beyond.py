@@ -139,7 +139,7 @@ def ece_severity_plot(results: Sequence[Result], labels: Sequence[str]) -> bytes
             if d.get("kind") == "corruption" and d.get("ece") is not None:
                 by.setdefault(int(d["severity"]), []).append(d["ece"])
         if by:
-            xs = [0] + sorted(by)
+            xs = [0, *sorted(by)]
             ys = [cal["groups"]["clean"]["ece"]] + [float(np.mean(by[s])) for s in sorted(by)]
             series.append((lab, xs, ys))
     if not series:

@@ -100,7 +100,8 @@ def test_counts_do_not_depend_on_how_samples_are_batched():
 SUITE = """
 summary = "t"
 [[smoothing]]
-params = { sigma = 0.25, n0 = 20, n = 300, alpha = 0.01, radii = [0.0, 0.3], attack_steps = 3, eot_samples = 2, n_verdict = 100 }
+params = { sigma = 0.25, n0 = 20, n = 300, alpha = 0.01, radii = [0.0, 0.3], attack_steps = 3, eot_samples = 2, \
+           n_verdict = 100 }
 """
 
 
