@@ -17,7 +17,7 @@ def test_gaussian_aug_is_ce_on_the_keyed_noisy_input():
     x = torch.full((2, 1, 1, 2), 0.5)
     y = torch.tensor([0, 1])
     w = torch.tensor([[1.0, -1.0], [-1.0, 1.0]])  # logits = w @ flatten(x)
-    model = lambda v: v.flatten(1) @ w.T  # noqa: E731
+    model = lambda v: v.flatten(1) @ w.T
     st = make_state(2, 2)
     loss, _ = obj.loss(model, x, y, st)
     e = keyed_normal(stream_seed(st.seed, "gaussian", 0), st.index, (1, 1, 2))
