@@ -34,6 +34,12 @@ def test_cli_calibration_suite_and_report(tmp_path):
     assert _cli(["report", str(tmp_path / "cal"), "--out", str(tmp_path / "rep")]) == 0
     page = (tmp_path / "rep" / "report.html").read_text()
     assert "Calibration —" in page and "ECE (T-scaled)" in page
+    # The compare view lists every group's ECE per run.
+    from harness.reporting.compare import compare_runs
+
+    cmp = compare_runs([tmp_path / "cal", tmp_path / "cal"])
+    assert cmp.beyond[0]["ece"]["clean"] == cal["groups"]["clean"]["ece"]
+    assert "## Calibration (ECE, 15 bins)" in cmp.to_markdown()
 
 
 @pytest.mark.slow
