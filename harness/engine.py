@@ -2,9 +2,12 @@
 
 Per sample and suite entry the record holds a status (1 robust, 0 broken by this entry, -1 not
 attacked because already broken: wrong when clean, or broken by an earlier attack of the same
-threat model), the margin at the returned point and the prediction. Worst-case robust accuracy of a
-threat model is the per-sample AND over its attacks. Every adversarial batch is re-verified here
-(ball, box, finiteness) and scored with the engine's own forward pass.
+threat model), the margin at the returned point and the prediction, and for calibration the
+max-softmax confidence, log p_y and sum p^2 at that point (``c{k}``, ``clean_cal``; raw then
+temperature-scaled when the suite asks for it). Smoothing entries record the certified radius.
+Worst-case robust accuracy of a threat model is the per-sample AND over its attacks. Every
+adversarial batch is re-verified here (ball, box, finiteness) and scored with the engine's own
+forward pass.
 
 Work is done chunk by chunk (fixed ranges of dataset positions); each finished chunk is written
 atomically, so an interrupted run resumes at the first missing chunk and, because every random
@@ -165,6 +168,8 @@ class Evaluation:
         self.name = check_run_name(name) if name else None
         self.dir = (Path(out or "runs") / self.name) if self.name else (Path(out) if out else None)
         self.eot = self.config.eot_samples or 1
+        self.cal = dict(self.suite.calibration)
+        self.temperature: float | None = None
         self.config_hash = self._config_hash()
 
     def _config_hash(self) -> str:
@@ -179,6 +184,7 @@ class Evaluation:
                 "chunk": self.config.chunk_size,
                 "eot": self.config.eot_samples,
                 "version": __version__,
+                **({"calibration": self.cal} if self.cal else {}),
             },
             sort_keys=True,
             default=str,
@@ -196,11 +202,18 @@ class Evaluation:
             "label": y_all.numpy(),
             "clean_pred": np.zeros(n, np.int16),
             "clean_margin": np.zeros(n, np.float32),
+            "clean_cal": np.zeros((n, self._cal_width), np.float32),
         }
         for k in range(len(self.entries)):
             cols[f"s{k}"] = np.full(n, -1, np.int8)
             cols[f"m{k}"] = np.full(n, np.nan, np.float32)
             cols[f"p{k}"] = np.full(n, -1, np.int16)
+            if self.entries[k].kind == "smoothing":
+                R = len(self.attackers[k].radii)
+                cols[f"e{k}"], cols[f"v{k}"] = np.zeros((n, R), np.int8), np.zeros((n, R), np.int8)
+                cols[f"a{k}"] = np.zeros(n, np.float32)
+            else:
+                cols[f"c{k}"] = np.full((n, self._cal_width), np.nan, np.float32)
 
         def work(sl: slice) -> None:
             x = x_all[sl].to(self.device)
@@ -210,35 +223,49 @@ class Evaluation:
             with torch.no_grad():
                 logits = self.model(x)
             check_logits(logits, len(x), self.dataset.num_classes)
-            status0, margin0, pred = self._score(x, y, logits)
+            status0, margin0, pred, cal0 = self._score(x, y, logits)
             correct = status0.bool()
             cols["clean_pred"][sl] = pred.cpu().numpy()
             cols["clean_margin"][sl] = margin0.cpu().numpy()
+            cols["clean_cal"][sl] = cal0.cpu().numpy()
             for _, members in _groups(self.entries):
                 alive = correct.clone()
                 for k in members:
                     entry, attacker = self.entries[k], self.attackers[k]
                     t0 = time.perf_counter()
                     seed = stream_seed(self.config.seed, entry.key)
-                    if entry.kind == "corruption":
+                    if entry.kind == "smoothing":
+                        res = attacker.run(self.model, x, y, index=ids, seed=seed, num_classes=self.dataset.num_classes)
+                        cols[f"s{k}"][sl] = (res["pred"] == y.cpu().numpy()).astype(np.int8)
+                        cols[f"m{k}"][sl], cols[f"p{k}"][sl] = res["radius"], res["pred"]
+                        cols[f"a{k}"][sl], cols[f"e{k}"][sl], cols[f"v{k}"][sl] = (
+                            res["pa_lower"],
+                            res["emp"],
+                            res["viol"],
+                        )
+                    elif entry.kind == "corruption":
                         xc = attacker(x, index=ids, seed=seed)
-                        status, m, p = self._score(xc, y)
+                        status, m, p, cal = self._score(xc, y)
                         cols[f"s{k}"][sl] = status.cpu().numpy()
                         cols[f"m{k}"][sl] = m.cpu().numpy()
                         cols[f"p{k}"][sl] = p.cpu().numpy()
+                        cols[f"c{k}"][sl] = cal.cpu().numpy()
                     else:
                         act = alive.nonzero().squeeze(1)
                         if len(act):
                             xa = attacker(self.model, x[act], y[act], index=ids[act], seed=seed)
                             check_contract(x[act], xa, entry.threat, who=entry.key)  # type: ignore[arg-type]
-                            status, m, p = self._score(xa, y[act])
+                            status, m, p, cal = self._score(xa, y[act])
                             alive[act] = status.bool()
                             s_np = np.full(len(x), -1, np.int8)
                             m_np = np.full(len(x), np.nan, np.float32)
                             p_np = np.full(len(x), -1, np.int16)
+                            c_np = np.full((len(x), self._cal_width), np.nan, np.float32)
                             a_np = act.cpu().numpy()
                             s_np[a_np], m_np[a_np], p_np[a_np] = status.cpu().numpy(), m.cpu().numpy(), p.cpu().numpy()
+                            c_np[a_np] = cal.cpu().numpy()
                             cols[f"s{k}"][sl], cols[f"m{k}"][sl], cols[f"p{k}"][sl] = s_np, m_np, p_np
+                            cols[f"c{k}"][sl] = c_np
                     if self.device.type == "cuda":
                         torch.cuda.synchronize(self.device)
                     timing[entry.key] = timing.get(entry.key, 0.0) + time.perf_counter() - t0
@@ -247,22 +274,36 @@ class Evaluation:
         runner.map(work, n)
         return cols
 
-    def _score(self, x_adv: Tensor, y: Tensor, logits: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
-        """The engine's own fp32 verdict on candidate points: (status 1/0, margin, prediction).
+    @property
+    def _cal_width(self) -> int:
+        return 3 if self.temperature is None else 6
+
+    def _cal(self, logits: Tensor, y: Tensor, draws: list[Tensor] | None = None) -> Tensor:
+        """Calibration statistics (conf, log p_y, sum p^2), raw then temperature-scaled if fitted."""
+        from harness.calibration import prob_stats
+
+        raw = prob_stats(logits, y, draws=draws)
+        if self.temperature is None:
+            return raw
+        return torch.cat([raw, prob_stats(logits, y, self.temperature, draws=draws)], 1)
+
+    def _score(self, x_adv: Tensor, y: Tensor, logits: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The engine's own fp32 verdict on candidate points: (status 1/0, margin, prediction, calibration stats).
 
         With EOT the verdict is the majority over ``eot`` draws (robust when at least half are
-        correct), the prediction the most frequent class and the margin the mean over draws.
+        correct), the prediction the most frequent class and the margin the mean over draws; the
+        calibration statistics use the mean softmax over draws.
         """
         with torch.no_grad():
             if self.eot == 1:
                 logits = self.model(x_adv.float()) if logits is None else logits
                 pred = logits.argmax(1)
-                return (pred == y).to(torch.int8), _margin(logits, y), pred.to(torch.int16)
+                return (pred == y).to(torch.int8), _margin(logits, y), pred.to(torch.int16), self._cal(logits, y)
             draws = [self.model(x_adv.float()) for _ in range(self.eot)]
         preds = torch.stack([d.argmax(1) for d in draws])
         ok = (preds == y).float().mean(0) >= 0.5
         m = torch.stack([_margin(d, y) for d in draws]).mean(0)
-        return ok.to(torch.int8), m, preds.mode(0).values.to(torch.int16)
+        return ok.to(torch.int8), m, preds.mode(0).values.to(torch.int16), self._cal(draws[0], y, draws)
 
     # ---- the run ----------------------------------------------------------------------------------
     def run(self) -> Result:
@@ -310,6 +351,7 @@ class Evaluation:
                     raise
                 n0 //= 2
         self._setup_eot(findings)
+        self._fit_temperature()
         todo = store.missing()
         runner = BatchRunner(self.config.batch_size)
         timing: dict[str, float] = {}
@@ -330,6 +372,14 @@ class Evaluation:
             },
         )
         result = self._aggregate(store, findings, timing, runner)
+        from harness.calibration import aggregate_calibration
+        from harness.certify import aggregate_certified
+
+        result.extra["calibration"] = aggregate_calibration(self, store)
+        cert, cert_findings = aggregate_certified(self, store)
+        if cert:
+            result.extra["certified"] = cert
+            result.findings += cert_findings
         result.findings += postcheck(result)
         if self.config.checks == "full":
             from harness.unit_test import attack_unit_test
@@ -348,6 +398,23 @@ class Evaluation:
 
         write_text(self.dir / "report.md", render_markdown([result]))
         return result
+
+    def _fit_temperature(self) -> None:
+        """Fit the softmax temperature on the suite's held-out split (never on the evaluated points)."""
+        split = self.cal.get("temperature")
+        if not split or split == "none":
+            return
+        from harness.calibration import fit_temperature, heldout_dataset
+
+        held = heldout_dataset(self.dataset, str(split))
+        logits, labels = [], []
+        with torch.no_grad():
+            for s in range(0, len(held), self.config.batch_size):
+                xb, yb = held.batch(slice(s, min(len(held), s + self.config.batch_size)))
+                logits.append(self.model(xb.to(self.device).float()).cpu())
+                labels.append(yb)
+        self.temperature = fit_temperature(torch.cat(logits), torch.cat(labels))
+        self.temperature_split = {"split": str(split), "n": len(held)}
 
     def _setup_eot(self, findings: list) -> None:
         """Choose the EOT draw count (auto: EOT_AUTO_SAMPLES for a stochastic model) and pass it on."""
@@ -389,7 +456,7 @@ class Evaluation:
             class_n += np.bincount(lab, minlength=K)
             class_clean += np.bincount(lab[ok], minlength=K)
             for gi, (_, members) in enumerate(groups):
-                alive = np.ones(len(lab), bool) if self.entries[members[0]].kind == "corruption" else ok.copy()
+                alive = ok.copy() if self.entries[members[0]].kind == "attack" else np.ones(len(lab), bool)
                 for k in members:
                     s_k = chunk[f"s{k}"]
                     e_first[k] += int((s_k == 0).sum())

@@ -92,6 +92,7 @@ class Outcome:
     seed: int
     model: dict[str, Any]
     source: str = ""
+    calibration: dict[str, float] = field(default_factory=dict)  # group -> ECE (result.extra)
 
 
 def read_run(run_dir: str | Path) -> Outcome:
@@ -132,8 +133,9 @@ def read_run(run_dir: str | Path) -> Outcome:
         ids.append(chunk["id"].astype(np.int64))
         clean.append(ok)
         for g, members in groups.items():
-            corr = entries[members[0]]["kind"] == "corruption"
-            alive = np.ones(len(ok), bool) if corr else ok.copy()
+            # Threat models AND over clean correctness; corruptions and smoothing (certified) stand alone.
+            attack = entries[members[0]]["kind"] == "attack"
+            alive = ok.copy() if attack else np.ones(len(ok), bool)
             for k in members:
                 alive &= chunk[f"s{k}"] == 1
             gbits[g].append(alive)
@@ -161,6 +163,11 @@ def read_run(run_dir: str | Path) -> Outcome:
         seed=int(result.config.get("seed", 0)),
         model=dict(result.model),
         source=str(d),
+        calibration={
+            k: float(v["ece"])
+            for k, v in (result.extra.get("calibration") or {}).get("groups", {}).items()
+            if isinstance(v, dict) and v.get("ece") is not None
+        },
     )
 
 
@@ -184,6 +191,7 @@ class Baseline:
     created: str = ""
     source_run: str = ""
     path: str = ""
+    calibration: dict[str, float] = field(default_factory=dict)  # group -> ECE of the baseline run
 
     @property
     def n(self) -> int:
@@ -217,6 +225,7 @@ class Baseline:
             },
             "bits_encoding": BITS_ENCODING,
             "metrics": self.metrics,
+            **({"calibration": {"ece": self.calibration}} if self.calibration else {}),
         }
 
     def save(self, path: str | Path) -> None:
@@ -250,6 +259,7 @@ class Baseline:
                 created=str(d.get("created", "")),
                 source_run=str(d.get("source_run", "")),
                 path=where,
+                calibration={str(k): float(v) for k, v in d.get("calibration", {}).get("ece", {}).items()},
             )
             for m in b.metrics:
                 bits = unpack_bits(m["bits"], n)
@@ -388,6 +398,7 @@ def make_baseline(
         harness_version=__version__,
         created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         source_run=str(run_dir),
+        calibration=dict(out.calibration),
     )
 
 
@@ -519,10 +530,19 @@ class GateReport:
     suite: str = ""
     correction: str = "none"
     seconds: float = 0.0
+    # ECE gate: (group, baseline ECE, current ECE) for every group whose ECE rose more than allowed.
+    ece_failures: list[tuple[str, float, float]] = field(default_factory=list)
+    max_ece_rise: float | None = None
 
     @property
     def passed(self) -> bool:
-        return not any(c.failed for c in self.checks)
+        return not any(c.failed for c in self.checks) and not self.ece_failures
+
+    def ece_reasons(self) -> list[str]:
+        return [
+            f"{k}: ECE rose from {b:.4f} to {c:.4f} (more than the allowed {self.max_ece_rise:g})"
+            for k, b, c in self.ece_failures
+        ]
 
     @property
     def failures(self) -> list[MetricCheck]:
@@ -602,6 +622,7 @@ class GateReport:
                 row = [*row[:-1], f"**{row[-1]}**"]
             lines.append("| " + " | ".join(row) + " |")
         lines += ["", self.rule() + "."]
+        lines += [f"- ECE: {r}" for r in self.ece_reasons()]
         for c in self.failures:
             lines.append(f"- {c.reason(self.tolerance, self.alpha)}")
         if self.passed and any(c.improved for c in self.checks):
@@ -681,8 +702,12 @@ def compare(
     alpha: float | None = None,
     min_robust: dict[str, float] | None = None,
     correction: str = "none",
+    max_ece_rise: float | None = None,
 ) -> GateReport:
     """Decide every metric of ``outcome`` against ``baseline`` (paired) and the floors.
+
+    With ``max_ece_rise`` the calibration error (ECE, 15 bins) of every group the baseline recorded
+    must not exceed the baseline's by more than that absolute amount.
 
     Without a baseline only floors apply. Thresholds default to the baseline's (then to 2 pp and
     0.05); ``min_robust`` is merged over the baseline's floors. ``correction="holm"`` adjusts the
@@ -721,6 +746,16 @@ def compare(
             c.p_value = p
     for c in checks:
         c.significant = c.p_value is not None and c.p_value <= a
+    ece_failures = []
+    if max_ece_rise is not None:
+        if not (max_ece_rise >= 0):
+            raise UsageError(f"max ECE rise {max_ece_rise} must be >= 0", "e.g. --max-ece-rise 0.02")
+        if baseline is None or not baseline.calibration:
+            raise UsageError("--max-ece-rise needs a baseline with calibration numbers", "re-create the baseline")
+        for k, b in baseline.calibration.items():
+            cur = outcome.calibration.get(k)
+            if cur is not None and cur - b > max_ece_rise + 1e-12:
+                ece_failures.append((k, b, cur))
     return GateReport(
         checks=checks,
         tolerance=tol,
@@ -732,6 +767,8 @@ def compare(
         dataset=(baseline.dataset.get("spec") if baseline else "") or str(outcome.dataset.get("name", "")),
         suite=str((baseline.suite if baseline else outcome.suite).get("name", "")),
         correction=correction,
+        ece_failures=ece_failures,
+        max_ece_rise=max_ece_rise,
     )
 
 
@@ -818,6 +855,7 @@ def check(
     device: str = "auto",
     batch_size: int = 256,
     progress: bool = False,
+    max_ece_rise: float | None = None,
 ) -> GateReport:
     """The gate: a checkpoint/module is evaluated on the baseline's samples, a run directory is read."""
     t0 = time.perf_counter()
@@ -848,6 +886,14 @@ def check(
             batch_size=batch_size,
             progress=progress,
         )
-    report = compare(outcome, b, tolerance=tolerance, alpha=alpha, min_robust=min_robust, correction=correction)
+    report = compare(
+        outcome,
+        b,
+        tolerance=tolerance,
+        alpha=alpha,
+        min_robust=min_robust,
+        correction=correction,
+        max_ece_rise=max_ece_rise,
+    )
     report.seconds = time.perf_counter() - t0
     return report

@@ -19,7 +19,7 @@ import numpy as np
 
 from harness.atomic import sha256_bytes, write_bytes, write_json
 
-RECORD_SCHEMA = 1
+RECORD_SCHEMA = 2  # 2: calibration columns (clean_cal, c{k}) and smoothing columns
 
 
 class RecordStore:

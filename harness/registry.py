@@ -163,6 +163,7 @@ MODELS: Registry[Any] = Registry("model", plugins=("harness.models",))
 ATTACKS: Registry[Any] = Registry("attack", plugins=("attacks",))
 CORRUPTIONS: Registry[Any] = Registry("corruption", plugins=("attacks",))
 OBJECTIVES: Registry[Any] = Registry("objective", plugins=("defenses",))
+CERTIFIERS: Registry[Any] = Registry("certifier", plugins=("attacks",))
 SUITES: Registry[Any] = Registry("suite", plugins=("harness.suites",))
 
 REGISTRIES: dict[str, Registry[Any]] = {
@@ -171,6 +172,7 @@ REGISTRIES: dict[str, Registry[Any]] = {
     "attacks": ATTACKS,
     "corruptions": CORRUPTIONS,
     "objectives": OBJECTIVES,
+    "certifiers": CERTIFIERS,
     "suites": SUITES,
 }
 

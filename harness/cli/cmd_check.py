@@ -18,6 +18,9 @@ def check(
     alpha: float | None = typer.Option(None, help="significance level of the McNemar test (default: the baseline's)"),
     min_robust: list[str] = typer.Option([], "--min-robust", help="hard floor METRIC=FRACTION, e.g. linf-0.1=0.85"),
     correction: str = typer.Option("none", help="multiple-comparison correction over metrics: none or holm"),
+    max_ece_rise: float | None = typer.Option(
+        None, help="fail when any group's ECE exceeds the baseline's by more than this (absolute, e.g. 0.02)"
+    ),
     junit: Path | None = typer.Option(None, help="write JUnit XML here (one test case per metric)"),
     summary: Path | None = typer.Option(
         None, help="write a Markdown summary here ($GITHUB_STEP_SUMMARY: appended too)"
@@ -45,6 +48,7 @@ def check(
         alpha=alpha,
         min_robust=parse_floors(min_robust),
         correction=correction,
+        max_ece_rise=max_ece_rise,
         seed=seed,
         dataset=dataset,
         suite=suite,
@@ -56,6 +60,8 @@ def check(
     console.print(report.table())
     for c in report.failures:
         console.print(f"[red]{c.reason(report.tolerance, report.alpha)}[/]", highlight=False)
+    for line in report.ece_reasons():
+        console.print(f"[red]{line}[/]", highlight=False)
     if report.passed and any(c.improved for c in report.checks):
         console.print("significantly better than the baseline: consider updating it (docs/ci.md)")
     if junit is not None:

@@ -42,6 +42,9 @@ def figures(results: Sequence[Result], threat: str | None = None) -> dict[str, b
     for i, r in enumerate(results):
         out[f"heatmap-{i}"] = plots.corruption_heatmap(r)
         out[f"per_class-{i}"] = plots.per_class(r, headline)
+    from harness.reporting import beyond
+
+    out.update(beyond.figures(results, S.unique_labels(results)))
     return {k: v for k, v in out.items() if v}
 
 

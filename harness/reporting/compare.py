@@ -87,6 +87,8 @@ class Comparison:
     tests: list[PairTest] = field(default_factory=list)
     alpha: float = 0.05
     notes: list[str] = field(default_factory=list)
+    # Per run: {"ece": {group: ECE}, "certified": {smoothing group: {radius: certified accuracy}}}.
+    beyond: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -99,6 +101,7 @@ class Comparison:
             "correction": "holm",
             "tests": [asdict(t) for t in self.tests],
             "notes": self.notes,
+            "beyond": self.beyond,
         }
 
     def test(self, metric: str, other: str) -> PairTest | None:
@@ -139,9 +142,41 @@ class Comparison:
             "",
         ]
         lines += [f"- {esc(s)}" for s in self.sentences()]
+        lines += self._beyond_markdown(esc)
         if self.notes:
             lines += ["", "## Notes", ""] + [f"- {esc(n)}" for n in self.notes]
         return "\n".join(lines) + "\n"
+
+    def _beyond_markdown(self, esc: Any) -> list[str]:
+        """ECE per group and certified accuracy per radius, one column per run (unpaired point values)."""
+        lines: list[str] = []
+        groups = list(dict.fromkeys(g for b in self.beyond for g in b.get("ece", {})))
+        if groups:
+            lines += [
+                "",
+                "## Calibration (ECE, 15 bins)",
+                "",
+                "| group | " + " | ".join(esc(r) for r in self.runs) + " |",
+            ]
+            lines.append("|---|" + "---|" * len(self.runs))
+            for g in groups:
+                vals = [b.get("ece", {}).get(g) for b in self.beyond]
+                lines.append(f"| {esc(g)} | " + " | ".join("–" if v is None else f"{v:.4f}" for v in vals) + " |")
+        cert = list(dict.fromkeys((g, r) for b in self.beyond for g, t in b.get("certified", {}).items() for r in t))
+        if cert:
+            lines += [
+                "",
+                "## Certified accuracy (%)",
+                "",
+                "| smoothing @ L2 radius | " + " | ".join(esc(r) for r in self.runs) + " |",
+            ]
+            lines.append("|---|" + "---|" * len(self.runs))
+            for g, r in cert:
+                vals = [b.get("certified", {}).get(g, {}).get(r) for b in self.beyond]
+                lines.append(
+                    f"| {esc(g)} @ {r} | " + " | ".join("–" if v is None else f"{100 * v:.1f}" for v in vals) + " |"
+                )
+        return lines
 
     def sentences(self) -> list[str]:
         out = []
@@ -201,6 +236,8 @@ def compare_runs(runs: Sequence[str | Path | Run], *, alpha: float = 0.05) -> Co
     metrics = [S.CLEAN, *S.threat_keys(results)]
     for r in results:
         metrics += [g.key for g in r.corruptions if g.key not in metrics]
+    for r in results:  # smoothed accuracy (certified at radius 0): paired like any other metric
+        metrics += [g.key for g in r.groups if g.kind == "smoothing" and g.key not in metrics]
     table = {m: [_acc_dict(_metric_acc(r, m)) for r in results] for m in metrics}
     notes: list[str] = []
     bits = [_bits(run, notes, lab) for run, lab in zip(loaded, labels)]
@@ -232,7 +269,20 @@ def compare_runs(runs: Sequence[str | Path | Run], *, alpha: float = 0.05) -> Co
                 t.p_value = mcnemar_exact(t.only_baseline_right, t.only_other_right)
             tests.append(t)
     _holm(tests, alpha)
-    return Comparison(labels, [str(r.path) if r.path else None for r in loaded], metrics, table, tests, alpha, notes)
+    beyond = [_beyond(r) for r in results]
+    paths = [str(r.path) if r.path else None for r in loaded]
+    return Comparison(labels, paths, metrics, table, tests, alpha, notes, beyond)
+
+
+def _beyond(r: Result) -> dict[str, Any]:
+    cal = (r.extra.get("calibration") or {}).get("groups", {})
+    cert = r.extra.get("certified") or {}
+    return {
+        "ece": {g: d["ece"] for g, d in cal.items() if isinstance(d, dict) and d.get("ece") is not None},
+        "certified": {
+            g: {f"{t['radius']:g}": t["certified"]["accuracy"] for t in d.get("table", [])} for g, d in cert.items()
+        },
+    }
 
 
 def _acc_dict(a: Accuracy | None) -> dict[str, Any] | None:

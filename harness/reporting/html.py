@@ -144,6 +144,9 @@ def render_html(
             )
         parts.append(_img(figures.get("tradeoff"), "clean vs robust accuracy trade-off"))
         parts.append(_img(figures.get("eps_curves"), "robust accuracy vs eps"))
+    from harness.reporting import beyond
+
+    parts.append(beyond.html(results, labels, figures, h, _img))
     for i, (lab, r) in enumerate(zip(labels, results)):
         parts.append(_model_section(lab, r, figures, i, headline))
     parts.append("</body></html>")

@@ -105,6 +105,9 @@ def render_markdown(
         for name, alt in (("tradeoff", "clean vs robust trade-off"), ("eps_curves", "robust accuracy vs eps")):
             if name in images:
                 lines += [f"![{alt}]({images[name]})", ""]
+    from harness.reporting import beyond
+
+    lines += beyond.markdown(results, labels, images, _esc)
     for i, (lab, r) in enumerate(zip(labels, results)):
         lines += _model_section(lab, r, images, i, headline)
     return "\n".join(lines)

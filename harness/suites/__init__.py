@@ -12,6 +12,12 @@ suite is any TOML file of the same form (``--suite path/to/suite.toml``). Data, 
     [[corruption]]
     name = "gaussian_noise"
     severity = [1, 2, 3, 4, 5]   # or "all"
+    [[smoothing]]          # randomized smoothing (Cohen et al. 2019): certify, then attack the smoothed model
+    name = "smoothing-l2"  # a registered certifier (default)
+    params = { sigma = 0.25, n0 = 100, n = 100000, alpha = 0.001, radii = [0.0, 0.25, 0.5] }
+    [calibration]          # optional: bootstrap resamples, bins, held-out split for temperature scaling
+    bootstrap = 200
+    temperature = "train"
 
 Entries run in file order; put cheap attacks first, since samples they break are skipped later.
 """
@@ -24,17 +30,19 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UsageError
-from harness.registry import ATTACKS, CORRUPTIONS, SUITES
+from harness.registry import ATTACKS, CERTIFIERS, CORRUPTIONS, SUITES
 from harness.threat import ThreatModel, canonical_norm
 
 PRESET_DIR = Path(__file__).parent
+# [calibration]: bootstrap resamples, bins, and the held-out split temperature scaling is fitted on.
+CALIBRATION_KEYS = {"bootstrap", "bins", "temperature"}
 
 
 @dataclass(frozen=True)
 class Entry:
-    """One resolved suite entry: an attack at one (norm, eps), or a corruption at one severity."""
+    """One resolved suite entry: an attack at one (norm, eps), a corruption at one severity, or a certifier."""
 
-    kind: str  # "attack" | "corruption"
+    kind: str  # "attack" | "corruption" | "smoothing"
     name: str
     params: tuple[tuple[str, Any], ...] = ()
     norm: str | None = None
@@ -51,6 +59,8 @@ class Entry:
         """Entries sharing a group are combined per sample (worst case) into one accuracy."""
         if self.kind == "attack":
             return self.threat.key  # type: ignore[union-attr]
+        if self.kind == "smoothing":
+            return self.label or f"{self.name}-{dict(self.params).get('sigma', 'default')}"
         return f"{self.name}-{self.severity}"
 
     @property
@@ -61,12 +71,16 @@ class Entry:
     def build(self) -> Any:
         if self.kind == "attack":
             return ATTACKS.create(self.name, norm=self.norm, eps=self.eps, **dict(self.params))
+        if self.kind == "smoothing":
+            return CERTIFIERS.create(self.name, **dict(self.params))
         return CORRUPTIONS.create(self.name, **dict(self.params))
 
     def describe(self) -> dict[str, Any]:
         d: dict[str, Any] = {"key": self.key, "kind": self.kind, "name": self.name, "params": dict(self.params)}
         if self.kind == "attack":
             d.update(norm=self.norm, eps=self.eps, group=self.group)
+        elif self.kind == "smoothing":
+            d.update(norm=self.norm, eps=None, group=self.group)
         else:
             d.update(severity=self.severity, group=self.group)
         return d
@@ -81,6 +95,8 @@ class Suite:
     attacks: list[dict[str, Any]] = field(default_factory=list)
     corruptions: list[dict[str, Any]] = field(default_factory=list)
     source: str = ""
+    smoothing: list[dict[str, Any]] = field(default_factory=list)
+    calibration: dict[str, Any] = field(default_factory=dict)
 
     def resolve(self, eps_grid: dict[str, tuple[float, ...]] | None = None) -> list[Entry]:
         eps_grid = eps_grid or {}
@@ -130,6 +146,14 @@ class Suite:
                 params = spec.get("params", {})
                 for s in sevs:
                     entries.append(Entry("corruption", n, tuple(sorted({**params, "severity": s}.items())), severity=s))
+        for i, spec in enumerate(self.smoothing):
+            where = f"suite {self.name!r}, smoothing #{i + 1}"
+            name = spec.get("name", "smoothing-l2")
+            CERTIFIERS.get(name)
+            params = spec.get("params", {})
+            if not isinstance(params, dict):
+                raise UsageError(f"{where}: params must be a table")
+            entries.append(Entry("smoothing", name, tuple(sorted(params.items())), norm="l2", label=spec.get("label")))
         keys = [e.key for e in entries]
         dups = sorted({k for k in keys if keys.count(k) > 1})
         if dups:
@@ -143,6 +167,8 @@ class Suite:
             "attacks": self.attacks,
             "corruptions": self.corruptions,
             "source": self.source,
+            **({"smoothing": self.smoothing} if self.smoothing else {}),
+            **({"calibration": self.calibration} if self.calibration else {}),
         }
 
 
@@ -175,13 +201,22 @@ def parse_suite(text: str, name: str, source: str = "") -> Suite:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise UsageError(f"suite {source or name}: malformed TOML: {e}", "fix the file and run again") from e
-    unknown = sorted(set(data) - {"summary", "attack", "corruption", "name"})
+    unknown = sorted(set(data) - {"summary", "attack", "corruption", "smoothing", "calibration", "name"})
     if unknown:
-        raise UsageError(f"suite {source or name}: unknown field(s) {unknown}", "allowed: summary, attack, corruption")
+        raise UsageError(
+            f"suite {source or name}: unknown field(s) {unknown}",
+            "allowed: summary, attack, corruption, smoothing, calibration",
+        )
     attacks, corruptions = data.get("attack", []), data.get("corruption", [])
+    smoothing, calibration = data.get("smoothing", []), data.get("calibration", {})
+    if not isinstance(calibration, dict) or sorted(set(calibration) - CALIBRATION_KEYS):
+        raise UsageError(
+            f"suite {source or name}: [calibration] must be a table with fields from {sorted(CALIBRATION_KEYS)}"
+        )
     for label, items, allowed in (
         ("attack", attacks, {"name", "norm", "eps", "params", "label"}),
         ("corruption", corruptions, {"name", "severity", "params"}),
+        ("smoothing", smoothing, {"name", "params", "label"}),
     ):
         if not isinstance(items, list):
             raise UsageError(f"suite {source or name}: '{label}' must be an array of tables ([[{label}]])")
@@ -194,7 +229,9 @@ def parse_suite(text: str, name: str, source: str = "") -> Suite:
                     f"{at}: {label} #{i + 1} has unknown field(s) {bad}",
                     f"allowed: {', '.join(sorted(allowed))}",
                 )
-    return Suite(str(data.get("name", name)), str(data.get("summary", "")), attacks, corruptions, source)
+    return Suite(
+        str(data.get("name", name)), str(data.get("summary", "")), attacks, corruptions, source, smoothing, calibration
+    )
 
 
 def _field_line(text: str, table: str, index: int, key: str) -> int | None:

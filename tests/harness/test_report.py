@@ -72,7 +72,9 @@ def test_report_from_real_runs(runs, tmp_path):
         assert r.dataset["sha256"] in page and r.model["sha256_state"] in page and r.config["config_hash"] in page
         assert f"torch {r.environment['versions']['torch']}" in page
     # self-contained: every image is a data URI, nothing remote
-    assert page.count('<img alt="') == len(rep.figures) == 4
+    # 4 accuracy figures + a reliability diagram per model (calibration is recorded for every run)
+    assert {"reliability-0", "reliability-1"} <= set(rep.figures)
+    assert page.count('<img alt="') == len(rep.figures) == 6
     assert re.findall(r'src="(?!data:image/png;base64,)', page) == []
     assert "http://" not in page and "https://" not in page and "<script" not in page
     assert "![clean vs robust trade-off](tradeoff.png)" in md

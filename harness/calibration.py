@@ -1,0 +1,263 @@
+"""Calibration of a classifier's confidence: ECE (equal-width and equal-mass bins), NLL, Brier score.
+
+Computed from per-sample statistics the engine records for every point it scores (clean,
+corrupted, adversarial): the max-softmax confidence, the log-probability of the true class and the
+sum of squared probabilities (for the multi-class Brier score), plus the correctness of the
+prediction. Confidence intervals are seeded percentile bootstraps over samples. Temperature
+scaling (Guo et al. 2017) is fitted on held-out data, never on the evaluated points.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+N_BINS = 15
+METRICS = ("ece", "ece_adaptive", "nll", "brier", "conf_errors", "accuracy", "confidence")
+
+
+def prob_stats(logits: Tensor, y: Tensor, temperature: float = 1.0, draws: list[Tensor] | None = None) -> Tensor:
+    """Per-sample (max-softmax confidence, log p_y, sum_j p_j^2) as an (n, 3) float32 tensor.
+
+    With ``draws`` (a randomised model scored by EOT) the probabilities are the mean over draws:
+    the predictive distribution of the randomised model.
+    """
+    if draws:
+        p = torch.stack([torch.softmax(d.float() / temperature, 1) for d in draws]).mean(0)
+        logp = torch.log(p.clamp_min(1e-45))
+    else:
+        logp = torch.log_softmax(logits.float() / temperature, 1)
+        p = logp.exp()
+    conf = p.max(1).values
+    lp = logp.gather(1, y.view(-1, 1)).squeeze(1)
+    return torch.stack([conf, lp, (p * p).sum(1)], 1)
+
+
+def bin_ids(conf: np.ndarray, n_bins: int = N_BINS, adaptive: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Bin index per sample and the bin edges.
+
+    Equal-width: edges linspace(0, 1); equal-mass ("adaptive"): the confidence quantiles. A value on
+    an inner edge goes to the lower bin (np.searchsorted, side="left").
+    """
+    if adaptive:
+        edges = np.percentile(conf, np.linspace(0, 100, n_bins + 1)) if len(conf) else np.linspace(0, 1, n_bins + 1)
+    else:
+        edges = np.linspace(0.0, 1.0, n_bins + 1)
+    return np.searchsorted(edges[1:-1], conf), edges
+
+
+def reliability(conf: np.ndarray, correct: np.ndarray, n_bins: int = N_BINS, adaptive: bool = False) -> dict:
+    """Per-bin counts, mean confidence and accuracy (nan for empty bins)."""
+    ids, edges = bin_ids(conf, n_bins, adaptive)
+    count = np.bincount(ids, minlength=n_bins).astype(np.int64)
+    s_conf = np.bincount(ids, weights=conf, minlength=n_bins)
+    s_acc = np.bincount(ids, weights=correct.astype(np.float64), minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {
+            "edges": edges.tolist(),
+            "count": count.tolist(),
+            "confidence": np.where(count > 0, s_conf / np.maximum(count, 1), np.nan).tolist(),
+            "accuracy": np.where(count > 0, s_acc / np.maximum(count, 1), np.nan).tolist(),
+        }
+
+
+def ece(conf: np.ndarray, correct: np.ndarray, n_bins: int = N_BINS, adaptive: bool = False) -> float:
+    """Expected calibration error: sum over bins of |B|/n * |acc(B) - conf(B)| (Naeini et al. 2015)."""
+    n = len(conf)
+    if n == 0:
+        return float("nan")
+    ids, _ = bin_ids(conf, n_bins, adaptive)
+    count = np.bincount(ids, minlength=n_bins)
+    gap = np.bincount(ids, weights=conf, minlength=n_bins) - np.bincount(
+        ids, weights=correct.astype(np.float64), minlength=n_bins
+    )
+    return float(np.abs(gap).sum() / n) if count.sum() else float("nan")
+
+
+def metrics(conf: np.ndarray, correct: np.ndarray, logp: np.ndarray, sumsq: np.ndarray, n_bins: int = N_BINS) -> dict:
+    """All point metrics of one group of samples."""
+    wrong = ~correct
+    return {
+        "ece": ece(conf, correct, n_bins),
+        "ece_adaptive": ece(conf, correct, n_bins, adaptive=True),
+        "nll": float(-logp.mean()) if len(logp) else float("nan"),
+        # Multi-class Brier (Brier 1950): sum_j (p_j - 1[j=y])^2 = sum p^2 - 2 p_y + 1.
+        "brier": float((sumsq - 2 * np.exp(logp) + 1).mean()) if len(logp) else float("nan"),
+        "conf_errors": float(conf[wrong].mean()) if wrong.any() else float("nan"),
+        "accuracy": float(correct.mean()) if len(correct) else float("nan"),
+        "confidence": float(conf.mean()) if len(conf) else float("nan"),
+    }
+
+
+def bootstrap(
+    conf: np.ndarray,
+    correct: np.ndarray,
+    logp: np.ndarray,
+    sumsq: np.ndarray,
+    *,
+    seed: int,
+    n_boot: int = 200,
+    n_bins: int = N_BINS,
+) -> dict[str, list[float]]:
+    """95 % percentile bootstrap intervals (resampling samples with replacement), seeded."""
+    n = len(conf)
+    if n == 0 or n_boot <= 0:
+        return {k: [float("nan"), float("nan")] for k in METRICS}
+    rng = np.random.Generator(np.random.PCG64(seed))
+    vals: dict[str, list[float]] = {k: [] for k in METRICS}
+    for _ in range(n_boot):
+        i = rng.integers(0, n, n)
+        for k, v in metrics(conf[i], correct[i], logp[i], sumsq[i], n_bins).items():
+            vals[k].append(v)
+    out = {}
+    for k, v in vals.items():
+        a = np.asarray(v, dtype=np.float64)
+        a = a[~np.isnan(a)]
+        out[k] = [float(np.percentile(a, 2.5)), float(np.percentile(a, 97.5))] if len(a) else [math.nan, math.nan]
+    return out
+
+
+@dataclass
+class GroupStats:
+    """Per-sample statistics of one group (clean, a corruption x severity, or a threat model)."""
+
+    conf: np.ndarray
+    correct: np.ndarray
+    logp: np.ndarray
+    sumsq: np.ndarray
+
+    def summary(self, *, seed: int, n_boot: int, n_bins: int = N_BINS) -> dict[str, Any]:
+        d: dict[str, Any] = metrics(self.conf, self.correct, self.logp, self.sumsq, n_bins)
+        d["n"] = len(self.conf)
+        d["ci95"] = bootstrap(self.conf, self.correct, self.logp, self.sumsq, seed=seed, n_boot=n_boot, n_bins=n_bins)
+        d["reliability"] = reliability(self.conf, self.correct, n_bins)
+        return _clean_nan(d)
+
+
+def _clean_nan(d: Any) -> Any:
+    """JSON has no NaN: write None."""
+    if isinstance(d, dict):
+        return {k: _clean_nan(v) for k, v in d.items()}
+    if isinstance(d, list):
+        return [_clean_nan(v) for v in d]
+    if isinstance(d, float) and math.isnan(d):
+        return None
+    return d
+
+
+def fit_temperature(logits: Tensor, y: Tensor) -> float:
+    """The temperature T > 0 minimising the NLL of softmax(logits / T) (Guo et al. 2017).
+
+    NLL is convex in 1/T, so a bounded scalar search over log T finds the optimum.
+    """
+    from scipy.optimize import minimize_scalar
+
+    z = logits.detach().double().cpu()
+    yy = y.cpu()
+
+    def nll(log_t: float) -> float:
+        return float(torch.nn.functional.cross_entropy(z / math.exp(log_t), yy))
+
+    res = minimize_scalar(nll, bounds=(math.log(0.01), math.log(100.0)), method="bounded", options={"xatol": 1e-6})
+    return float(math.exp(res.x))
+
+
+DEFAULT_BOOTSTRAP = 100
+
+
+def heldout_dataset(dataset: Any, split: str) -> Any:
+    """The dataset's ``split`` (same name and factory arguments), checked disjoint from the evaluated ids."""
+    from harness.api import load_dataset
+    from harness.errors import UsageError
+    from harness.gate import dataset_spec_of
+
+    if split == dataset.split:
+        raise UsageError(
+            f"temperature scaling on split {split!r}, the split being evaluated",
+            "fit on a held-out split: [calibration] temperature = 'train' for a test-split evaluation",
+        )
+    desc = dataset.describe()
+    held = load_dataset(dataset_spec_of({**desc, "split": split}))
+    overlap = np.intersect1d(np.asarray(held.ids), np.asarray(dataset.ids))
+    if len(overlap):
+        raise UsageError(
+            f"split {split!r} shares {len(overlap)} sample ids with the evaluated data",
+            "temperature scaling must never see the test points; choose a disjoint split",
+        )
+    return held
+
+
+def _group_stats(cal: np.ndarray, correct: np.ndarray, scaled: bool) -> GroupStats:
+    c = cal[:, 3:6] if scaled else cal[:, 0:3]
+    return GroupStats(c[:, 0].astype(np.float64), correct, c[:, 1].astype(np.float64), c[:, 2].astype(np.float64))
+
+
+def aggregate_calibration(ev: Any, store: Any) -> dict[str, Any]:
+    """Calibration of clean, every corruption x severity and every threat model, streamed from the record.
+
+    A threat model's point per sample is the one its accuracy is judged on: the adversarial point
+    of the attack that broke it, else the last attack's point; samples wrong when clean (not
+    attacked) keep their clean point.
+    """
+    from harness.engine import _groups
+    from harness.rng import stream_seed
+
+    entries = [e for e in ev.entries if e.kind != "smoothing"]
+    index = {id(e): k for k, e in enumerate(ev.entries)}
+    groups = _groups(entries)
+    acc: dict[str, tuple[list, list]] = {"clean": ([], [])}
+    for g, _ in groups:
+        acc[g] = ([], [])
+    for chunk in store.iter_chunks():
+        lab = chunk["label"]
+        ok = chunk["clean_pred"] == lab
+        acc["clean"][0].append(chunk["clean_cal"])
+        acc["clean"][1].append(ok)
+        for g, members in groups:
+            ks = [index[id(entries[m])] for m in members]
+            if entries[members[0]].kind == "corruption":
+                k = ks[0]
+                acc[g][0].append(chunk[f"c{k}"])
+                acc[g][1].append(chunk[f"s{k}"] == 1)
+                continue
+            cal = chunk["clean_cal"].copy()
+            alive = ok.copy()
+            decided = np.zeros(len(lab), bool)
+            for k in ks:
+                s = chunk[f"s{k}"]
+                broke = (s == 0) & ~decided
+                cal[broke] = chunk[f"c{k}"][broke]
+                decided |= broke
+                held = (s == 1) & ~decided
+                cal[held] = chunk[f"c{k}"][held]
+                alive &= s == 1
+            acc[g][0].append(cal)
+            acc[g][1].append(alive)
+    n_boot = int(ev.cal.get("bootstrap", DEFAULT_BOOTSTRAP))
+    n_bins = int(ev.cal.get("bins", N_BINS))
+    meta = {e.group: e for e in entries}
+    out_groups: dict[str, Any] = {}
+    for g, (cals, oks) in acc.items():
+        cal = np.concatenate(cals) if cals else np.zeros((0, ev._cal_width), np.float32)
+        ok = np.concatenate(oks) if oks else np.zeros(0, bool)
+        seed = stream_seed(ev.config.seed, "calibration-bootstrap", g)
+        d = _group_stats(cal, ok, False).summary(seed=seed, n_boot=n_boot, n_bins=n_bins)
+        if ev.temperature is not None:
+            d["scaled"] = _group_stats(cal, ok, True).summary(seed=seed, n_boot=n_boot, n_bins=n_bins)
+        e = meta.get(g)
+        if e is None:
+            d["kind"] = "clean"
+        elif e.kind == "corruption":
+            d.update(kind="corruption", corruption=e.name, severity=e.severity)
+        else:
+            d.update(kind="attack", norm=e.norm, eps=e.eps)
+        out_groups[g] = d
+    temp = None
+    if ev.temperature is not None:
+        temp = {"value": ev.temperature, **getattr(ev, "temperature_split", {})}
+    return {"bins": n_bins, "bootstrap": n_boot, "temperature": temp, "groups": out_groups}

@@ -1,0 +1,178 @@
+"""Calibration metrics: hand-built cases, scikit-learn's binning, temperature scaling, engine columns."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.calibration import calibration_curve
+
+from harness.calibration import bootstrap, ece, fit_temperature, metrics, prob_stats, reliability
+from harness.engine import EvalConfig, evaluate
+from harness.errors import UsageError
+from harness.suites import parse_suite
+
+
+def test_perfectly_calibrated_ece_is_near_zero():
+    rng = np.random.default_rng(0)
+    conf = rng.uniform(0.1, 1.0, 200_000)
+    correct = rng.uniform(size=conf.size) < conf  # P(correct | conf) = conf
+    assert ece(conf, correct) < 0.005
+    assert ece(conf, correct, adaptive=True) < 0.005
+
+
+def test_known_miscalibration():
+    # Every prediction at confidence 0.9, 60 % of them right: ECE = |0.9 - 0.6| = 0.3 exactly.
+    conf = np.full(1000, 0.9)
+    correct = np.arange(1000) < 600
+    assert ece(conf, correct) == pytest.approx(0.3, abs=1e-12)
+    assert ece(conf, correct, adaptive=True) == pytest.approx(0.3, abs=1e-12)
+    # Two bins: 0.95 right 70 % (gap .25, weight .5), 0.55 right 55 % (gap 0): ECE = 0.125.
+    conf = np.r_[np.full(100, 0.95), np.full(100, 0.55)]
+    correct = np.r_[np.arange(100) < 70, np.arange(100) < 55]
+    assert ece(conf, correct) == pytest.approx(0.125, abs=1e-12)
+
+
+def _sklearn_ece(conf, correct, n_bins, strategy):
+    prob_true, prob_pred = calibration_curve(correct, conf, n_bins=n_bins, strategy=strategy)
+    if strategy == "uniform":
+        edges = np.linspace(0.0, 1.0, n_bins + 1)
+    else:
+        edges = np.percentile(conf, np.linspace(0, 100, n_bins + 1))
+    counts = np.bincount(np.searchsorted(edges[1:-1], conf), minlength=n_bins)
+    counts = counts[counts > 0]
+    return float(np.sum(counts / len(conf) * np.abs(prob_true - prob_pred)))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_agrees_with_sklearn_calibration_curve(seed):
+    rng = np.random.default_rng(seed)
+    conf = rng.beta(5, 1.5, 3000)
+    correct = rng.uniform(size=conf.size) < conf**1.7
+    assert ece(conf, correct) == pytest.approx(_sklearn_ece(conf, correct, 15, "uniform"), abs=1e-6)
+    assert ece(conf, correct, adaptive=True) == pytest.approx(_sklearn_ece(conf, correct, 15, "quantile"), abs=1e-6)
+    rel = reliability(conf, correct)
+    prob_true, prob_pred = calibration_curve(correct, conf, n_bins=15)
+    got = np.asarray(rel["accuracy"])
+    np.testing.assert_allclose(got[~np.isnan(got)], prob_true, atol=1e-9)
+    got = np.asarray(rel["confidence"])
+    np.testing.assert_allclose(got[~np.isnan(got)], prob_pred, atol=1e-9)
+
+
+def test_nll_brier_conf_errors_from_their_formulas():
+    logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    y = torch.tensor([0, 0])
+    st = prob_stats(logits, y).double().numpy()
+    e2 = np.exp(2.0)
+    p0 = np.array([e2, 1, 1]) / (e2 + 2)
+    p1 = np.array([1, np.e, 1]) / (np.e + 2)
+    np.testing.assert_allclose(st[:, 0], [p0.max(), p1.max()], rtol=1e-6)
+    np.testing.assert_allclose(st[:, 1], np.log([p0[0], p1[0]]), rtol=1e-6)
+    correct = np.array([True, False])
+    m = metrics(st[:, 0], correct, st[:, 1], st[:, 2])
+    brier = np.mean([((p0 - [1, 0, 0]) ** 2).sum(), ((p1 - [1, 0, 0]) ** 2).sum()])
+    assert m["brier"] == pytest.approx(brier, rel=1e-6)
+    assert m["nll"] == pytest.approx(-np.mean(np.log([p0[0], p1[0]])), rel=1e-6)
+    assert m["conf_errors"] == pytest.approx(p1.max(), rel=1e-6)
+    assert m["accuracy"] == 0.5
+
+
+def test_bootstrap_is_seeded_and_brackets_the_estimate():
+    rng = np.random.default_rng(3)
+    conf = rng.uniform(0.5, 1, 500)
+    correct = rng.uniform(size=500) < 0.8
+    lp, sq = np.log(np.full(500, 0.7)), np.full(500, 0.5)
+    a = bootstrap(conf, correct, lp, sq, seed=7, n_boot=50)
+    b = bootstrap(conf, correct, lp, sq, seed=7, n_boot=50)
+    assert a == b
+    lo, hi = a["ece"]
+    assert lo < ece(conf, correct) < hi
+
+
+def test_fit_temperature_recovers_the_generating_temperature():
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(20_000, 5, generator=g) * 3
+    y = torch.multinomial(torch.softmax(z / 2.0, 1), 1, generator=g).squeeze(1)  # labels drawn at T = 2
+    assert fit_temperature(z, y) == pytest.approx(2.0, rel=0.05)
+
+
+class Linear(torch.nn.Module):
+    def __init__(self, d: int = 64, k: int = 10) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = torch.nn.Linear(d, k)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1) * 4)
+
+
+SUITE = """
+summary = "t"
+[[attack]]
+name = "fgsm"
+norm = "linf"
+eps = [0.05]
+[[attack]]
+name = "pgd"
+norm = "linf"
+eps = [0.05]
+params = { steps = 3 }
+[calibration]
+bootstrap = 20
+temperature = "train"
+"""
+
+
+def test_engine_records_calibration_and_temperature_scaling(tmp_path):
+    from harness.api import load_dataset
+
+    ds = load_dataset("digits")
+    model = Linear()
+    cfg = dict(max_samples=96, progress=False, chunk_size=32)
+    r = evaluate(model, ds, parse_suite(SUITE, "t"), out=tmp_path, name="a", config=EvalConfig(batch_size=64, **cfg))
+    cal = r.extra["calibration"]
+    assert cal["temperature"]["split"] == "train" and cal["temperature"]["value"] > 0
+    clean, adv = cal["groups"]["clean"], cal["groups"]["linf-0.05"]
+    assert clean["n"] == adv["n"] == 96
+    assert clean["accuracy"] == pytest.approx(r.clean.accuracy)
+    assert adv["accuracy"] == pytest.approx(r.group("linf-0.05").accuracy.accuracy)
+    assert adv["confidence"] != clean["confidence"]
+    assert "scaled" in clean and clean["scaled"]["accuracy"] == clean["accuracy"]
+    # Same numbers with another batch size (keyed randomness, per-sample statistics).
+    r2 = evaluate(model, ds, parse_suite(SUITE, "t"), out=tmp_path, name="b", config=EvalConfig(batch_size=7, **cfg))
+    # Floats agree to rounding (BLAS sums differ with the batch shape), counts exactly.
+    _assert_close(r2.extra["calibration"], cal)
+    # The gate: ECE may not rise more than the tolerance over the baseline's.
+    from harness.gate import compare, make_baseline, read_run
+
+    base = make_baseline(tmp_path / "a", dataset="digits")
+    assert base.calibration["clean"] == pytest.approx(clean["ece"])
+    out = read_run(tmp_path / "b")
+    assert compare(out, base, max_ece_rise=0.01).passed
+    out.calibration["clean"] = base.calibration["clean"] + 0.05
+    rep = compare(out, base, max_ece_rise=0.01)
+    assert not rep.passed and "clean: ECE rose" in rep.ece_reasons()[0]
+    assert compare(out, base, max_ece_rise=0.06).passed
+
+
+def _assert_close(a, b):
+    if isinstance(a, dict):
+        assert a.keys() == b.keys()
+        for k in a:
+            _assert_close(a[k], b[k])
+    elif isinstance(a, list):
+        assert len(a) == len(b)
+        for u, v in zip(a, b):
+            _assert_close(u, v)
+    elif isinstance(a, float) and isinstance(b, float):
+        assert a == pytest.approx(b, abs=1e-5)
+    else:
+        assert a == b
+
+
+def test_temperature_on_the_evaluated_split_is_refused(tmp_path):
+    from harness.api import load_dataset
+
+    ds = load_dataset("digits:split=train")
+    with pytest.raises(UsageError, match="held-out"):
+        evaluate(Linear(), ds, parse_suite(SUITE, "t"), config=EvalConfig(max_samples=8, progress=False))
