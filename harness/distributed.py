@@ -199,9 +199,14 @@ def read_statuses(run_dir: Path, world: int, launch_id: str | None = None) -> li
     return out
 
 
-def diagnose(run_dir: Path, world: int, launch_id: str | None = None) -> str | None:
-    """A sentence naming the ranks that failed (their error) or vanished (no final status), if any."""
+def diagnose(run_dir: Path, world: int, launch_id: str | None = None, exclude: int | None = None) -> str | None:
+    """A sentence naming the ranks that failed (their error) or vanished (no final status), if any.
+
+    ``exclude`` is the asking rank, alive by definition.
+    """
     sts = read_statuses(run_dir, world, launch_id)
+    if exclude is not None:
+        sts[exclude] = {"rank": exclude, "state": "asking"}
     if launch_id is not None and not any(sts):
         return None  # this launch never got past the start (its ranks printed why)
     failed = [s for s in sts if s and s.get("state") == "failed"]
@@ -228,7 +233,7 @@ def terminate_handler(run_dir: Path, ctx: DistContext) -> Iterator[None]:
 
     def on_term(signum: int, frame: Any) -> None:
         write_status(run_dir, ctx.rank, "terminated")
-        cause = diagnose(run_dir, ctx.world_size)
+        cause = diagnose(run_dir, ctx.world_size, exclude=ctx.rank)
         msg = f"rank {ctx.rank} stopped by the launcher" + (f" because {cause}" if cause else "")
         print(f"error: {msg}; {RERUN_HINT}", file=sys.stderr, flush=True)
         raise SystemExit(128 + signum)

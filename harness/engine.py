@@ -339,7 +339,7 @@ class Evaluation:
                         advance(e - s)
                 outcome: dict[str, Any] = {"rank": ctx.rank, "ok": True, "chunks": len(mine), "timing": timing}
             except BaseException as e:
-                if not ctx.active:
+                if not ctx.active or isinstance(e, SystemExit):  # SystemExit: stopped by the launcher
                     raise
                 own_error = e
                 why = f"{e.what}" if isinstance(e, HarnessError) else f"{type(e).__name__}: {e}"
@@ -348,7 +348,10 @@ class Evaluation:
             try:
                 outcomes = ctx.gather(outcome)
             except RuntimeError as e:  # a peer vanished during the exchange
-                cause = distributed.diagnose(self.dir, ctx.world_size) or f"the rank exchange failed ({e})"
+                cause = (
+                    distributed.diagnose(self.dir, ctx.world_size, exclude=ctx.rank)
+                    or f"the rank exchange failed ({e})"
+                )
                 raise distributed.RankFailedError(
                     f"distributed evaluation failed: {cause}", distributed.RERUN_HINT
                 ) from e
