@@ -209,16 +209,13 @@ def diagnose(run_dir: Path, world: int, launch_id: str | None = None, exclude: i
         sts[exclude] = {"rank": exclude, "state": "asking"}
     if launch_id is not None and not any(sts):
         return None  # this launch never got past the start (its ranks printed why)
-    failed = [s for s in sts if s and s.get("state") == "failed"]
-    if failed:
-        return "; ".join(f"rank {s['rank']} failed: {s.get('error', 'unknown error')}" for s in failed)
-    vanished = [r for r, s in enumerate(sts) if s is None or s.get("state") in ("running", "starting")]
+    parts = [f"rank {s['rank']} failed: {s.get('error', 'unknown error')}" for s in sts if s and s["state"] == "failed"]
+    vanished = [r for r, s in enumerate(sts) if s is None or s.get("state") == "running"]
     if vanished:
-        names = ", ".join(
-            f"rank {r}" + (f" (pid {sts[r]['pid']} on {sts[r]['host']})" if sts[r] else "") for r in vanished
-        )
-        return f"{names} stopped without reporting (killed or crashed)"
-    return None
+        where = lambda r: f" (pid {sts[r]['pid']} on {sts[r]['host']})" if sts[r] else ""
+        names = ", ".join(f"rank {r}{where(r)}" for r in vanished)
+        parts.append(f"{names} stopped without reporting (killed or crashed)")
+    return "; ".join(parts) or None
 
 
 RERUN_HINT = "finished chunks are kept: run the same command again to compute only the missing ones"

@@ -348,6 +348,8 @@ class Evaluation:
             try:
                 outcomes = ctx.gather(outcome)
             except RuntimeError as e:  # a peer vanished during the exchange
+                if own_error is None:
+                    distributed.write_status(self.dir, ctx.rank, "terminated")
                 cause = (
                     distributed.diagnose(self.dir, ctx.world_size, exclude=ctx.rank)
                     or f"the rank exchange failed ({e})"
