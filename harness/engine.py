@@ -30,11 +30,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from harness import environment
+from harness import distributed, environment
 from harness.atomic import lock_file, remove_stale_temps, write_json, write_text
 from harness.checks import EOT_AUTO_SAMPLES, check_logits, postcheck, precheck
 from harness.data.base import ImageDataset, check_image_range
-from harness.errors import UsageError
+from harness.errors import HarnessError, UsageError
 from harness.faults import kill_point
 from harness.logits import margin
 from harness.results import Accuracy, Finding, GroupResult, Result
@@ -150,7 +150,7 @@ class Evaluation:
         model_info: dict[str, Any] | None = None,
     ) -> None:
         self.config = config or EvalConfig()
-        self.device = environment.resolve_device(self.config.device)
+        self.device = distributed.resolve_device(self.config.device)
         self.was_training = model.training
         self.model = model.to(self.device).eval()
         self.dataset = dataset
@@ -307,30 +307,131 @@ class Evaluation:
 
     # ---- the run ----------------------------------------------------------------------------------
     def run(self) -> Result:
-        from harness.records import RecordStore
-
-        if self.dir is None:
+        """Run (or resume) the evaluation; under torchrun every rank calls this and computes its shard."""
+        ctx = distributed.setup(self.device)
+        try:
+            if self.dir is not None:
+                return self._run(ctx)
+            if ctx.active:
+                raise UsageError("a distributed evaluation needs a run directory", "pass out= and name=")
             import tempfile
 
             with tempfile.TemporaryDirectory(prefix="harness-eval-") as tmp:
                 self.dir = Path(tmp)
                 try:
-                    return self._run(RecordStore)
+                    return self._run(ctx)
                 finally:
                     self.dir = None
-        with run_lock(self.dir):
-            return self._run(RecordStore)
+        finally:
+            ctx.close()
 
-    def _run(self, store_cls: Any) -> Result:
+    def _run(self, ctx: distributed.DistContext) -> Result:
+        """Plan on rank 0 (lock, foreign-record check, missing chunks), compute shards, merge on rank 0.
+
+        With one process the collectives are identities, so this is also the single-process path.
+        """
+        from harness.records import RecordStore
+
         assert self.dir is not None
         t_start = time.perf_counter()
-        store = store_cls(self.dir / "records", self.config_hash, self.config.chunk_size, len(self.dataset))
-        foreign = store.foreign_chunks()
-        if foreign and not self.config.overwrite:
-            raise UsageError(
-                f"{self.dir} holds results of a different evaluation (model, data, suite or seed changed)",
-                "choose another --name, or pass --overwrite to replace them",
-            )
+        store = RecordStore(self.dir / "records", self.config_hash, self.config.chunk_size, len(self.dataset))
+        with contextlib.ExitStack() as held:
+            plan: tuple = ("ok", [])
+            if ctx.is_main:
+                try:
+                    held.enter_context(run_lock(self.dir))
+                    if store.foreign_chunks() and not self.config.overwrite:
+                        raise UsageError(
+                            f"{self.dir} holds results of a different evaluation (model, data, suite or seed changed)",
+                            "choose another --name, or pass --overwrite to replace them",
+                        )
+                    plan = ("ok", store.missing())
+                except HarnessError as e:
+                    if not ctx.active:
+                        raise
+                    plan = ("error", type(e).__name__, e.what, e.hint)
+            plan = ctx.broadcast(plan)
+            if plan[0] == "error":
+                raise _error_from(plan)
+            todo: list[int] = plan[1]
+            mine = ctx.shard(todo)
+            held.enter_context(distributed.terminate_handler(self.dir, ctx))
+            if ctx.active:
+                distributed.write_status(self.dir, ctx.rank, "running", chunks=mine, world_size=ctx.world_size)
+            runner = BatchRunner(self.config.batch_size)
+            timing: dict[str, float] = {}
+            findings: list = []
+            own_error: BaseException | None = None
+            try:
+                findings = self._precheck()
+                progress = self.config.progress and ctx.is_main
+                label = (self.name or "evaluate") + (f" rank 0/{ctx.world_size}" if ctx.active else "")
+                total = len(self.dataset) if not ctx.active else sum(_rows(store, c) for c in mine)
+                with _progress(progress, total, label) as advance:
+                    if not ctx.active:
+                        advance(len(self.dataset) - sum(_rows(store, c) for c in todo))
+                    for cid in mine:
+                        s, e = store.chunk_range(cid)
+                        store.write(cid, self._chunk(s, e, runner, timing))
+                        kill_point("eval:chunk")
+                        advance(e - s)
+                outcome: dict[str, Any] = {"rank": ctx.rank, "ok": True, "chunks": len(mine), "timing": timing}
+            except BaseException as e:
+                if not ctx.active or isinstance(e, SystemExit):  # SystemExit: stopped by the launcher
+                    raise
+                own_error = e
+                why = f"{e.what}" if isinstance(e, HarnessError) else f"{type(e).__name__}: {e}"
+                outcome = {"rank": ctx.rank, "ok": False, "error": why}
+                distributed.write_status(self.dir, ctx.rank, "failed", error=why)
+            try:
+                outcomes = ctx.gather(outcome)
+            except RuntimeError as e:  # a peer vanished during the exchange
+                if own_error is None:
+                    distributed.write_status(self.dir, ctx.rank, "terminated")
+                cause = (
+                    distributed.diagnose(self.dir, ctx.world_size, exclude=ctx.rank)
+                    or f"the rank exchange failed ({e})"
+                )
+                raise distributed.RankFailedError(
+                    f"distributed evaluation failed: {cause}", distributed.RERUN_HINT
+                ) from e
+            if own_error is not None:
+                raise own_error
+            bad = [o for o in outcomes if not o["ok"]]
+            if bad:
+                cause = "; ".join(f"rank {o['rank']} failed: {o['error']}" for o in bad)
+                raise distributed.RankFailedError(f"distributed evaluation failed: {cause}", distributed.RERUN_HINT)
+            if ctx.active:
+                distributed.write_status(self.dir, ctx.rank, "done", chunks=mine)
+            merged: dict[str, float] = {}
+            for o in outcomes:
+                for k, v in o["timing"].items():
+                    merged[k] = merged.get(k, 0.0) + v
+            done: tuple = ("ok",)
+            result: Result | None = None
+            if ctx.is_main:
+                try:
+                    result = self._finish(store, findings, merged, runner, t_start, ctx, outcomes)
+                except HarnessError as e:
+                    if not ctx.active:
+                        raise
+                    done = ("error", type(e).__name__, e.what, e.hint)
+                    done_exc: BaseException = e
+                except BaseException as e:
+                    if not ctx.active:
+                        raise
+                    done = ("error", "HarnessError", f"rank 0 failed to merge: {type(e).__name__}: {e}", None)
+                    done_exc = e
+            done = ctx.broadcast(done)
+            if done[0] == "error":
+                if ctx.is_main:
+                    raise done_exc
+                raise _error_from(done)
+            if result is None:
+                result = Result.load(self.dir / "result.json")
+            return result
+
+    def _precheck(self) -> list:
         x0, y0 = self.dataset.batch(slice(0, min(64, len(self.dataset))))
         check_image_range(x0, "dataset images")
         n0 = len(x0)
@@ -352,16 +453,26 @@ class Evaluation:
                 n0 //= 2
         self._setup_eot(findings)
         self._fit_temperature()
-        todo = store.missing()
-        runner = BatchRunner(self.config.batch_size)
-        timing: dict[str, float] = {}
-        with _progress(self.config.progress, len(self.dataset), self.name or "evaluate") as advance:
-            advance(len(self.dataset) - sum(store.chunk_range(c)[1] - store.chunk_range(c)[0] for c in todo))
-            for cid in todo:
-                s, e = store.chunk_range(cid)
-                store.write(cid, self._chunk(s, e, runner, timing))
-                kill_point("eval:chunk")
-                advance(e - s)
+        return findings
+
+    def _finish(
+        self,
+        store: Any,
+        findings: list,
+        timing: dict[str, float],
+        runner: BatchRunner,
+        t_start: float,
+        ctx: distributed.DistContext,
+        outcomes: list[dict[str, Any]],
+    ) -> Result:
+        """Rank 0: check the record is complete, aggregate it, run the post-checks, write the outputs."""
+        assert self.dir is not None
+        left = store.missing()
+        if left:
+            raise distributed.RankFailedError(
+                f"{len(left)} chunk(s) of the record missing or corrupt after all ranks finished (first: {left[0]})",
+                distributed.RERUN_HINT,
+            )
         write_json(
             self.dir / "records" / "index.json",
             {
@@ -392,6 +503,13 @@ class Evaluation:
         from harness.corruption_metrics import attach
 
         attach(result)
+        if ctx.active:
+            result.extra["distributed"] = {
+                "world_size": ctx.world_size,
+                "backend": ctx.backend,
+                "chunks_per_rank": [o["chunks"] for o in outcomes],
+                "attack_s_per_rank": [round(sum(o["timing"].values()), 4) for o in outcomes],
+            }
         result.timing["wall_s"] = time.perf_counter() - t_start
         result.save(self.dir / "result.json")
         from harness.report import render_markdown
@@ -520,6 +638,21 @@ class Evaluation:
             timing={"attack_s": round(sum(timing.values()), 4)},
             extra={"class_counts": class_n.tolist()},
         )
+
+
+def _rows(store: Any, cid: int) -> int:
+    s, e = store.chunk_range(cid)
+    return e - s
+
+
+def _error_from(msg: tuple) -> HarnessError:
+    """Rebuild on this rank the error another rank broadcast as (kind, class name, what, hint)."""
+    import harness.errors as errors
+
+    cls = getattr(errors, msg[1], None) or getattr(distributed, msg[1], None)
+    if not (isinstance(cls, type) and issubclass(cls, HarnessError)):
+        cls = HarnessError
+    return cls(msg[2], msg[3])
 
 
 def _is_black_box(name: str, attacker: Any) -> bool:

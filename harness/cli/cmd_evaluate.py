@@ -58,7 +58,7 @@ def evaluate(
     out: Path = typer.Option(Path("runs"), help="output root"),
     name: str | None = typer.Option(None, help="run name (default: model name + suite)"),
     batch_size: int = typer.Option(256),
-    chunk_size: int = typer.Option(512, help="samples per record chunk (the unit of resume)"),
+    chunk_size: int = typer.Option(512, help="samples per record chunk (the unit of resume and of sharding)"),
     seed: int = typer.Option(0),
     device: str = typer.Option("auto"),
     max_samples: int | None = typer.Option(None, help="evaluate only the first N samples"),
@@ -67,8 +67,15 @@ def evaluate(
     checks: str = typer.Option("basic", help="basic, or full: adds the unbounded-eps check and the attack unit test"),
     eot_samples: int | None = typer.Option(None, help="EOT draws for randomised models (default: 10 if stochastic)"),
     eps: list[str] = typer.Option([], "--eps", help="override the dataset's eps grid: NORM=V[,V...] (repeatable)"),
+    nproc: int | None = typer.Option(None, help="launch N local ranks through torchrun (data-parallel)"),
+    max_restarts: int = typer.Option(0, help="with --nproc: torchrun restarts of the whole job after a failure"),
 ) -> None:
-    """Evaluate a model with a suite; writes OUT/NAME/{result.json,report.md,records/}; resumable."""
+    """Evaluate a model with a suite; writes OUT/NAME/{result.json,report.md,records/}; resumable.
+
+    Under torchrun (or with --nproc) every rank evaluates its share of the record's chunks and rank 0
+    merges them; the results do not depend on the number of ranks.
+    """
+    from harness import distributed
     from harness.api import evaluate as api_evaluate
     from harness.suites import parse_eps_grid
 
@@ -80,6 +87,22 @@ def evaluate(
     spec = checkpoint if checkpoint is not None else model
     assert spec is not None
     run_name = name or default_run_name(spec, suite)
+    if nproc is not None:
+        # Every rank runs this same command without --nproc; torchrun sets RANK/WORLD_SIZE.
+        args = ["evaluate", "--model", spec, "--dataset", dataset, "--suite", suite, "--out", str(out)]
+        args += ["--name", run_name, "--batch-size", str(batch_size), "--seed", str(seed), "--device", device]
+        args += ["--checks", checks, "--chunk-size", str(chunk_size)]
+        optional = {"--threat-model": threat_model, "--model-dir": model_dir, "--weights": weights, "--mean": mean}
+        optional |= {"--std": std, "--max-samples": max_samples, "--eot-samples": eot_samples}
+        for flag, value in optional.items():
+            args += [flag, str(value)] if value is not None else []
+        for grid in eps:
+            args += ["--eps", grid]
+        args += ["--overwrite"] if overwrite else []
+        args += ["--trust-torchscript"] if trust_torchscript else []
+        args += ["--progress" if progress else "--no-progress"]
+        distributed.launch(nproc, args, out / run_name, max_restarts=max_restarts)
+        return
     res = api_evaluate(
         spec,
         dataset,
@@ -103,6 +126,8 @@ def evaluate(
         eot_samples=eot_samples,
         eps=parse_eps_grid(eps),
     )
+    if distributed.env_world()[0] != 0:
+        return  # rank 0 prints
     console.print(results_table([res]))
     print_findings(console, [res])
     console.print(f"wrote [bold]{out / run_name}[/]/result.json and report.md")
