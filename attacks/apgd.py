@@ -124,6 +124,10 @@ class APGD(Attack):
         self.n_target_classes = int(n_target_classes)
         self.compact_every = max(1, int(compact_every))
 
+    @property
+    def min_classes(self) -> int:
+        return 3 if self.loss in ("dlr", "dlr-targeted") else 2
+
     # ---- public entry ---------------------------------------------------------------------------
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor, *, index: Tensor | None = None, seed: int = 0) -> Tensor:
         """Per sample: a misclassified point if one was found, else the lowest-margin point visited."""
@@ -131,7 +135,7 @@ class APGD(Attack):
         x = x.detach()
         with torch.no_grad():
             clean = model(x).float()
-        if self.loss in ("dlr", "dlr-targeted") and clean.shape[1] < 3:
+        if clean.shape[1] < self.min_classes:
             raise UsageError(f"APGD with the {self.loss} loss needs at least 3 classes, the model has {clean.shape[1]}")
         best_m = margin(clean, y)  # clean-misclassified samples are never attacked, as in the reference
         best_x = x.clone()

@@ -125,12 +125,27 @@ class AutoAttack(Attack):
         self._last_run: list[dict[str, Any]] = []
 
     @property
+    def min_classes(self) -> int:
+        if self.backend != "native":
+            return 3 if any(n in ("apgd-dlr", "apgd-t", "fab-t") for n in self.components) else 2
+        return max(a.min_classes for a in self._attacks)
+
+    @property
     def last_run(self) -> list[dict[str, Any]]:
         """Per component of the last native run: samples attacked and still robust after it."""
         return self._last_run
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor, *, index: Tensor | None = None, seed: int = 0) -> Tensor:
         assert index is not None
+        if len(x):
+            with torch.no_grad():
+                k = model(x[:1]).shape[1]
+            if k < self.min_classes:  # checked up front: a component may otherwise only fail on some batches
+                raise UsageError(
+                    f"autoattack {self.version!r} needs at least {self.min_classes} classes (DLR-based components), "
+                    f"the model has {k}",
+                    "use version='custom' with components = ['apgd-ce', 'square'] for a two-class model",
+                )
         if self.backend == "pyautoattack":
             return self._pyautoattack(model, x, y, seed)
         if self.backend == "torchattacks":

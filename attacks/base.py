@@ -42,6 +42,11 @@ class Attack:
         return self.threat.norm
 
     @property
+    def min_classes(self) -> int:
+        """Fewest classes the attack's loss is defined for (the DLR loss needs a third-largest logit)."""
+        return 2
+
+    @property
     def eps(self) -> float:
         return self.threat.eps
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -54,6 +54,14 @@ class TrainContext:
 
 class Objective:
     """Base class; subclasses are dataclasses whose fields are the objective's parameters."""
+
+    #: keys of the training data's ``info`` the objective cannot work without (e.g. a class hierarchy)
+    needs_info: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def applicable(cls, data: ImageDataset) -> bool:
+        """Whether this objective can train on ``data`` with its default parameters."""
+        return all(k in data.info for k in cls.needs_info)
 
     def setup(self, ctx: TrainContext) -> None:
         """Called once before the first epoch (and again on resume)."""

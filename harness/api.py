@@ -21,7 +21,8 @@ from harness.results import Result
 from harness.spec import parse_spec
 from harness.suites import Suite
 
-DEFAULT_RUN_OBJECTIVES = ("ce", "pgd-at")
+# One objective per family (loss, augmentation, adversarial training, auxiliary data): the default main job.
+DEFAULT_RUN_OBJECTIVES = ("ce", "mixup", "pgd-at", "odnl")
 
 
 def load_dataset(spec: str | ImageDataset, **kwargs: Any) -> ImageDataset:
@@ -231,8 +232,37 @@ def train(
     )
 
 
+def resolve_objectives(objectives: str | Sequence[str], dataset: str | ImageDataset = "digits") -> list[str]:
+    """Objective names from ``"default"``, ``"all"`` (every one that applies to the dataset) or a list.
+
+    ``"all"`` leaves out objectives that need data the dataset lacks (``hcot`` needs a class hierarchy).
+    """
+    from harness.registry import OBJECTIVES
+
+    if isinstance(objectives, str):
+        if objectives == "default":
+            return list(DEFAULT_RUN_OBJECTIVES)
+        if objectives == "all":
+            ds = load_dataset(dataset)
+            return [n for n in OBJECTIVES.names() if _objective_class(n).applicable(ds)]
+        objectives = [o.strip() for o in objectives.split(",") if o.strip()]
+    names = list(objectives)
+    if not names:
+        raise UsageError("no objectives given", "name some, e.g. ce,pgd-at, or use default or all")
+    for n in names:
+        OBJECTIVES.get(n)  # unknown names fail here, with the closest suggestions
+    return names
+
+
+def _objective_class(name: str) -> Any:
+    from harness.registry import OBJECTIVES
+
+    factory = OBJECTIVES.get(name).factory
+    return factory if isinstance(factory, type) else type(factory())
+
+
 def run(
-    objectives: tuple[str, ...] | list[str] = DEFAULT_RUN_OBJECTIVES,
+    objectives: str | Sequence[str] = DEFAULT_RUN_OBJECTIVES,
     *,
     dataset: str = "digits",
     model: str = "cnn",
@@ -245,9 +275,11 @@ def run(
     progress: bool = True,
 ) -> list[Result]:
     """The main job: train each objective on ``dataset``, evaluate all with ``suite``, and build one
-    report of all of them (``out/name/report.html`` and ``report.md``, see `harness.reporting`)."""
+    report of all of them (``out/name/report.html`` and ``report.md``, see `harness.reporting`).
+    ``objectives``: names, ``"default"`` (one per family) or ``"all"``."""
     from harness.reporting import build_report
 
+    objectives = resolve_objectives(objectives, dataset)
     root = Path(out) / check_run_name(name)
     results = []
     for obj in objectives:

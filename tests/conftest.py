@@ -39,8 +39,11 @@ class LinearModel(torch.nn.Module):
 
 
 # Hypothesis: a bounded default profile keeps the default run fast; HYPOTHESIS_PROFILE=ci goes deeper.
-from hypothesis import settings  # noqa: E402
+from hypothesis import Phase, settings  # noqa: E402
 
-settings.register_profile("fast", max_examples=6, deadline=None, derandomize=True, print_blob=True)
-settings.register_profile("ci", max_examples=100, deadline=None, print_blob=True)
+# No "explain" phase: it traces every line of a failing example, minutes for an attack test.
+PHASES = (Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink)
+
+settings.register_profile("fast", max_examples=6, deadline=None, derandomize=True, print_blob=True, phases=PHASES)
+settings.register_profile("ci", max_examples=100, deadline=None, print_blob=True, phases=PHASES)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "fast"))

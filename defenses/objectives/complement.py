@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -121,6 +121,7 @@ class HCOT(COT):
     """
 
     hierarchy: list[int] | None = None
+    needs_info: ClassVar[tuple[str, ...]] = ("coarse_labels_of_fine",)
 
     def setup(self, ctx: TrainContext) -> None:
         h = self.hierarchy if self.hierarchy is not None else ctx.train_data.info.get("coarse_labels_of_fine")

@@ -12,7 +12,9 @@ from .common import print_findings, results_table
 
 @app.command()
 def run(
-    objectives: str = typer.Option("default", help="comma-separated objectives, 'default' or 'all'"),
+    objectives: str = typer.Option(
+        "default", help="comma-separated objectives; default (one per family: ce, mixup, pgd-at, odnl) or all"
+    ),
     dataset: str = typer.Option("digits"),
     model: str = typer.Option("cnn"),
     suite: str = typer.Option("quick"),
@@ -24,18 +26,11 @@ def run(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Train each objective, evaluate every model with the suite, write one report."""
-    from harness.api import DEFAULT_RUN_OBJECTIVES
+    from harness.api import resolve_objectives
     from harness.api import run as api_run
-    from harness.registry import OBJECTIVES
 
-    if objectives == "default":
-        objs = list(DEFAULT_RUN_OBJECTIVES)
-    elif objectives == "all":
-        objs = OBJECTIVES.names()
-    else:
-        objs = [o.strip() for o in objectives.split(",") if o.strip()]
-    for o in objs:
-        OBJECTIVES.get(o)
+    objs = resolve_objectives(objectives, dataset)
+    console.print(f"objectives: {', '.join(objs)}", highlight=False)
     results = api_run(
         objs,
         dataset=dataset,

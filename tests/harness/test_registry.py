@@ -54,3 +54,17 @@ def test_eps_grid_override_parses_and_rejects_garbage():
     for bad in ("linf", "linf=", "linf=abc", "l3=0.1"):
         with pytest.raises(UsageError):
             parse_eps_grid([bad])
+
+
+def test_run_objectives_default_covers_every_family_and_all_skips_inapplicable():
+    from harness.api import resolve_objectives
+
+    default = resolve_objectives("default")
+    assert default == ["ce", "mixup", "pgd-at", "odnl"]  # loss, augmentation, adversarial, auxiliary data
+    everything = resolve_objectives("all", "digits")
+    assert set(everything) == set(OBJECTIVES.names()) - {"hcot"}  # digits has no class hierarchy
+    assert resolve_objectives("trades, mart") == ["trades", "mart"]
+    with pytest.raises(UnknownNameError, match="pgd-at"):
+        resolve_objectives("pgd_at")
+    with pytest.raises(UsageError, match="no objectives"):
+        resolve_objectives(" , ")
