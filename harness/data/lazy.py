@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from torch import Tensor
 
 from harness.errors import DataError
@@ -157,7 +158,7 @@ def npy(
         k,
         split,
         tuple(str(i) for i in range(k)),
-        ids=__import__("torch").as_tensor(rows),
+        ids=torch.as_tensor(rows),
         eps_grid=dict(CIFAR_EPS),
         info={"x": str(x), "y": str(y), "rows": [int(offset), int(stop)]},
     )

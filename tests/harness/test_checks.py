@@ -11,6 +11,7 @@ from attacks.base import Attack
 from harness.api import load_dataset
 from harness.checks import postcheck, precheck, unbounded_check
 from harness.engine import EvalConfig, evaluate
+from harness.errors import UsageError
 from harness.logits import margin
 from harness.registry import ATTACKS
 from harness.results import Accuracy, GroupResult, Result
@@ -30,6 +31,8 @@ if RANDOM not in ATTACKS:
         black_box = True
 
         def __init__(self, norm: str = "linf", eps: float = 0.1, queries: int = 40) -> None:
+            if norm != "linf":  # corners of the L-inf ball only
+                raise UsageError(f"{RANDOM} supports norm 'linf' only, not {norm!r}")
             super().__init__(norm, eps)
             self.queries = queries
 
