@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
 import torch
+
+# The repository root first: bench/attacks.py would otherwise shadow the `attacks` package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 CLAIM = "MaxUp (gaussian) certifies more than Gaussian augmentation at every L2 radius (Gong et al. 2021)"
 

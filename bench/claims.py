@@ -33,8 +33,7 @@ from typing import Any
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT))  # first: bench/attacks.py would otherwise shadow the `attacks` package
 
 import harness.api as api  # noqa: E402
 from harness.registry import CORRUPTIONS, OBJECTIVES  # noqa: E402
