@@ -280,6 +280,75 @@ def run(
     return results
 
 
+def sweep(
+    models: str | Sequence[str],
+    suites: str | Sequence[str] = "quick",
+    dataset: str | ImageDataset = "digits",
+    *,
+    out: str | Path = "sweep",
+    threat_model: str | None = None,
+    model_dir: str | Path | None = None,
+    trust_torchscript: bool = False,
+    title: str = "Robustness report",
+    threat: str | None = None,
+    progress: bool = True,
+    **config: Any,
+):
+    """Evaluate every model × suite (a cell each, ``out/<model>-<suite>-<key>``) and report them all.
+
+    ``models`` are checkpoint paths, globs, ``robustbench:<Name>`` or TorchScript files (as in
+    `load_model`). Finished cells are skipped, changed ones get a new key and are computed,
+    interrupted ones resume; the combined report goes to ``out/report/``. Other keyword arguments
+    are `EvalConfig` fields (batch_size, chunk_size, seed, device, max_samples, checks, eot_samples,
+    eps). Returns a `harness.sweeps.SweepResult` (cells, their states, results, report).
+    """
+    from harness.sweeps import Sweep
+
+    sw = Sweep(
+        models,
+        suites,
+        dataset,
+        out=out,
+        threat_model=threat_model,
+        model_dir=model_dir,
+        trust_torchscript=trust_torchscript,
+        **config,
+    )
+    return sw.run(progress=progress, title=title, threat=threat)
+
+
+def plan_sweep(
+    models: str | Sequence[str],
+    suites: str | Sequence[str] = "quick",
+    dataset: str = "digits",
+    *,
+    out: str | Path = "sweep",
+    threat_model: str | None = None,
+    model_dir: str | Path | None = None,
+    trust_torchscript: bool = False,
+    executable: str = "harness",
+    **config: Any,
+) -> list[str]:
+    """The cells of `sweep` as `harness evaluate` command lines (one per cell, for a job array).
+
+    Runs nothing; writes ``out/sweep.json`` so that `harness report out` afterwards reports
+    exactly these cells. Loads each model once on the CPU to hash its weights.
+    """
+    from harness.sweeps import Sweep
+
+    sw = Sweep(
+        models,
+        suites,
+        dataset,
+        out=out,
+        threat_model=threat_model,
+        model_dir=model_dir,
+        trust_torchscript=trust_torchscript,
+        **config,
+    )
+    return sw.commands(executable)
+
+
 def list_registry(kind: str, pattern: str = "*") -> list[tuple[str, str]]:
     """(name, one-line summary) pairs of a registry: datasets, models, attacks, corruptions, objectives, suites."""
     if kind not in REGISTRIES:
