@@ -15,6 +15,7 @@ from harness.cli import main
 from harness.engine import Evaluation
 from harness.errors import SweepError, UnknownNameError
 from harness.reporting.runs import find_runs
+from harness.sweeps import Sweep
 from tests.harness.dist_helpers import assert_same_record, tiny_checkpoint
 
 N, CHUNK = 64, 32  # 2 chunks per cell
@@ -114,38 +115,29 @@ def test_second_run_skips_every_cell(swept, monkeypatch, capsys):
     assert all(f"skipped {c.name}" in text for c in res.cells), text  # one progress line per cell
 
 
-def test_changed_weights_get_a_new_cell_and_only_it_is_computed(swept, tmp_path, monkeypatch):
+def test_changed_weights_get_new_cells_and_an_interrupted_cell_resumes(swept, tmp_path, monkeypatch):
     root, suites, res = swept
     pattern, out = _copy(root, tmp_path)
     tiny_checkpoint(tmp_path / "ck" / "b", seed=2, hidden=16)  # "retrained": same name, new weights
+    cut = res.cells[1]  # interrupted: its second chunk and result.json never written
+    (out / cut.name / "result.json").unlink()
+    for p in (out / cut.name / "records").glob("chunk-000001.*"):
+        p.unlink()
+    kept = (out / cut.name / "records" / "chunk-000000.npz").stat().st_mtime_ns
     runs = _Counter(monkeypatch)
     new = sweep(pattern, suites, "digits", out=out, progress=False, **OPTS)
     old = [c.name for c in res.cells]
     assert [c.name for c in new.cells][:2] == old[:2]
     assert all(c.name not in old for c in new.cells[2:])
-    assert [new.status[c.name] for c in new.cells] == ["skipped", "skipped", "done", "done"]
-    assert runs.names == [c.name for c in new.cells[2:]]
+    assert [new.status[c.name] for c in new.cells] == ["skipped", "done", "done", "done"]
+    assert runs.names == [c.name for c in new.cells[1:]]
+    assert (out / cut.name / "records" / "chunk-000000.npz").stat().st_mtime_ns == kept  # resumed, not redone
+    assert_same_record(root / "local" / cut.name, out / cut.name)
     # The superseded cells stay on disk, but the sweep's report (and `harness report OUT`) covers this sweep only.
     assert all((out / n / "result.json").is_file() for n in old)
     assert find_runs([out]) == new.run_dirs
     text = (out / "report" / "report.md").read_text()
     assert all(c.name in text for c in new.cells) and not any(n in text for n in old[2:])
-
-
-def test_interrupted_cell_resumes_from_its_chunks(swept, tmp_path, monkeypatch):
-    root, suites, res = swept
-    pattern, out = _copy(root, tmp_path)
-    cell = res.cells[1]
-    (out / cell.name / "result.json").unlink()
-    for p in (out / cell.name / "records").glob("chunk-000001.*"):
-        p.unlink()
-    kept = (out / cell.name / "records" / "chunk-000000.npz").stat().st_mtime_ns
-    runs = _Counter(monkeypatch)
-    again = sweep(pattern, suites, "digits", out=out, progress=False, **OPTS)
-    assert runs.names == [cell.name]
-    assert [again.status[c.name] for c in again.cells] == ["skipped", "done", "skipped", "skipped"]
-    assert (out / cell.name / "records" / "chunk-000000.npz").stat().st_mtime_ns == kept
-    assert_same_record(root / "local" / cell.name, out / cell.name)
 
 
 def test_plan_commands_then_report_give_the_local_report(swept, tmp_path, monkeypatch, capsys):
@@ -166,14 +158,14 @@ def test_plan_commands_then_report_give_the_local_report(swept, tmp_path, monkey
     for cell in res.cells:
         assert_same_record(root / "local" / cell.name, planned / cell.name)
     # The cells the commands wrote carry the sweep's keys: a local sweep over them computes nothing.
-    monkeypatch.setattr(Evaluation, "run", lambda ev: pytest.fail(f"{ev.name} recomputed"))
-    again = sweep(str(root / "ck" / "*.safetensors"), suites, "digits", out=planned, progress=False, **OPTS)
-    assert set(again.status.values()) == {"skipped"}
+    planned_sweep = Sweep(str(root / "ck" / "*.safetensors"), suites, "digits", out=planned, **OPTS)
+    assert all(planned_sweep.finished(c) for c in planned_sweep.plan())
     # The CLI prints exactly one command line per cell on stdout.
     capsys.readouterr()
+    ck = str(root / "ck" / "*.safetensors")
+    cli_opts = ["--max-samples", str(N), "--chunk-size", str(CHUNK), "--seed", "0"]
     with pytest.raises(SystemExit) as e:
-        main(["sweep", str(root / "ck" / "*.safetensors"), "--suite", ",".join(suites), "--out", str(planned)]
-             + ["--max-samples", str(N), "--chunk-size", str(CHUNK), "--plan"])  # fmt: skip
+        main(["sweep", ck, "--suite", ",".join(suites), "--out", str(planned), *cli_opts, "--plan"])
     assert e.value.code == 0
     assert capsys.readouterr().out.splitlines() == lines
 
