@@ -32,6 +32,12 @@ def load_dataset(spec: str | ImageDataset, **kwargs: Any) -> ImageDataset:
     return DATASETS.create(name, **{**args, **kwargs})
 
 
+def _dataset_name(spec: str) -> str:
+    """The name a dataset spec's data will carry: ``name=`` when given (``imagefolder:...,name=imagenet``)."""
+    name, args = parse_spec(spec)
+    return str(args.get("name", name))
+
+
 def load_model(
     spec: str | Path | nn.Module,
     *,
@@ -57,7 +63,7 @@ def load_model(
     from harness.models.checkpoint import TORCH_SUFFIXES, load_checkpoint, weights_path
 
     ds = dataset if isinstance(dataset, ImageDataset) else None
-    ds_name = ds.name if ds is not None else (parse_spec(dataset)[0] if dataset else None)
+    ds_name = ds.name if ds is not None else (_dataset_name(dataset) if dataset else None)
     if not zoo.is_zoo_spec(spec) and (threat_model is not None or model_dir is not None):
         raise UsageError(
             "--threat-model and --model-dir apply only to robustbench:<Name> models",
@@ -154,7 +160,7 @@ def evaluate(
     # The model first: its errors do not wait for (possibly large) data to load.
     m, info = load_model(
         model,
-        dataset=dataset if isinstance(dataset, ImageDataset) else parse_spec(dataset)[0],
+        dataset=dataset,
         threat_model=threat_model,
         model_dir=model_dir,
         weights=weights,
