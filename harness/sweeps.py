@@ -289,7 +289,7 @@ class Sweep:
         from harness.reporting import build_report
 
         if res.run_dirs:
-            res.report = build_report(res.run_dirs, self.out / REPORT_DIR, title=title, threat=threat)
+            res.report = build_report(res.run_dirs, self.out / REPORT_DIR, title=title, threat=threat, clean=True)
             res.results = res.report.results
         if res.errors:
             first = next(iter(res.errors.items()))

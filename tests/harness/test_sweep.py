@@ -12,7 +12,7 @@ import pytest
 
 from harness.api import plan_sweep, sweep
 from harness.cli import main
-from harness.engine import Evaluation
+from harness.engine import Evaluation, run_lock
 from harness.errors import SweepError, UnknownNameError
 from harness.reporting.runs import find_runs
 from harness.sweeps import Sweep
@@ -138,6 +138,20 @@ def test_changed_weights_get_new_cells_and_an_interrupted_cell_resumes(swept, tm
     assert find_runs([out]) == new.run_dirs
     text = (out / "report" / "report.md").read_text()
     assert all(c.name in text for c in new.cells) and not any(n in text for n in old[2:])
+
+
+def test_a_failing_cell_does_not_stop_the_others(swept, tmp_path):
+    root, suites, res = swept
+    pattern, out = _copy(root, tmp_path)
+    busy, other = res.cells[0], res.cells[3]
+    for c in (busy, other):
+        (out / c.name / "result.json").unlink()
+    with run_lock(out / busy.name), pytest.raises(SweepError, match=f"1 of 4 cell\\(s\\) failed \\(first: {busy.name}"):
+        sweep(pattern, suites, "digits", out=out, progress=False, **OPTS)  # another process holds one cell
+    assert (out / other.name / "result.json").is_file() and not (out / busy.name / "result.json").exists()
+    text = (out / "report" / "report.md").read_text()  # the finished cells are reported all the same
+    assert "3 model(s)" in text and busy.name not in text and other.name in text
+    assert not any(busy.name in p.name for p in (out / "report").iterdir())  # no stale figures of it
 
 
 def test_plan_commands_then_report_give_the_local_report(swept, tmp_path, monkeypatch, capsys):
