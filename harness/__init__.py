@@ -17,6 +17,8 @@ _API = {
     "evaluate": "harness.api",
     "train": "harness.api",
     "run": "harness.api",
+    "sweep": "harness.api",
+    "plan_sweep": "harness.api",
     "load_model": "harness.api",
     "load_dataset": "harness.api",
     "list_registry": "harness.api",

@@ -33,6 +33,12 @@ def load_dataset(spec: str | ImageDataset, **kwargs: Any) -> ImageDataset:
     return DATASETS.create(name, **{**args, **kwargs})
 
 
+def _dataset_name(spec: str) -> str:
+    """The name a dataset spec's data will carry: ``name=`` when given (``imagefolder:...,name=imagenet``)."""
+    name, args = parse_spec(spec)
+    return str(args.get("name", name))
+
+
 def load_model(
     spec: str | Path | nn.Module,
     *,
@@ -58,7 +64,7 @@ def load_model(
     from harness.models.checkpoint import TORCH_SUFFIXES, load_checkpoint, weights_path
 
     ds = dataset if isinstance(dataset, ImageDataset) else None
-    ds_name = ds.name if ds is not None else (parse_spec(dataset)[0] if dataset else None)
+    ds_name = ds.name if ds is not None else (_dataset_name(dataset) if dataset else None)
     if not zoo.is_zoo_spec(spec) and (threat_model is not None or model_dir is not None):
         raise UsageError(
             "--threat-model and --model-dir apply only to robustbench:<Name> models",
@@ -155,7 +161,7 @@ def evaluate(
     # The model first: its errors do not wait for (possibly large) data to load.
     m, info = load_model(
         model,
-        dataset=dataset if isinstance(dataset, ImageDataset) else parse_spec(dataset)[0],
+        dataset=dataset,
         threat_model=threat_model,
         model_dir=model_dir,
         weights=weights,
@@ -310,6 +316,75 @@ def run(
             r.save(root / "evals" / obj / "result.json")
     build_report([root / "evals" / obj for obj in objectives], root, title=f"Robustness report: {name}")
     return results
+
+
+def sweep(
+    models: str | Sequence[str],
+    suites: str | Sequence[str] = "quick",
+    dataset: str | ImageDataset = "digits",
+    *,
+    out: str | Path = "sweep",
+    threat_model: str | None = None,
+    model_dir: str | Path | None = None,
+    trust_torchscript: bool = False,
+    title: str = "Robustness report",
+    threat: str | None = None,
+    progress: bool = True,
+    **config: Any,
+):
+    """Evaluate every model × suite (a cell each, ``out/<model>-<suite>-<key>``) and report them all.
+
+    ``models`` are checkpoint paths, globs, ``robustbench:<Name>`` or TorchScript files (as in
+    `load_model`). Finished cells are skipped, changed ones get a new key and are computed,
+    interrupted ones resume; the combined report goes to ``out/report/``. Other keyword arguments
+    are `EvalConfig` fields (batch_size, chunk_size, seed, device, max_samples, checks, eot_samples,
+    eps). Returns a `harness.sweeps.SweepResult` (cells, their states, results, report).
+    """
+    from harness.sweeps import Sweep
+
+    sw = Sweep(
+        models,
+        suites,
+        dataset,
+        out=out,
+        threat_model=threat_model,
+        model_dir=model_dir,
+        trust_torchscript=trust_torchscript,
+        **config,
+    )
+    return sw.run(progress=progress, title=title, threat=threat)
+
+
+def plan_sweep(
+    models: str | Sequence[str],
+    suites: str | Sequence[str] = "quick",
+    dataset: str = "digits",
+    *,
+    out: str | Path = "sweep",
+    threat_model: str | None = None,
+    model_dir: str | Path | None = None,
+    trust_torchscript: bool = False,
+    executable: str = "harness",
+    **config: Any,
+) -> list[str]:
+    """The cells of `sweep` as `harness evaluate` command lines (one per cell, for a job array).
+
+    Runs nothing; writes ``out/sweep.json`` so that `harness report out` afterwards reports
+    exactly these cells. Loads each model once on the CPU to hash its weights.
+    """
+    from harness.sweeps import Sweep
+
+    sw = Sweep(
+        models,
+        suites,
+        dataset,
+        out=out,
+        threat_model=threat_model,
+        model_dir=model_dir,
+        trust_torchscript=trust_torchscript,
+        **config,
+    )
+    return sw.commands(executable)
 
 
 def list_registry(kind: str, pattern: str = "*") -> list[tuple[str, str]]:

@@ -164,7 +164,8 @@ class Evaluation:
                 e.threat.validate_for(self.dataset.shape)
         self.attackers = [e.build() for e in self.entries]
         self.model_info = dict(model_info or {})
-        self.model_info.setdefault("sha256_state", model_hash(self.model))
+        if "sha256_state" not in self.model_info:  # a caller evaluating one model many times passes it
+            self.model_info["sha256_state"] = model_hash(self.model)
         self.name = check_run_name(name) if name else None
         self.dir = (Path(out or "runs") / self.name) if self.name else (Path(out) if out else None)
         self.eot = self.config.eot_samples or 1

@@ -48,3 +48,7 @@ class RunLockedError(HarnessError):
 
 class StorageError(HarnessError):
     """A write failed (no space, permissions); earlier results are left intact."""
+
+
+class SweepError(UsageError):
+    """A sweep cannot be planned or did not finish: a glob matched nothing, no cells, failed cells."""

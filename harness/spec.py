@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import re
+from pathlib import Path
 from typing import Any
 
 from harness.errors import UsageError
@@ -58,3 +60,14 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
     """``"digits:split=train,size=32"`` -> ``("digits", {"split": "train", "size": 32})``."""
     name, _, rest = spec.partition(":")
     return name.strip(), parse_kv([rest] if rest else [])
+
+
+def default_run_name(model: str, suite: str) -> str:
+    """A valid run name from the model spec: checkpoint stem, RobustBench name or factory name."""
+    if model.startswith("robustbench:"):
+        base = model.split(":", 1)[1]
+    elif re.match(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$", model) and not Path(model).exists():
+        base = model.rpartition(":")[2]
+    else:
+        base = Path(model).stem
+    return re.sub(r"[^\w.+-]", "-", f"{base}-{Path(suite).stem}").strip("._-")[:120] or "model"

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import typer
 
 from harness.errors import UsageError
+from harness.spec import default_run_name
 
 from .app import app, console
 from .common import print_findings, results_table
@@ -26,17 +26,6 @@ def parse_floats(text: str | None, option: str) -> list[float] | None:
     if not values:
         raise UsageError(f"{option} is empty", f"e.g. {option} 0.5,0.5,0.5")
     return values
-
-
-def default_run_name(model: str, suite: str) -> str:
-    """A valid run name from the model spec: checkpoint stem, RobustBench name or factory name."""
-    if model.startswith("robustbench:"):
-        base = model.split(":", 1)[1]
-    elif re.match(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$", model) and not Path(model).exists():
-        base = model.rpartition(":")[2]
-    else:
-        base = Path(model).stem
-    return re.sub(r"[^\w.+-]", "-", f"{base}-{Path(suite).stem}").strip("._-")[:120] or "model"
 
 
 @app.command()

@@ -7,7 +7,10 @@ from rich.table import Table
 from harness.results import Result
 
 
-def results_table(results: list[Result], title: str = "clean vs robust accuracy (%)") -> Table:
+def results_table(
+    results: list[Result], title: str = "clean vs robust accuracy (%)", labels: list[str] | None = None
+) -> Table:
+    """One row per result (labelled by ``labels``, default the model name), one column per threat model."""
     keys: list[str] = []
     for r in results:
         keys += [g.key for g in r.threat_models if g.key not in keys]
@@ -16,10 +19,10 @@ def results_table(results: list[Result], title: str = "clean vs robust accuracy 
     t.add_column("clean", justify="right")
     for k in keys:
         t.add_column(k, justify="right")
-    for r in results:
+    for i, r in enumerate(results):
         have = {g.key: g for g in r.threat_models}
         t.add_row(
-            str(r.model.get("name") or r.name),
+            labels[i] if labels else str(r.model.get("name") or r.name),
             r.clean.pct(),
             *[have[k].accuracy.pct() if k in have else "–" for k in keys],
         )

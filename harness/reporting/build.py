@@ -54,11 +54,14 @@ def build_report(
     *,
     title: str = "Robustness report",
     threat: str | None = None,
+    clean: bool = False,
 ) -> Report:
     """Build the report of ``runs`` (run folders, folders of runs, or `Result` objects) in ``out``.
 
     Reads only result.json files; ``threat`` picks the threat model of the trade-off plot (a key
     such as ``linf-0.1``; default: the adversarial-training eps, else the middle L-inf eps).
+    ``clean`` first removes the PNG figures of an earlier build in ``out`` (for a folder the caller
+    owns, e.g. a sweep's report), so figures of runs no longer reported do not linger.
     """
     results: list[Result] = []
     for r in runs:
@@ -76,6 +79,9 @@ def build_report(
         else:
             names[key] = f"{key}.png"
     paths_out = {}
+    if clean and out.is_dir():
+        for old in out.glob("*.png"):
+            old.unlink()
     for key, png in figs.items():
         p = out / names[key]
         write_bytes(p, png)

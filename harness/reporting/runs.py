@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import UsageError
 from harness.results import Result
+
+# Written by `harness sweep` (also with --plan) in its output root: the cells of the sweep, in order.
+SWEEP_MANIFEST = "sweep.json"
 
 
 @dataclass
@@ -30,6 +34,8 @@ def find_runs(paths: Sequence[str | Path]) -> list[Path]:
     """Run folders under ``paths``: a folder with result.json is a run; otherwise its subfolders are searched.
 
     A path to a result.json file is also accepted. Order follows the arguments, then sorted names.
+    A sweep's output root (it holds sweep.json) gives the finished cells of that sweep, in its order,
+    so runs of an earlier sweep into the same root are left out.
     """
     if not paths:
         raise UsageError("no run folders given", "pass one or more folders that hold result.json (or contain runs)")
@@ -39,6 +45,13 @@ def find_runs(paths: Sequence[str | Path]) -> list[Path]:
             found = [p.parent]
         elif (p / "result.json").is_file():
             found = [p]
+        elif (p / SWEEP_MANIFEST).is_file():
+            found, missing = sweep_cells(p)
+            if not found:
+                raise UsageError(
+                    f"none of the {len(missing)} cell(s) of the sweep in {p} has finished",
+                    "run `harness sweep` again, or the commands of `harness sweep --plan`",
+                )
         elif p.is_dir():
             found = sorted({r.parent for r in p.rglob("result.json")})
         else:
@@ -52,3 +65,20 @@ def find_runs(paths: Sequence[str | Path]) -> list[Path]:
 def load_runs(paths: Sequence[str | Path]) -> list[Run]:
     """Load every run found under ``paths`` (see `find_runs`)."""
     return [Run(p, Result.load(p / "result.json")) for p in find_runs(paths)]
+
+
+def sweep_cells(root: str | Path) -> tuple[list[Path], list[str]]:
+    """(finished cell folders in sweep order, names of unfinished cells) of the sweep written in ``root``."""
+    root = Path(root)
+    try:
+        cells = json.loads((root / SWEEP_MANIFEST).read_text())["cells"]
+        names = [str(c["name"]) for c in cells]
+        if any(Path(n).name != n or n in ("", ".", "..") for n in names):
+            raise ValueError("a cell name is not a folder name")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UsageError(
+            f"{root / SWEEP_MANIFEST} is unreadable ({type(e).__name__})",
+            "run `harness sweep` (or `harness sweep --plan`) again to rewrite it",
+        ) from None
+    done = [root / n for n in names if (root / n / "result.json").is_file()]
+    return done, [n for n in names if not (root / n / "result.json").is_file()]

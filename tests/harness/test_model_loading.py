@@ -78,6 +78,11 @@ def test_robustbench_missing_file_names_path_and_model(tmp_path):
         load_model("robustbench:Ding2020MMA", dataset="cifar10", threat_model="linf", model_dir=tmp_path)
     assert str(tmp_path / "cifar10" / "Linf" / "Ding2020MMA.pt") in e.value.what and "'Ding2020MMA'" in e.value.what
     assert "never downloads" in e.value.hint
+    # A dataset spec naming its data (imagefolder:...,name=imagenet) picks RobustBench's dataset by that name.
+    with pytest.raises(CheckpointError, match="'Standard_R50' \\(imagenet, Linf\\)"):
+        load_model(
+            "robustbench:Standard_R50", dataset="imagefolder:name=imagenet", threat_model="Linf", model_dir=tmp_path
+        )
 
 
 def test_robustbench_name_dataset_and_threat_errors(tmp_path):
