@@ -18,6 +18,8 @@ Claims checked (issue 4):
 4. SRAT beats PGD-AT on tail-class PGD accuracy under exp:10 imbalance (tail = the 5 rarest classes).
 5. GAIRAT's PGD-20 accuracy exceeds its accuracy under the stronger attacks by more than PGD-AT's does
    (its robustness is partly specific to the training attack).
+6. MaxUp (Gaussian copies) certifies more than Gaussian augmentation under randomized smoothing: this
+   one needs CERTIFY and lives in ``bench/certify_claims.py`` (results in docs/certification.md).
 """
 
 from __future__ import annotations
