@@ -164,6 +164,8 @@ class Evaluation:
         self.batch_size: int = self.config.batch_size if isinstance(self.config.batch_size, int) else 0
         self.autotuned: int | None = None  # probed once per Evaluation (one model, one device)
         self.precision_reruns = 0
+        # Entries whose ``when`` names no finding the precheck raised: not run (set by _precheck).
+        self.skipped: dict[int, str] = {}
         self.model_info = dict(model_info or {})
         self.model_info.setdefault("sha256_state", model_hash(self.model))
         self.name = check_run_name(name) if name else None
@@ -254,6 +256,8 @@ class Evaluation:
                         cols[f"m{k}"][sl] = m.cpu().numpy()
                         cols[f"p{k}"][sl] = p.cpu().numpy()
                         cols[f"c{k}"][sl] = cal.cpu().numpy()
+                    elif k in self.skipped:
+                        cols[f"s{k}"][sl] = np.where(alive.cpu().numpy(), 1, -1)  # not attacked: as robust as before
                     else:
                         act = alive.nonzero().squeeze(1)
                         if len(act):
@@ -491,6 +495,12 @@ class Evaluation:
                     raise
                 n0 //= 2
         self.search.warm_up(x0[:n0].to(self.device), y0[:n0].to(self.device))
+        fired = {f.check for f in findings if f.severity in ("warning", "error")}
+        self.skipped = {
+            k: f"runs only on finding {' or '.join(e.when)}; none raised"
+            for k, e in enumerate(self.entries)
+            if e.when and not fired & set(e.when)
+        }
         self._setup_eot(findings)
         self._fit_temperature()
         return findings
@@ -677,7 +687,8 @@ class Evaluation:
                             **self.entries[k].describe(),
                             "config": _config_of(self.attackers[k]),
                             "cumulative": asdict(Accuracy.of(e_cum[k], n)),
-                            "attacked": int(e_tried[k]),
+                            "attacked": 0 if k in self.skipped else int(e_tried[k]),
+                            **({"skipped": self.skipped[k]} if k in self.skipped else {}),
                             "broken_first": int(e_first[k]),
                             "black_box": _is_black_box(self.entries[k].name, self.attackers[k]),
                             "seconds": round(timing.get(self.entries[k].key, 0.0), 4),

@@ -153,7 +153,8 @@ def _model_section(lab: str, r: Result, images: Mapping[str, str], i: int, headl
             for e in g.entries:
                 cum = e["cumulative"]
                 a = Accuracy(cum["correct"], cum["n"], cum["accuracy"], tuple(cum["ci95"]))  # type: ignore[arg-type]
-                lines.append(f"| {_esc(g.key)} | {_esc(e['key'])} | {a.pct_ci()} | {e.get('seconds', 0):.2f} |")
+                name = e["key"] + (f" (not run: {e['skipped']})" if e.get("skipped") else "")
+                lines.append(f"| {_esc(g.key)} | {_esc(name)} | {a.pct_ci()} | {e.get('seconds', 0):.2f} |")
             flag = S.serious(fk.get(g.key, []))
             if flag:
                 lines.append(f"| {_esc(g.key)} | ⚠ " + "; ".join(_esc(f.message) for f in flag) + " | | |")
