@@ -64,6 +64,30 @@ def targeted_dlr(z: Tensor, y: Tensor, t: Tensor | None) -> Tensor:
 
 
 LOSSES: dict[str, APGDLoss] = {"ce": _ce, "dlr": _dlr, "margin": _margin, "dlr-targeted": targeted_dlr}
+TARGET_ORDERS = ("logits", "malt")
+
+
+def malt_targets(model: nn.Module, x: Tensor, y: Tensor, logits: Tensor, norm: str, candidates: int) -> Tensor:
+    """Other classes per sample, nearest first by the linearised distance to their boundary (MALT).
+
+    Melamed et al. 2024 (arXiv 2407.02240): rank targets t by |z_y - z_t| / ||grad (z_t - z_y)||_*
+    (dual norm: L1 for L-inf, L2 for L2) at the clean point, not by the logit z_t alone. Only the
+    ``candidates`` highest-logit classes are ranked: one forward and one backward pass per candidate.
+    """
+    n, k = logits.shape
+    c = min(k - 1, max(1, candidates))
+    cand = logits.scatter(1, y[:, None], float("-inf")).topk(c, dim=1).indices  # (n, c)
+    ar = torch.arange(n, device=x.device)
+    xg = x.detach().requires_grad_(True)
+    dist = torch.empty(n, c, device=x.device)
+    with torch.enable_grad():
+        z = model(xg)
+        for j in range(c):
+            diff = z[ar, cand[:, j]] - z[ar, y]
+            (g,) = torch.autograd.grad(diff.sum(), xg, retain_graph=j + 1 < c)
+            dual = g.flatten(1).abs().sum(1) if norm == "linf" else g.flatten(1).norm(dim=1)
+            dist[:, j] = diff.detach().float().abs() / (dual.float() + 1e-12)
+    return cand.gather(1, dist.argsort(dim=1, stable=True))
 
 
 def checkpoints(steps: int) -> list[tuple[int, int]]:
@@ -101,8 +125,12 @@ class APGD(Attack):
         eot_iter: int = 1,
         n_target_classes: int = 9,
         compact_every: int = 5,
+        target_order: str = "logits",
+        malt_candidates: int = 20,
     ) -> None:
         super().__init__(norm, eps)
+        if target_order not in TARGET_ORDERS:
+            raise UsageError(f"unknown APGD target_order {target_order!r}", f"use one of {', '.join(TARGET_ORDERS)}")
         if loss not in LOSSES or (loss == "dlr-targeted") != self.targeted:
             allowed = ["dlr-targeted"] if self.targeted else [k for k in LOSSES if k != "dlr-targeted"]
             raise UsageError(f"APGD loss {loss!r} is not available here", f"use one of {', '.join(allowed)}")
@@ -123,6 +151,8 @@ class APGD(Attack):
         self.eot_iter = int(eot_iter)
         self.n_target_classes = int(n_target_classes)
         self.compact_every = max(1, int(compact_every))
+        self.target_order = target_order
+        self.malt_candidates = int(malt_candidates)
 
     @property
     def min_classes(self) -> int:
@@ -139,7 +169,10 @@ class APGD(Attack):
             raise UsageError(f"APGD with the {self.loss} loss needs at least 3 classes, the model has {clean.shape[1]}")
         best_m = margin(clean, y)  # clean-misclassified samples are never attacked, as in the reference
         best_x = x.clone()
-        if self.targeted:
+        if self.targeted and self.target_order == "malt":
+            ranked = malt_targets(model, x, y, clean, self.norm, max(self.malt_candidates, self.n_target_classes))
+            runs = [(c, ranked[:, c - 2]) for c in range(2, min(self.n_target_classes, ranked.shape[1]) + 2)]
+        elif self.targeted:
             n_t = min(self.n_target_classes, clean.shape[1] - 1)
             order = clean.sort(dim=1).indices  # ascending: column -c is the c-th highest class
             runs = [(c, order[:, -c]) for c in range(2, n_t + 2)]
@@ -266,7 +299,8 @@ class APGDCE(APGD):
 
     def config(self) -> dict:
         out = super().config()
-        out.pop("n_target_classes", None)
+        for k in ("n_target_classes", "target_order", "malt_candidates"):
+            out.pop(k, None)
         return out
 
 
@@ -289,7 +323,11 @@ class APGDDLR(APGDCE):
 
 @ATTACKS.register("apgd-t")
 class APGDT(APGD):
-    """Targeted APGD on the targeted DLR loss, one run per target among the top-9 other classes."""
+    """Targeted APGD on the targeted DLR loss, one run per target among the top-9 other classes.
+
+    ``target_order="malt"`` picks the targets by MALT's linearised boundary distance instead of by
+    logit (`malt_targets`): fewer targets find the same adversarial examples.
+    """
 
     targeted = True
 
@@ -303,10 +341,15 @@ class APGDT(APGD):
         rho: float = 0.75,
         eot_iter: int = 1,
         compact_every: int = 5,
+        target_order: str = "logits",
+        malt_candidates: int = 20,
     ) -> None:
         if int(n_target_classes) < 1:
             raise UsageError(f"apgd-t n_target_classes must be >= 1, not {n_target_classes!r}")
-        super().__init__(norm, eps, "dlr-targeted", steps, restarts, rho, eot_iter, n_target_classes, compact_every)
+        super().__init__(
+            norm, eps, "dlr-targeted", steps, restarts, rho, eot_iter, n_target_classes, compact_every,
+            target_order, malt_candidates,
+        )  # fmt: skip
 
 
-__all__ = ["APGD", "APGDCE", "APGDDLR", "APGDT", "checkpoints", "targeted_dlr"]
+__all__ = ["APGD", "APGDCE", "APGDDLR", "APGDT", "checkpoints", "malt_targets", "targeted_dlr"]

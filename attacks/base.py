@@ -8,27 +8,13 @@ sample's result is independent of the batch it was in.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from harness.precision import frozen
 from harness.threat import ThreatModel
-
-
-@contextlib.contextmanager
-def frozen(model: nn.Module) -> Iterator[nn.Module]:
-    """Turn off parameter gradients for the duration (attacks need input gradients only)."""
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    for p, _ in flags:
-        p.requires_grad_(False)
-    try:
-        yield model
-    finally:
-        for p, f in flags:
-            p.requires_grad_(f)
 
 
 class Attack:

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness.errors import ModelError
+from harness.logits import margin
 from harness.results import Finding, GroupResult, Result
 
 SATURATION_PROB = 1 - 1e-6
@@ -37,6 +38,8 @@ MASKING_REL = 0.10
 MASKING_ABS = 0.03
 STRONG_LOSSES = ("margin", "cw", "dlr")
 STRONG_PREFIXES = ("apgd", "autoattack", "cw-", "fab")
+# The findings `precheck` can raise: what a suite entry's ``when`` may name.
+PRECHECKS = ("train-mode", "stochastic", "probabilities", "gradients", "saturation", "unbounded")
 
 
 def check_logits(logits: Tensor, n: int, num_classes: int) -> None:
@@ -139,9 +142,13 @@ def precheck(
         )
     xg = x.detach().clone().requires_grad_(True)
     with torch.enable_grad():
-        (g,) = torch.autograd.grad(F.cross_entropy(model(xg), y, reduction="sum"), xg)
+        z = model(xg)
+        (g,) = torch.autograd.grad(F.cross_entropy(z, y, reduction="sum"), xg, retain_graph=True)
+        # Zero gradients are judged on the logit margin: a saturated softmax zeroes CE gradients
+        # (the saturation finding), while a flat margin means a non-differentiable model.
+        (gm,) = torch.autograd.grad(margin(z, y).sum(), xg)
     nonfinite = float((~torch.isfinite(g)).flatten(1).any(1).float().mean())
-    zero = float((g.flatten(1).abs().amax(1) == 0).float().mean())
+    zero = float((gm.flatten(1).abs().amax(1) == 0).float().mean())
     if nonfinite > 0:
         out.append(
             Finding(
@@ -156,8 +163,8 @@ def precheck(
             Finding(
                 "gradients",
                 "warning",
-                f"{100 * zero:.1f}% of samples have exactly zero input gradient (masked gradients or a "
-                "non-differentiable layer): gradient attacks cannot move them; run black-box attacks",
+                f"{100 * zero:.1f}% of samples have exactly zero input gradient of the logit margin (masked "
+                "gradients or a non-differentiable layer): gradient attacks cannot move them; run black-box attacks",
                 data={"zero_fraction": zero},
             )
         )

@@ -28,15 +28,18 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness import distributed, environment
 from harness.atomic import lock_file, remove_stale_temps, write_json, write_text
+from harness.batching import CPU_CAP, BatchRunner, autotune_batch_size, is_oom
 from harness.checks import EOT_AUTO_SAMPLES, check_logits, postcheck, precheck
 from harness.data.base import ImageDataset, check_image_range
 from harness.errors import HarnessError, UsageError
 from harness.faults import kill_point
 from harness.logits import margin
+from harness.precision import PRECISIONS, SearchModel, frozen
 from harness.results import Accuracy, Finding, GroupResult, Result
 from harness.rng import stream_seed
 from harness.suites import Entry, Suite, load_suite
@@ -50,7 +53,8 @@ RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 class EvalConfig:
     """How to run an evaluation (not what: that is the suite)."""
 
-    batch_size: int = 256
+    # An int, or "auto" (None means the same): the largest batch a forward+backward fits, probed once.
+    batch_size: int | str | None = 256
     chunk_size: int = 512
     seed: int = 0
     device: str = "auto"
@@ -64,12 +68,32 @@ class EvalConfig:
     checks: str = "basic"
     # Replaces the dataset's eps grid for suite entries with eps = "dataset", e.g. {"linf": (0.1,)}.
     eps: dict[str, tuple[float, ...]] | None = None
+    # Attack search under bf16 autocast ("bf16") or fp32; verdicts are always fp32 (docs/performance.md).
+    precision: str = "fp32"
+    # torch.compile the model for the attack search only; verdicts use the eager model.
+    compile: bool = False
 
     def __post_init__(self) -> None:
+        self.batch_size = parse_batch_size(self.batch_size)
+        if self.precision not in PRECISIONS:
+            raise UsageError(f"unknown precision {self.precision!r}", f"use one of {', '.join(PRECISIONS)}")
         if self.checks not in CHECK_LEVELS:
             raise UsageError(f"unknown checks level {self.checks!r}", f"use one of {', '.join(CHECK_LEVELS)}")
         if self.eot_samples is not None and (not isinstance(self.eot_samples, int) or self.eot_samples < 1):
             raise UsageError(f"eot_samples must be a positive integer, not {self.eot_samples!r}")
+
+
+def parse_batch_size(value: int | str | None) -> int | str:
+    """A positive int, or "auto" (also for None): the batch-size forms EvalConfig and the CLI accept."""
+    if value is None or (isinstance(value, str) and value.strip().lower() == "auto"):
+        return "auto"
+    try:
+        n = int(value) if not isinstance(value, (bool, float)) else None
+    except (TypeError, ValueError):
+        n = None
+    if n is None or n < 1:
+        raise UsageError(f"batch size must be a positive integer or 'auto', not {value!r}", "e.g. --batch-size 256")
+    return n
 
 
 def check_run_name(name: str) -> str:
@@ -98,34 +122,6 @@ def model_hash(model: nn.Module) -> str:
         h.update(k.encode())
         h.update(v.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes() if v.numel() else b"")
     return h.hexdigest()
-
-
-def _is_oom(e: BaseException) -> bool:
-    return isinstance(e, torch.cuda.OutOfMemoryError) or (isinstance(e, RuntimeError) and "out of memory" in str(e))
-
-
-class BatchRunner:
-    """Runs a function over slices of a batch, halving the slice size on out-of-memory and retrying."""
-
-    def __init__(self, batch_size: int) -> None:
-        self.batch_size = max(1, int(batch_size))
-        self.backoffs = 0
-
-    def map(self, fn: Callable[[slice], None], n: int) -> None:
-        s = 0
-        while s < n:
-            sl = slice(s, min(n, s + self.batch_size))
-            try:
-                fn(sl)
-            except Exception as e:
-                if not _is_oom(e) or self.batch_size == 1:
-                    raise
-                self.batch_size = max(1, self.batch_size // 2)
-                self.backoffs += 1
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-                continue
-            s = sl.stop
 
 
 def _groups(entries: list[Entry]) -> list[tuple[str, list[int]]]:
@@ -163,6 +159,13 @@ class Evaluation:
             if e.threat is not None:
                 e.threat.validate_for(self.dataset.shape)
         self.attackers = [e.build() for e in self.entries]
+        # What the attacks call; the verdicts call self.model (eager, fp32).
+        self.search = SearchModel(self.model, self.config.precision, self.config.compile)
+        self.batch_size: int = self.config.batch_size if isinstance(self.config.batch_size, int) else 0
+        self.autotuned: int | None = None  # probed once per Evaluation (one model, one device)
+        self.precision_reruns = 0
+        # Entries whose ``when`` names no finding the precheck raised: not run (set by _precheck).
+        self.skipped: dict[int, str] = {}
         self.model_info = dict(model_info or {})
         if "sha256_state" not in self.model_info:  # a caller evaluating one model many times passes it
             self.model_info["sha256_state"] = model_hash(self.model)
@@ -184,6 +187,9 @@ class Evaluation:
                 "seed": self.config.seed,
                 "chunk": self.config.chunk_size,
                 "eot": self.config.eot_samples,
+                # Only when not the default, so the hashes (and resumability) of fp32 eager runs stay as they were.
+                **({"precision": self.config.precision} if self.config.precision != "fp32" else {}),
+                **({"compile": True} if self.config.compile else {}),
                 "version": __version__,
                 **({"calibration": self.cal} if self.cal else {}),
             },
@@ -251,12 +257,18 @@ class Evaluation:
                         cols[f"m{k}"][sl] = m.cpu().numpy()
                         cols[f"p{k}"][sl] = p.cpu().numpy()
                         cols[f"c{k}"][sl] = cal.cpu().numpy()
+                    elif k in self.skipped:
+                        cols[f"s{k}"][sl] = np.where(alive.cpu().numpy(), 1, -1)  # not attacked: as robust as before
                     else:
                         act = alive.nonzero().squeeze(1)
                         if len(act):
-                            xa = attacker(self.model, x[act], y[act], index=ids[act], seed=seed)
+                            xa = attacker(self.search, x[act], y[act], index=ids[act], seed=seed)
                             check_contract(x[act], xa, entry.threat, who=entry.key)  # type: ignore[arg-type]
                             status, m, p, cal = self._score(xa, y[act])
+                            if self.search.precision != "fp32":
+                                self._rerun_fp32(
+                                    attacker, entry, x[act], y[act], ids[act], seed, xa, (status, m, p, cal)
+                                )
                             alive[act] = status.bool()
                             s_np = np.full(len(x), -1, np.int8)
                             m_np = np.full(len(x), np.nan, np.float32)
@@ -274,6 +286,34 @@ class Evaluation:
 
         runner.map(work, n)
         return cols
+
+    def _rerun_fp32(
+        self,
+        attacker: Any,
+        entry: Entry,
+        x: Tensor,
+        y: Tensor,
+        ids: Tensor,
+        seed: int,
+        xa: Tensor,
+        scored: tuple[Tensor, Tensor, Tensor, Tensor],
+    ) -> None:
+        """Re-attack in fp32 the samples whose low-precision search ended on a point only it calls misclassified.
+
+        Such a sample is robust by the fp32 verdict already; the rerun makes sure a rounding artefact
+        did not also stop its search early (attacks drop samples they think broken). Updates ``scored``.
+        """
+        status, m, p, cal = scored
+        with torch.no_grad():
+            low_wrong = self.search(xa).argmax(1) != y
+        redo = (low_wrong & status.bool()).nonzero().squeeze(1)  # one sync per attacked batch
+        if len(redo) == 0:
+            return
+        self.precision_reruns += len(redo)
+        xr = attacker(self.model, x[redo], y[redo], index=ids[redo], seed=seed)
+        check_contract(x[redo], xr, entry.threat, who=entry.key)  # type: ignore[arg-type]
+        s2, m2, p2, c2 = self._score(xr, y[redo])
+        status[redo], m[redo], p[redo], cal[redo] = s2, m2, p2, c2
 
     @property
     def _cal_width(self) -> int:
@@ -359,12 +399,14 @@ class Evaluation:
             held.enter_context(distributed.terminate_handler(self.dir, ctx))
             if ctx.active:
                 distributed.write_status(self.dir, ctx.rank, "running", chunks=mine, world_size=ctx.world_size)
-            runner = BatchRunner(self.config.batch_size)
+            runner = BatchRunner(self.batch_size or 1)
             timing: dict[str, float] = {}
             findings: list = []
             own_error: BaseException | None = None
             try:
                 findings = self._precheck()
+                if mine and self.config.batch_size == "auto":
+                    runner.batch_size = self._autotune()
                 progress = self.config.progress and ctx.is_main
                 label = (self.name or "evaluate") + (f" rank 0/{ctx.world_size}" if ctx.active else "")
                 total = len(self.dataset) if not ctx.active else sum(_rows(store, c) for c in mine)
@@ -377,6 +419,7 @@ class Evaluation:
                         kill_point("eval:chunk")
                         advance(e - s)
                 outcome: dict[str, Any] = {"rank": ctx.rank, "ok": True, "chunks": len(mine), "timing": timing}
+                outcome["precision_reruns"] = self.precision_reruns
             except BaseException as e:
                 if not ctx.active or isinstance(e, SystemExit):  # SystemExit: stopped by the launcher
                     raise
@@ -449,12 +492,43 @@ class Evaluation:
                 )
                 break
             except Exception as e:
-                if not _is_oom(e) or n0 == 1:
+                if not is_oom(e) or n0 == 1:
                     raise
                 n0 //= 2
+        self.search.warm_up(x0[:n0].to(self.device), y0[:n0].to(self.device))
+        fired = {f.check for f in findings if f.severity in ("warning", "error")}
+        self.skipped = {
+            k: f"runs only on finding {' or '.join(e.when)}; none raised"
+            for k, e in enumerate(self.entries)
+            if e.when and not fired & set(e.when)
+        }
         self._setup_eot(findings)
         self._fit_temperature()
         return findings
+
+    def _autotune(self) -> int:
+        """The largest batch a forward+backward of the search model fits (cached: one model, one device).
+
+        Capped by the chunk size (a batch never spans chunks), the dataset size and, on CPU, which
+        gives no out-of-memory signal, by `CPU_CAP`.
+        """
+        if self.autotuned is None:
+            cap = min(self.config.chunk_size, len(self.dataset))
+            if self.device.type == "cpu":
+                cap = min(cap, CPU_CAP)
+            gen = torch.Generator().manual_seed(0)
+            k = self.dataset.num_classes
+
+            def step(n: int) -> None:
+                x = torch.rand(n, *self.dataset.shape, generator=gen).to(self.device).requires_grad_(True)
+                y = torch.randint(0, k, (n,), generator=gen).to(self.device)
+                with torch.enable_grad():
+                    torch.autograd.grad(F.cross_entropy(self.search(x), y, reduction="sum"), x)
+
+            with frozen(self.model):
+                self.autotuned = autotune_batch_size(step, cap)
+        self.batch_size = self.autotuned
+        return self.autotuned
 
     def _finish(
         self,
@@ -493,6 +567,17 @@ class Evaluation:
             result.extra["certified"] = cert
             result.findings += cert_findings
         result.findings += postcheck(result)
+        result.config["precision_reruns"] = sum(int(o.get("precision_reruns", 0)) for o in outcomes)
+        if self.search.fallback:
+            result.findings.append(
+                Finding(
+                    "compile",
+                    "warning",
+                    f"--compile was asked for but torch.compile failed, so the attack search ran eagerly "
+                    f"(the numbers are unaffected, only the speed): {self.search.fallback}",
+                    data={"error": self.search.fallback},
+                )
+            )
         if self.config.checks == "full":
             from harness.unit_test import attack_unit_test
 
@@ -528,8 +613,9 @@ class Evaluation:
         held = heldout_dataset(self.dataset, str(split))
         logits, labels = [], []
         with torch.no_grad():
-            for s in range(0, len(held), self.config.batch_size):
-                xb, yb = held.batch(slice(s, min(len(held), s + self.config.batch_size)))
+            bs = self.batch_size or 256
+            for s in range(0, len(held), bs):
+                xb, yb = held.batch(slice(s, min(len(held), s + bs)))
                 logits.append(self.model(xb.to(self.device).float()).cpu())
                 labels.append(yb)
         self.temperature = fit_temperature(torch.cat(logits), torch.cat(labels))
@@ -602,7 +688,8 @@ class Evaluation:
                             **self.entries[k].describe(),
                             "config": _config_of(self.attackers[k]),
                             "cumulative": asdict(Accuracy.of(e_cum[k], n)),
-                            "attacked": int(e_tried[k]),
+                            "attacked": 0 if k in self.skipped else int(e_tried[k]),
+                            **({"skipped": self.skipped[k]} if k in self.skipped else {}),
                             "broken_first": int(e_first[k]),
                             "black_box": _is_black_box(self.entries[k].name, self.attackers[k]),
                             "seconds": round(timing.get(self.entries[k].key, 0.0), 4),
@@ -622,6 +709,8 @@ class Evaluation:
                 "config_hash": self.config_hash,
                 "device": str(self.device),
                 "final_batch_size": runner.batch_size,
+                "autotuned_batch_size": self.autotuned,
+                **self.search.describe(),
                 "oom_backoffs": runner.backoffs,
                 "eot_samples_used": self.eot,
             },

@@ -46,7 +46,7 @@ def evaluate(
     trust_torchscript: bool = typer.Option(False, help="allow a TorchScript file (it runs the code it contains)"),
     out: Path = typer.Option(Path("runs"), help="output root"),
     name: str | None = typer.Option(None, help="run name (default: model name + suite)"),
-    batch_size: int = typer.Option(256),
+    batch_size: str = typer.Option("256", help="images per batch, or auto: the largest that fits (probed once)"),
     chunk_size: int = typer.Option(512, help="samples per record chunk (the unit of resume and of sharding)"),
     seed: int = typer.Option(0),
     device: str = typer.Option("auto"),
@@ -55,6 +55,8 @@ def evaluate(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
     checks: str = typer.Option("basic", help="basic, or full: adds the unbounded-eps check and the attack unit test"),
     eot_samples: int | None = typer.Option(None, help="EOT draws for randomised models (default: 10 if stochastic)"),
+    precision: str = typer.Option("fp32", help="attack search precision: fp32, or bf16 (autocast; verdicts stay fp32)"),
+    compile: bool = typer.Option(False, "--compile/--no-compile", help="torch.compile the model for the attack search"),
     eps: list[str] = typer.Option([], "--eps", help="override the dataset's eps grid: NORM=V[,V...] (repeatable)"),
     nproc: int | None = typer.Option(None, help="launch N local ranks through torchrun (data-parallel)"),
     max_restarts: int = typer.Option(0, help="with --nproc: torchrun restarts of the whole job after a failure"),
@@ -66,6 +68,7 @@ def evaluate(
     """
     from harness import distributed
     from harness.api import evaluate as api_evaluate
+    from harness.engine import parse_batch_size
     from harness.suites import parse_eps_grid
 
     if (checkpoint is None) == (model is None):
@@ -76,11 +79,13 @@ def evaluate(
     spec = checkpoint if checkpoint is not None else model
     assert spec is not None
     run_name = name or default_run_name(spec, suite)
+    bs = parse_batch_size(batch_size)
     if nproc is not None:
         # Every rank runs this same command without --nproc; torchrun sets RANK/WORLD_SIZE.
         args = ["evaluate", "--model", spec, "--dataset", dataset, "--suite", suite, "--out", str(out)]
-        args += ["--name", run_name, "--batch-size", str(batch_size), "--seed", str(seed), "--device", device]
-        args += ["--checks", checks, "--chunk-size", str(chunk_size)]
+        args += ["--name", run_name, "--batch-size", str(bs), "--seed", str(seed), "--device", device]
+        args += ["--checks", checks, "--chunk-size", str(chunk_size), "--precision", precision]
+        args += ["--compile"] if compile else []
         optional = {"--threat-model": threat_model, "--model-dir": model_dir, "--weights": weights, "--mean": mean}
         optional |= {"--std": std, "--max-samples": max_samples, "--eot-samples": eot_samples}
         for flag, value in optional.items():
@@ -104,7 +109,7 @@ def evaluate(
         mean=parse_floats(mean, "--mean"),
         std=parse_floats(std, "--std"),
         trust_torchscript=trust_torchscript,
-        batch_size=batch_size,
+        batch_size=bs,
         chunk_size=chunk_size,
         seed=seed,
         device=device,
@@ -113,6 +118,8 @@ def evaluate(
         progress=progress,
         checks=checks,
         eot_samples=eot_samples,
+        precision=precision,
+        compile=compile,
         eps=parse_eps_grid(eps),
     )
     if distributed.env_world()[0] != 0:

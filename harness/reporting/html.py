@@ -187,6 +187,7 @@ def _model_section(lab: str, r: Result, figures: Mapping[str, bytes], i: int, he
                 ("evaluation seed", h(c.get("seed"))),
                 ("config hash", f"<code>{h(c.get('config_hash', ''))}</code>"),
                 ("device", h(c.get("device"))),
+                ("precision", h(S.precision_text(c))),
                 ("clean accuracy", f"{r.clean.pct_ci()} % ({r.clean.correct}/{r.clean.n})"),
             )
         )

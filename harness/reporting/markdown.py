@@ -131,7 +131,8 @@ def _model_section(lab: str, r: Result, images: Mapping[str, str], i: int, headl
         f"state sha256 `{str(m.get('sha256_state', ''))[:16]}`"
         + (f", weights sha256 `{str(m.get('weights_sha256'))[:16]}`" if m.get("weights_sha256") else ""),
         f"- suite: {_esc(r.suite.get('name'))}; eval seed {c.get('seed')}; training seed {m.get('seed', '–')}; "
-        f"device {_esc(c.get('device'))}; config hash `{_esc(c.get('config_hash', ''))}`",
+        f"device {_esc(c.get('device'))}; precision {_esc(S.precision_text(c))}; "
+        f"config hash `{_esc(c.get('config_hash', ''))}`",
         f"- clean accuracy: {r.clean.pct_ci()} % ({r.clean.correct}/{r.clean.n})",
     ]
     eot = int(r.config.get("eot_samples_used", 1) or 1)
@@ -152,7 +153,8 @@ def _model_section(lab: str, r: Result, images: Mapping[str, str], i: int, headl
             for e in g.entries:
                 cum = e["cumulative"]
                 a = Accuracy(cum["correct"], cum["n"], cum["accuracy"], tuple(cum["ci95"]))  # type: ignore[arg-type]
-                lines.append(f"| {_esc(g.key)} | {_esc(e['key'])} | {a.pct_ci()} | {e.get('seconds', 0):.2f} |")
+                name = e["key"] + (f" (not run: {e['skipped']})" if e.get("skipped") else "")
+                lines.append(f"| {_esc(g.key)} | {_esc(name)} | {a.pct_ci()} | {e.get('seconds', 0):.2f} |")
             flag = S.serious(fk.get(g.key, []))
             if flag:
                 lines.append(f"| {_esc(g.key)} | ⚠ " + "; ".join(_esc(f.message) for f in flag) + " | | |")

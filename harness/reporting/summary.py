@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from harness.results import Accuracy, Finding, GroupResult, Result
 from harness.stats import wilson
@@ -136,6 +137,18 @@ def findings_by_key(r: Result) -> dict[str, list[Finding]]:
         k = f.related if f.related in keys else CLEAN
         out.setdefault(k, []).append(f)
     return out
+
+
+def precision_text(config: Mapping[str, Any]) -> str:
+    """How the attacks searched: 'fp32', or 'bf16 search, fp32 verdicts (N re-attacked in fp32)', plus compile."""
+    p = str(config.get("precision") or "fp32")
+    text = p if p == "fp32" else f"{p} search, fp32 verdicts"
+    reruns = config.get("precision_reruns")
+    if p != "fp32" and reruns:
+        text += f" ({reruns} re-attacked in fp32)"
+    if config.get("compile"):
+        text += "; torch.compile " + ("search" if config.get("compiled_search") else "failed, eager search")
+    return text
 
 
 def serious(findings: Sequence[Finding]) -> list[Finding]:

@@ -9,6 +9,7 @@ suite is any TOML file of the same form (``--suite path/to/suite.toml``). Data, 
     norm = "linf"
     eps = "dataset"        # a number, a list, or "dataset" (the dataset's eps grid for that norm)
     params = { steps = 20, loss = "ce" }
+    when = ["gradients"]   # optional: run only if the precheck raised one of these findings
     [[corruption]]
     name = "gaussian_noise"
     severity = [1, 2, 3, 4, 5]   # or "all"
@@ -49,6 +50,8 @@ class Entry:
     eps: float | None = None
     severity: int | None = None
     label: str | None = None
+    # Run only when the precheck raised one of these findings (e.g. a black-box attack on masking).
+    when: tuple[str, ...] = ()
 
     @property
     def threat(self) -> ThreatModel | None:
@@ -79,6 +82,8 @@ class Entry:
         d: dict[str, Any] = {"key": self.key, "kind": self.kind, "name": self.name, "params": dict(self.params)}
         if self.kind == "attack":
             d.update(norm=self.norm, eps=self.eps, group=self.group)
+            if self.when:
+                d["when"] = list(self.when)
         elif self.kind == "smoothing":
             d.update(norm=self.norm, eps=None, group=self.group)
         else:
@@ -127,12 +132,15 @@ class Suite:
             params = spec.get("params", {})
             if not isinstance(params, dict):
                 raise UsageError(f"{where}: params must be a table")
+            when = _when(spec.get("when", []), where)
             for eps in eps_list:
                 try:
                     ThreatModel(norm, eps)
                 except UsageError as e:
                     raise UsageError(f"{where}: {e.what}", e.hint) from None
-                entries.append(Entry("attack", name, tuple(sorted(params.items())), norm, eps, label=spec.get("label")))
+                entries.append(
+                    Entry("attack", name, tuple(sorted(params.items())), norm, eps, label=spec.get("label"), when=when)
+                )
         for i, spec in enumerate(self.corruptions):
             where = f"suite {self.name!r}, corruption #{i + 1}"
             name = _req(spec, "name", where)
@@ -189,6 +197,16 @@ def parse_eps_grid(items: list[str] | None) -> dict[str, tuple[float, ...]] | No
     return out
 
 
+def _when(value: Any, where: str) -> tuple[str, ...]:
+    """An attack's ``when``: precheck finding names (a string or a list of them)."""
+    from harness.checks import PRECHECKS
+
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list) or not all(isinstance(n, str) and n in PRECHECKS for n in names):
+        raise UsageError(f"{where}: when must name precheck findings, not {value!r}", f"use {', '.join(PRECHECKS)}")
+    return tuple(names)
+
+
 def _req(spec: dict[str, Any], key: str, where: str) -> Any:
     if key not in spec:
         raise UsageError(f"{where}: missing field {key!r}")
@@ -214,7 +232,7 @@ def parse_suite(text: str, name: str, source: str = "") -> Suite:
             f"suite {source or name}: [calibration] must be a table with fields from {sorted(CALIBRATION_KEYS)}"
         )
     for label, items, allowed in (
-        ("attack", attacks, {"name", "norm", "eps", "params", "label"}),
+        ("attack", attacks, {"name", "norm", "eps", "params", "label", "when"}),
         ("corruption", corruptions, {"name", "severity", "params"}),
         ("smoothing", smoothing, {"name", "params", "label"}),
     ):

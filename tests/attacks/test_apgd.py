@@ -191,3 +191,33 @@ def test_apgd_ce_and_t_match_pyautoattack_1797(digits_cnn):
         f"agreement {(tn == tr).float().mean():.4f}"
     )
     assert abs(tn.float().mean().item() - tr.float().mean().item()) <= 0.005
+
+
+def test_malt_ranks_targets_by_the_linear_boundary_distance():
+    from attacks.apgd import malt_targets
+
+    g = torch.Generator().manual_seed(5)
+    model = Linear(torch.randn(10, 16, generator=g), torch.randn(10, generator=g))
+    x = torch.rand(64, 1, 4, 4, generator=g)
+    with torch.no_grad():
+        z = model(x)
+    y = z.argmax(1)
+    W = model.W.detach()
+    for norm, q in (("linf", 1), ("l2", 2)):
+        got = malt_targets(model, x, y, z, norm, candidates=9)
+        # closed form: |z_y - z_t| / ||w_t - w_y||_q, nearest first, over all 9 other classes
+        dist = (z.gather(1, y[:, None]) - z).abs() / (W[None] - W[y][:, None]).norm(p=q, dim=-1)
+        dist.scatter_(1, y[:, None], float("inf"))
+        assert torch.equal(got, dist.argsort(1)[:, :9])
+
+
+def test_malt_pass_count_is_the_reference_budget_plus_one_ranking_pass():
+    model = _ten_class_robust_model()
+    x = torch.rand(4, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    y = torch.zeros(4, dtype=torch.long)
+    xa = ATTACKS.create("apgd-t", norm="linf", eps=0.1, n_target_classes=3, target_order="malt")(model, x, y)
+    # per target: start point + 100 iterations, as the reference; plus one forward (with its 9
+    # backward passes) to rank the targets, and one plain forward of the clean batch
+    assert model.grad_images == 4 * (3 * (100 + 1) + 1)
+    assert model.plain_images == 4
+    assert (model(xa).argmax(1) == y).all()
