@@ -12,21 +12,19 @@ from collections.abc import Callable, Iterator
 
 from torch import Tensor, nn
 
+from harness.precision import frozen
 from harness.registry import ATTACKS
 
 
 @contextlib.contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode with frozen parameters for crafting training attacks; the train flag is restored after."""
     was = model.training
     model.eval()
-    params = [(p, p.requires_grad) for p in model.parameters()]
-    for p, _ in params:
-        p.requires_grad_(False)
     try:
-        yield model
+        with frozen(model):
+            yield model
     finally:
-        for p, f in params:
-            p.requires_grad_(f)
         model.train(was)
 
 
