@@ -100,13 +100,16 @@ class PGD(Attack):
     def _restart(self, model, x, y, index, pos, seed, loss_fn, best_x, best_m, counts) -> None:
         xs, ys = x[pos].detach(), y[pos]
         if self.random_start:
-            delta = random_start(xs, self.norm, self.eps, seed, index[pos], self.init)
+            xa = xs + random_start(xs, self.norm, self.eps, seed, index[pos], self.init)
         else:
-            delta = torch.zeros_like(xs)
+            xa = xs.clone()
+        # L-inf: the ball and the box intersect in the box [lo, hi], so a step is sign, add and one
+        # clamp (3 element-wise kernels instead of 8): fewer thread barriers per step on a busy CPU.
+        lo, hi = ((xs - self.eps).clamp_(min=0.0), (xs + self.eps).clamp_(max=1.0)) if self.norm == "linf" else (xs, xs)
         bx, bm = xs.clone(), torch.full((len(pos),), float("inf"), device=x.device)
         last = self.keep == "last"
         for t in range(self.steps + (0 if last else 1)):
-            xa = (xs + delta).requires_grad_(t < self.steps)
+            xa = xa.detach().requires_grad_(t < self.steps)
             logits, g = self._forward(model, xa, ys, loss_fn, t < self.steps)
             m = margin(logits.detach().float(), ys)
             if counts is not None and t < self.steps:
@@ -117,18 +120,26 @@ class PGD(Attack):
                 bx = torch.where(_bcast(better, bx), xa.detach(), bx)
             if t == self.steps:
                 break
-            delta = clip_box(xs, project(delta + self.step_size * ascent_direction(g, self.norm), self.norm, self.eps))
+            xa = self._step(xa.detach(), xs, g, lo, hi)
             if self.early_stop and (t + 1) % self.compact_every == 0:
                 self._write_back(pos, bx, bm, best_x, best_m)
                 keep = (bm >= 0).nonzero().squeeze(1)  # the only sync inside the loop
                 if len(keep) < len(pos):
                     if len(keep) == 0:
                         return
-                    pos, xs, ys, delta, bx, bm = pos[keep], xs[keep], ys[keep], delta[keep], bx[keep], bm[keep]
+                    pos, xs, ys, xa, bx, bm = pos[keep], xs[keep], ys[keep], xa[keep], bx[keep], bm[keep]
+                    lo, hi = lo[keep], hi[keep]
         if last:
-            best_x[pos] = (xs + delta).detach()
+            best_x[pos] = xa.detach()
             return
         self._write_back(pos, bx, bm, best_x, best_m)
+
+    def _step(self, xa: Tensor, xs: Tensor, g: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
+        """One ascent step from xa, projected back onto the ball around xs and the [0, 1] box."""
+        if self.norm == "linf":
+            return xa.add(g.sign_(), alpha=self.step_size).clamp_(lo, hi)
+        delta = project(xa - xs + self.step_size * ascent_direction(g, self.norm), self.norm, self.eps)
+        return xs + clip_box(xs, delta)
 
     def _forward(self, model, xa, ys, loss_fn, need_grad: bool) -> tuple[Tensor, Tensor | None]:
         """Logits and loss gradient at xa, each the mean over ``eot_samples`` forward passes."""

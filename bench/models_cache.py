@@ -27,14 +27,17 @@ class ScaledLogits(nn.Module):
         return self.model(x) * self.scale
 
 
-def trained(objective: str, epochs: int = EPOCHS) -> nn.Module:
-    """The digits CNN trained with ``objective`` ("ce" or "pgd-at"), from the cache when present."""
+def trained(
+    objective: str, epochs: int = EPOCHS, arch: str = "cnn", data: str = "digits", device: str = "cpu"
+) -> nn.Module:
+    """``arch`` trained on ``data`` with ``objective`` (seed 0), from the cache when present."""
     from harness import api
     from harness.models.checkpoint import load_checkpoint, weights_path
 
-    path = CACHE / f"{objective}-cnn-digits-e{epochs}"
+    safe = "".join(c if c.isalnum() or c in "-." else "_" for c in f"{objective}-{arch}-{data}")
+    path = CACHE / f"{safe}-e{epochs}"
     if not weights_path(path).is_file():
-        api.train(objective, "cnn", "digits", epochs=epochs, seed=0, device="cpu", progress=False, out=path)
+        api.train(objective, arch, data, epochs=epochs, seed=0, device=device, progress=False, out=path)
     model, _ = load_checkpoint(weights_path(path))
     return model.eval()
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import math
+import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -214,6 +216,14 @@ def eps_curves(results: Sequence[Result]) -> bytes | None:
     return _png(fig)
 
 
+def _nanmean(a: np.ndarray, **kw: Any) -> np.ndarray:
+    """np.nanmean without the "Mean of empty slice" warning: an all-NaN column (a corruption or
+    class with no samples) is plotted as a blank cell, which is the intended outcome."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(a, **kw)
+
+
 def corruption_heatmap(r: Result) -> bytes | None:
     """Accuracy per corruption (rows) and severity (columns) for one model, mean row last."""
     cs = r.corruptions
@@ -224,7 +234,7 @@ def corruption_heatmap(r: Result) -> bytes | None:
     m = np.full((len(names), len(sevs)), np.nan)
     for g in cs:
         m[names.index(str(g.corruption)), sevs.index(g.severity)] = 100 * g.accuracy.accuracy
-    mean_row = np.nanmean(m, axis=0, keepdims=True) if len(names) > 1 else None
+    mean_row = _nanmean(m, axis=0, keepdims=True) if len(names) > 1 else None
     full = np.vstack([m, mean_row]) if mean_row is not None else m
     rows = names + (["mean"] if mean_row is not None else [])
     fig = _figure(1.2 + 0.75 * len(sevs) + 1.6, 1.0 + 0.32 * len(rows))
@@ -257,7 +267,7 @@ def per_class(r: Result, threat: str | None) -> bytes | None:
         series.append((f"robust ({_eps_text(g)})", g.per_class))
     cs = [c for c in r.corruptions if c.per_class]
     if cs:
-        series.append(("mean corruption", list(np.nanmean(np.array([c.per_class for c in cs], float), axis=0))))
+        series.append(("mean corruption", list(_nanmean(np.array([c.per_class for c in cs], float), axis=0))))
     fig = _figure(min(14.0, 2.5 + 0.55 * K * len(series) / 2), 3.6)
     ax = fig.subplots()
     width = 0.8 / len(series)
