@@ -28,7 +28,7 @@ from harness.errors import UsageError
 from harness.logits import margin
 from harness.registry import ATTACKS
 from harness.rng import keyed_normal, keyed_uniform, stream_seed
-from harness.threat import ascent_direction, clip_box, project
+from harness.threat import ascent_direction, clip_box, linf_box, project
 
 from .base import Attack
 from .losses import dlr_loss
@@ -199,7 +199,9 @@ class APGD(Attack):
             d = t / _col(t.flatten(1).norm(dim=1) + 1e-12, t)
         return (xs + self.eps * d).clamp(0.0, 1.0)
 
-    def _proj(self, xs: Tensor, xa: Tensor) -> Tensor:
+    def _proj(self, xs: Tensor, xa: Tensor, box: tuple[Tensor, Tensor] | None) -> Tensor:
+        if box is not None:  # L-inf: one clamp to the ball ∩ [0, 1]
+            return xa.clamp(*box)
         return xs + clip_box(xs, project(xa - xs, self.norm, self.eps))
 
     def _grad(self, model: nn.Module, xa: Tensor, ys: Tensor, ts: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
@@ -220,6 +222,7 @@ class APGD(Attack):
     def _run(self, model, x, y, t, index, pos, key, best_x, best_m) -> None:
         xs, ys, ts = x[pos], y[pos], t
         xa = self._start(xs, index[pos], key)
+        box = linf_box(xs, self.eps) if self.norm == "linf" else None
         z, loss, g = self._grad(model, xa, ys, ts)
         bm, bx = margin(z, ys), xa.clone()  # lowest margin seen in this run
         n = len(pos)
@@ -236,8 +239,8 @@ class APGD(Attack):
             with torch.no_grad():
                 mom = xa - x_old
                 x_old = xa
-                z1 = self._proj(xs, xa + _col(step, xa) * ascent_direction(g, self.norm))
-                xa = self._proj(xs, xa + a * (z1 - xa) + (1 - a) * mom)
+                z1 = self._proj(xs, xa + _col(step, xa) * ascent_direction(g, self.norm), box)
+                xa = self._proj(xs, xa + a * (z1 - xa) + (1 - a) * mom, box)
             z, loss, g = self._grad(model, xa, ys, ts)
             m = margin(z, ys)
             better = m < bm
@@ -269,6 +272,7 @@ class APGD(Attack):
                     loss_best, x_best, g_best = loss_best[keep], x_best[keep], g_best[keep]
                     loss_at_check, reduced_at_check, step = loss_at_check[keep], reduced_at_check[keep], step[keep]
                     hist = hist[:, keep]
+                    box = None if box is None else (box[0][keep], box[1][keep])
         self._write_back(pos, bx, bm, best_x, best_m)
 
     @staticmethod
