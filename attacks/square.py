@@ -4,11 +4,13 @@ Random search over square-shaped updates accepted when the margin loss z_y - max
 (or the point becomes misclassified). The schedule of the square's area fraction p (halved at
 iterations 10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000) and the L2 "stripes of opposite-sign
 pyramids" pattern follow the paper and AutoAttack's defaults (p_init 0.8, 5000 queries, one restart,
-schedule not rescaled). Unlike the reference, every proposal (window position, signs, transposition)
-is drawn per sample from `harness.rng` keyed by (seed, restart, iteration, sample id), so a sample's
-trajectory does not depend on which batch it is in. A sample stops when misclassified: its state is
-frozen by a device-side mask, and the still-robust set is compacted every ``compact_every``
-iterations (the only host synchronisation in the loop).
+schedule not rescaled). As in the reference, an iteration's proposal (window position, signs,
+transposition) is one draw shared by every sample; unlike the reference, the draws come from
+`harness.rng` keyed by (seed, restart, iteration) alone and are made on the host before the loop, so a
+sample's trajectory does not depend on which batch or rank it is in, and placing the L-inf window is a
+slice, not a per-sample mask. The initial stripes are drawn per sample (keyed by sample id). A sample
+stops when misclassified: its state is frozen by a device-side mask, and the still-robust set is
+compacted every ``compact_every`` iterations (the only host synchronisation in the loop).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from harness.errors import UsageError
 from harness.logits import margin as logit_margin
 from harness.registry import ATTACKS
 from harness.rng import keyed_uniform, stream_seed
+from harness.threat import linf_box
 
 from .base import Attack
 
@@ -152,6 +155,10 @@ class Square(Attack):
             delta[:, :, bh : bh + s, bw : bw + s] += pat[:, None] * _sign(u[:, :c]).view(n, c, 1, 1)
         return (x + delta / (_flat_l2(delta) + 1e-12) * self.eps).clamp(0, 1)
 
+    def _draws(self, seed: int, c: int) -> Tensor:
+        """(n_queries, c + 5) uniforms on the host: row ``it`` is iteration it's proposal for every sample."""
+        return keyed_uniform(stream_seed(seed, "it"), torch.arange(self.n_queries), (c + 5,))
+
     def _run(self, model: nn.Module, x: Tensor, y: Tensor, index: Tensor, seed: int) -> Tensor:
         n, c, h, w = x.shape
         x_best = self._init(x, index, seed)
@@ -159,8 +166,13 @@ class Square(Attack):
         out = x_best.clone()
         pos = torch.arange(n, device=x.device)
         active = m_best > 0
-        xs, ys, idx = x, y, index
+        xs, ys = x, y
         eps = self.eps
+        draws = self._draws(seed, c)
+        where = draws[:, c : c + 2].tolist()  # window corners as Python floats: no device round trip
+        u_dev = draws.to(x.device)  # one transfer before the loop
+        step = (2 * eps) * _sign(u_dev[:, :c]).to(x.dtype).view(-1, 1, c, 1, 1)
+        lo, hi = linf_box(xs, eps)
         for it in range(self.n_queries):
             if it % self.compact_every == 0:
                 out[pos] = x_best
@@ -168,19 +180,19 @@ class Square(Attack):
                 if len(keep) == 0:
                     return out
                 if len(keep) < len(pos):
-                    pos, xs, ys, idx = pos[keep], xs[keep], ys[keep], idx[keep]
+                    pos, xs, ys, lo, hi = pos[keep], xs[keep], ys[keep], lo[keep], hi[keep]
                     x_best, m_best, l_best, active = x_best[keep], m_best[keep], l_best[keep], active[keep]
             p = p_schedule(it, self.p_init, self.n_queries, self.rescale_schedule)
-            u = keyed_uniform(stream_seed(seed, "it", it), idx, (c + 5,)).to(x.device)
             if self.norm == "linf":
                 s = min(max(int(round(math.sqrt(p * h * w))), 1), h, w)
-                vh = (u[:, c] * max(h - s, 1)).long()
-                vw = (u[:, c + 1] * max(w - s, 1)).long()
-                mask = _window_mask(vh, vw, s, h, w)
-                x_new = x_best + mask * (2 * eps) * _sign(u[:, :c]).view(-1, c, 1, 1)
-                x_new = torch.minimum(torch.maximum(x_new, xs - eps), xs + eps).clamp(0, 1)
+                vh = int(where[it][0] * max(h - s, 1))
+                vw = int(where[it][1] * max(w - s, 1))
+                win = (slice(None), slice(None), slice(vh, vh + s), slice(vw, vw + s))
+                x_new = x_best.clone()
+                # Only the window changes; the ball ∩ box projection is one clamp there.
+                x_new[win] = torch.clamp(x_best[win] + step[it], lo[win], hi[win])
             else:
-                x_new = self._l2_proposal(xs, x_best, u, p, c, h, w)
+                x_new = self._l2_proposal(xs, x_best, u_dev[it].expand(len(xs), -1), p, c, h, w)
             m_new, l_new = self._score(model, x_new, ys)
             improved = l_new < l_best
             l_best = torch.where(improved & active, l_new, l_best)

@@ -163,7 +163,6 @@ class Evaluation:
         self.search = SearchModel(self.model, self.config.precision, self.config.compile)
         self.batch_size: int = self.config.batch_size if isinstance(self.config.batch_size, int) else 0
         self.autotuned: int | None = None  # probed once per Evaluation (one model, one device)
-        self.precision_reruns = 0
         # Entries whose ``when`` names no finding the precheck raised: not run (set by _precheck).
         self.skipped: dict[int, str] = {}
         self.model_info = dict(model_info or {})
@@ -221,6 +220,10 @@ class Evaluation:
                 cols[f"a{k}"] = np.zeros(n, np.float32)
             else:
                 cols[f"c{k}"] = np.full((n, self._cal_width), np.nan, np.float32)
+        if self.search.precision != "fp32":
+            # Per sample: entries whose low-precision search was redone in fp32 (kept in the record,
+            # so the count survives a resume and a merge across ranks).
+            cols["reruns"] = np.zeros(n, np.int8)
 
         def work(sl: slice) -> None:
             x = x_all[sl].to(self.device)
@@ -266,9 +269,10 @@ class Evaluation:
                             check_contract(x[act], xa, entry.threat, who=entry.key)  # type: ignore[arg-type]
                             status, m, p, cal = self._score(xa, y[act])
                             if self.search.precision != "fp32":
-                                self._rerun_fp32(
+                                redo = self._rerun_fp32(
                                     attacker, entry, x[act], y[act], ids[act], seed, xa, (status, m, p, cal)
                                 )
+                                cols["reruns"][sl][act[redo].cpu().numpy()] += 1
                             alive[act] = status.bool()
                             s_np = np.full(len(x), -1, np.int8)
                             m_np = np.full(len(x), np.nan, np.float32)
@@ -297,23 +301,24 @@ class Evaluation:
         seed: int,
         xa: Tensor,
         scored: tuple[Tensor, Tensor, Tensor, Tensor],
-    ) -> None:
+    ) -> Tensor:
         """Re-attack in fp32 the samples whose low-precision search ended on a point only it calls misclassified.
 
         Such a sample is robust by the fp32 verdict already; the rerun makes sure a rounding artefact
-        did not also stop its search early (attacks drop samples they think broken). Updates ``scored``.
+        did not also stop its search early (attacks drop samples they think broken). Updates ``scored``
+        and returns the positions re-attacked.
         """
         status, m, p, cal = scored
         with torch.no_grad():
             low_wrong = self.search(xa).argmax(1) != y
         redo = (low_wrong & status.bool()).nonzero().squeeze(1)  # one sync per attacked batch
         if len(redo) == 0:
-            return
-        self.precision_reruns += len(redo)
+            return redo
         xr = attacker(self.model, x[redo], y[redo], index=ids[redo], seed=seed)
         check_contract(x[redo], xr, entry.threat, who=entry.key)  # type: ignore[arg-type]
         s2, m2, p2, c2 = self._score(xr, y[redo])
         status[redo], m[redo], p[redo], cal[redo] = s2, m2, p2, c2
+        return redo
 
     @property
     def _cal_width(self) -> int:
@@ -419,7 +424,6 @@ class Evaluation:
                         kill_point("eval:chunk")
                         advance(e - s)
                 outcome: dict[str, Any] = {"rank": ctx.rank, "ok": True, "chunks": len(mine), "timing": timing}
-                outcome["precision_reruns"] = self.precision_reruns
             except BaseException as e:
                 if not ctx.active or isinstance(e, SystemExit):  # SystemExit: stopped by the launcher
                     raise
@@ -567,7 +571,7 @@ class Evaluation:
             result.extra["certified"] = cert
             result.findings += cert_findings
         result.findings += postcheck(result)
-        result.config["precision_reruns"] = sum(int(o.get("precision_reruns", 0)) for o in outcomes)
+        result.config["precision_reruns"] = sum(int(c["reruns"].sum()) for c in store.iter_chunks() if "reruns" in c)
         if self.search.fallback:
             result.findings.append(
                 Finding(

@@ -27,14 +27,16 @@ STANDARD = ("apgd-ce", "apgd-t", "fab-t", "square")
 BATCH = 500
 
 
-def _reference(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, attacks) -> torch.Tensor:
+def _reference(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, attacks, seed: int = 0
+) -> torch.Tensor:
     if tuple(attacks) != STANDARD:
         # The harness's pyautoattack backend: the reference's own component objects, with the
         # reference budgets of `standard` (its `custom` would otherwise keep 5 APGD restarts).
         ref = ATTACKS.create(
             "autoattack", norm="linf", eps=eps, version="custom", components=list(attacks), backend="pyautoattack"
         )
-        return ref(model, x, y, index=torch.arange(len(x)), seed=0)
+        return ref(model, x, y, index=torch.arange(len(x)), seed=seed)
     from harness.compat import import_autoattack
 
     autoattack = import_autoattack()
@@ -45,7 +47,9 @@ def _reference(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: fl
     return x_adv
 
 
-def _compare(model: torch.nn.Module, dataset: str, eps: float, n: int, attacks=STANDARD) -> tuple[float, float, float]:
+def _compare(
+    model: torch.nn.Module, dataset: str, eps: float, n: int, attacks=STANDARD, seed: int = 0
+) -> tuple[float, float, float]:
     from harness import api
 
     ds = api.load_dataset(dataset)
@@ -59,18 +63,18 @@ def _compare(model: torch.nn.Module, dataset: str, eps: float, n: int, attacks=S
     t0 = time.perf_counter()
     xn = torch.cat(
         [
-            native(model, x[i : i + BATCH], y[i : i + BATCH], index=ds.ids[i : i + BATCH], seed=0)
+            native(model, x[i : i + BATCH], y[i : i + BATCH], index=ds.ids[i : i + BATCH], seed=seed)
             for i in range(0, n, BATCH)
         ]
     )
     t_native = time.perf_counter() - t0
-    xr = _reference(model, x, y, eps, attacks)
+    xr = _reference(model, x, y, eps, attacks, seed)
     t_ref = time.perf_counter() - t0 - t_native
     with torch.no_grad():
         rn, rr = model(xn).argmax(1) == y, model(xr).argmax(1) == y
     acc_n, acc_r, agree = rn.float().mean().item(), rr.float().mean().item(), (rn == rr).float().mean().item()
     print(
-        f"\n{'+'.join(attacks)} on {dataset} n={n} eps={eps:.4g}: native {acc_n:.4f} ({t_native:.0f} s) "
+        f"\n{'+'.join(attacks)} on {dataset} n={n} eps={eps:.4g} seed {seed}: native {acc_n:.4f} ({t_native:.0f} s) "
         f"pyautoattack {acc_r:.4f} ({t_ref:.0f} s) agreement {agree:.4f} "
         f"(native-only robust {int((rn & ~rr).sum())}, reference-only robust {int((rr & ~rn).sum())})"
     )
@@ -98,9 +102,17 @@ def test_native_apgd_ce_alone_matches_the_reference_on_digits(digits_mlp) -> Non
 
 
 def test_native_square_alone_matches_the_reference_on_digits(digits_mlp) -> None:
-    # Square is a random search: native and reference proposals come from different random streams
-    # (the native ones keyed per sample), so samples near the edge of its reach can go either way.
-    _assert_matches(*_compare(digits_mlp, "digits:split=all", 0.1, 1797, ("square",)), min_agreement=0.97)
+    # Square is a random search and the two implementations draw from different random streams, so
+    # one run each is not a measurement of either: on these models a single seed's robust accuracy
+    # moved by up to 1.5 points (native) and 0.8 points (reference) across seeds 0-3. The ±0.5 point
+    # criterion is applied to the means over four seeds. Per-sample agreement of the reference with
+    # itself across seeds was 94.9-95.8 % on the CE model, so the floor for native vs reference is 93 %.
+    seeds = (0, 1, 2, 3)
+    runs = [_compare(digits_mlp, "digits:split=all", 0.1, 1797, ("square",), seed=s) for s in seeds]
+    mean_n = sum(r[0] for r in runs) / len(runs)
+    mean_r = sum(r[1] for r in runs) / len(runs)
+    print(f"square means over seeds {seeds}: native {mean_n:.4f} pyautoattack {mean_r:.4f}")
+    _assert_matches(mean_n, mean_r, min(r[2] for r in runs), min_agreement=0.93)
 
 
 def test_native_autoattack_matches_the_reference_on_synthetic_cifar_shapes() -> None:

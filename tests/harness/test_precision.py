@@ -166,3 +166,12 @@ def test_compiled_search_gives_the_same_verdicts_as_eager(tmp_path):
     same = (s_eager == s_comp).mean()
     assert same >= 0.99, same
     assert abs(eager.groups[0].accuracy.correct - comp.groups[0].accuracy.correct) <= 1
+
+
+def test_the_rerun_count_survives_a_resume(tmp_path):
+    # The count lives in the per-sample record, so a run resumed from finished chunks reports it too.
+    m, ds = KnifeEdge().eval(), knife_edge_data()
+    first = api.evaluate(m, ds, SUITE, precision="bf16", progress=False, out=tmp_path, name="run")
+    again = api.evaluate(m, ds, SUITE, precision="bf16", progress=False, out=tmp_path, name="run")
+    assert first.config["precision_reruns"] >= len(ds)
+    assert again.config["precision_reruns"] == first.config["precision_reruns"]
