@@ -28,7 +28,7 @@ from harness.errors import UsageError
 from harness.logits import margin
 from harness.registry import ATTACKS
 from harness.rng import keyed_normal, keyed_uniform, stream_seed
-from harness.threat import ascent_direction, clip_box, linf_box, project
+from harness.threat import ascent_direction, linf_box, project_ball_box
 
 from .base import Attack
 from .losses import dlr_loss
@@ -199,11 +199,6 @@ class APGD(Attack):
             d = t / _col(t.flatten(1).norm(dim=1) + 1e-12, t)
         return (xs + self.eps * d).clamp(0.0, 1.0)
 
-    def _proj(self, xs: Tensor, xa: Tensor, box: tuple[Tensor, Tensor] | None) -> Tensor:
-        if box is not None:  # L-inf: one clamp to the ball ∩ [0, 1]
-            return xa.clamp(*box)
-        return xs + clip_box(xs, project(xa - xs, self.norm, self.eps))
-
     def _grad(self, model: nn.Module, xa: Tensor, ys: Tensor, ts: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         """Logits, per-sample loss and the (EOT-averaged) input gradient at xa."""
         loss_fn = LOSSES[self.loss]
@@ -239,8 +234,10 @@ class APGD(Attack):
             with torch.no_grad():
                 mom = xa - x_old
                 x_old = xa
-                z1 = self._proj(xs, xa + _col(step, xa) * ascent_direction(g, self.norm), box)
-                xa = self._proj(xs, xa + a * (z1 - xa) + (1 - a) * mom, box)
+                z1 = project_ball_box(
+                    xs, xa + _col(step, xa) * ascent_direction(g, self.norm), self.norm, self.eps, box
+                )
+                xa = project_ball_box(xs, xa + a * (z1 - xa) + (1 - a) * mom, self.norm, self.eps, box)
             z, loss, g = self._grad(model, xa, ys, ts)
             m = margin(z, ys)
             better = m < bm

@@ -171,8 +171,10 @@ class Square(Attack):
         draws = self._draws(seed, c)
         where = draws[:, c : c + 2].tolist()  # window corners as Python floats: no device round trip
         u_dev = draws.to(x.device)  # one transfer before the loop
-        step = (2 * eps) * _sign(u_dev[:, :c]).to(x.dtype).view(-1, 1, c, 1, 1)
-        lo, hi = linf_box(xs, eps)
+        linf = self.norm == "linf"
+        if linf:
+            step = (2 * eps) * _sign(u_dev[:, :c]).to(x.dtype).view(-1, 1, c, 1, 1)
+            lo, hi = linf_box(xs, eps)
         for it in range(self.n_queries):
             if it % self.compact_every == 0:
                 out[pos] = x_best
@@ -180,10 +182,12 @@ class Square(Attack):
                 if len(keep) == 0:
                     return out
                 if len(keep) < len(pos):
-                    pos, xs, ys, lo, hi = pos[keep], xs[keep], ys[keep], lo[keep], hi[keep]
+                    pos, xs, ys = pos[keep], xs[keep], ys[keep]
+                    if linf:
+                        lo, hi = lo[keep], hi[keep]
                     x_best, m_best, l_best, active = x_best[keep], m_best[keep], l_best[keep], active[keep]
             p = p_schedule(it, self.p_init, self.n_queries, self.rescale_schedule)
-            if self.norm == "linf":
+            if linf:
                 s = min(max(int(round(math.sqrt(p * h * w))), 1), h, w)
                 vh = int(where[it][0] * max(h - s, 1))
                 vw = int(where[it][1] * max(w - s, 1))

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from harness.records import chunk_files
+
 ROOT = Path(__file__).resolve().parents[1]
 SUITE = """summary = "bench/scale.py: FGSM then PGD-100 (CE, 2 restarts) at L-inf 0.1"
 [[attack]]
@@ -104,17 +106,9 @@ def evaluate(
     }
 
 
-def records(run: Path) -> dict[str, dict[str, np.ndarray]]:
-    out = {}
-    for p in sorted((run / "records").glob("chunk-*.npz")):
-        with np.load(p) as z:
-            out[p.name] = {k: z[k] for k in z.files}
-    return out
-
-
 def same_record(a: Path, b: Path) -> dict[str, bool]:
     """Bitwise equality of two per-sample records: all columns, and status/prediction columns only."""
-    ra, rb = records(a), records(b)
+    ra, rb = chunk_files(a / "records"), chunk_files(b / "records")
     if list(ra) != list(rb):
         return {"all_columns": False, "status_and_predictions": False}
     eq = lambda x, y: x.shape == y.shape and np.array_equal(x, y, equal_nan=True)

@@ -571,7 +571,6 @@ class Evaluation:
             result.extra["certified"] = cert
             result.findings += cert_findings
         result.findings += postcheck(result)
-        result.config["precision_reruns"] = sum(int(c["reruns"].sum()) for c in store.iter_chunks() if "reruns" in c)
         if self.search.fallback:
             result.findings.append(
                 Finding(
@@ -656,8 +655,9 @@ class Evaluation:
         e_cum = np.zeros(len(self.entries), np.int64)
         e_first = np.zeros(len(self.entries), np.int64)  # broken by this entry and no earlier one
         e_tried = np.zeros(len(self.entries), np.int64)
-        n = 0
+        n = reruns = 0
         for chunk in store.iter_chunks():
+            reruns += int(chunk["reruns"].sum()) if "reruns" in chunk else 0
             lab = chunk["label"]
             ok = chunk["clean_pred"] == lab
             n += len(lab)
@@ -717,6 +717,7 @@ class Evaluation:
                 **self.search.describe(),
                 "oom_backoffs": runner.backoffs,
                 "eot_samples_used": self.eot,
+                "precision_reruns": reruns,
             },
             environment=environment.describe(self.device),
             clean=Accuracy.of(clean_c, n),

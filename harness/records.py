@@ -99,9 +99,7 @@ class RecordStore:
         )
 
     def read(self, cid: int) -> dict[str, np.ndarray]:
-        dp, _ = self._paths(cid)
-        with np.load(dp, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+        return _load_npz(self._paths(cid)[0])
 
     def iter_chunks(self) -> Iterator[dict[str, np.ndarray]]:
         for cid in range(self.n_chunks):
@@ -110,6 +108,16 @@ class RecordStore:
     def column(self, name: str) -> np.ndarray:
         """One column over all chunks (small: one value per sample)."""
         return np.concatenate([c[name] for c in self.iter_chunks()]) if self.n_chunks else np.zeros(0)
+
+
+def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def chunk_files(directory: str | Path) -> dict[str, dict[str, np.ndarray]]:
+    """Every chunk file in a record folder, by file name, columns as arrays (for comparing two records)."""
+    return {p.name: _load_npz(p) for p in sorted(Path(directory).glob("chunk-*.npz"))}
 
 
 def open_record(directory: str | Path) -> RecordStore:

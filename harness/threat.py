@@ -96,6 +96,16 @@ def linf_box(x: Tensor, eps: float) -> tuple[Tensor, Tensor]:
     return (x - eps).clamp_(min=0.0), (x + eps).clamp_(max=1.0)
 
 
+def project_ball_box(x: Tensor, v: Tensor, norm: str, eps: float, box: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    """``v`` moved back into the ``norm`` ball of radius eps around x and into [0, 1].
+
+    ``box = linf_box(x, eps)`` (L-inf only) makes this a single clamp.
+    """
+    if box is not None:
+        return v.clamp(*box)
+    return x + clip_box(x, project(v - x, norm, eps))
+
+
 def clip_box(x: Tensor, delta: Tensor) -> Tensor:
     """Shrink ``delta`` so that x + delta lies in [0, 1] (keeps it inside any norm ball)."""
     return (x + delta).clamp(0.0, 1.0) - x

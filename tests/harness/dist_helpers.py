@@ -12,6 +12,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from harness.records import chunk_files
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -65,11 +67,7 @@ def torchrun(nproc: int, args: list[str], *, extra_path: Path | None = None, tim
 
 
 def record_chunks(run_dir: Path) -> dict[str, dict[str, np.ndarray]]:
-    out = {}
-    for p in sorted((run_dir / "records").glob("chunk-*.npz")):
-        with np.load(p) as z:
-            out[p.name] = {k: z[k] for k in z.files}
-    return out
+    return chunk_files(run_dir / "records")
 
 
 def assert_same_record(a: Path, b: Path, margin_rtol: float = 0.0) -> None:
