@@ -120,7 +120,8 @@ class PGD(Attack):
                 bx = torch.where(_bcast(better, bx), xa.detach(), bx)
             if t == self.steps:
                 break
-            moved = xa.detach().add(ascent_direction(g, self.norm), alpha=self.step_size)
+            direction = g.sign_() if box is not None else ascent_direction(g, self.norm)  # g is not reused
+            moved = xa.detach().add(direction, alpha=self.step_size)
             xa = project_ball_box(xs, moved, self.norm, self.eps, box)
             if self.early_stop and (t + 1) % self.compact_every == 0:
                 self._write_back(pos, bx, bm, best_x, best_m)

@@ -99,10 +99,11 @@ def linf_box(x: Tensor, eps: float) -> tuple[Tensor, Tensor]:
 def project_ball_box(x: Tensor, v: Tensor, norm: str, eps: float, box: tuple[Tensor, Tensor] | None = None) -> Tensor:
     """``v`` moved back into the ``norm`` ball of radius eps around x and into [0, 1].
 
-    ``box = linf_box(x, eps)`` (L-inf only) makes this a single clamp.
+    ``box = linf_box(x, eps)`` (L-inf only) makes this a single clamp, done in place: pass a
+    temporary (a freshly computed step), not a tensor you keep.
     """
     if box is not None:
-        return v.clamp(*box)
+        return v.clamp_(*box)
     return x + clip_box(x, project(v - x, norm, eps))
 
 
