@@ -19,6 +19,7 @@ sample's global id, so results do not depend on the batch size.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -26,11 +27,12 @@ from torch import Tensor, nn
 
 from harness.errors import UsageError
 from harness.logits import margin
+from harness.params import Param, Reference
 from harness.registry import ATTACKS
 from harness.rng import keyed_normal, keyed_uniform, stream_seed
 from harness.threat import ascent_direction, linf_box, project_ball_box
 
-from .base import Attack
+from .base import COMPACT_EVERY, EOT_SAMPLES, RESTARTS, STEPS, Attack
 from .losses import dlr_loss
 
 # loss(logits, y, target) -> per-sample loss to maximise
@@ -113,6 +115,25 @@ class APGD(Attack):
     """Auto-PGD with a chosen loss (ce, dlr, margin); 100 iterations, momentum 0.75, step halving."""
 
     targeted = False
+    PARAMS: ClassVar[dict[str, Param]] = {
+        "loss": Param("loss to ascend (dlr-targeted is apgd-t's)", choices=tuple(LOSSES)),
+        "steps": STEPS,
+        "restarts": RESTARTS,
+        "rho": Param("step-size checkpoint threshold: halve where the loss rose in at most rho of the window",
+                     gt=0, le=1),
+        "eot_iter": EOT_SAMPLES,
+        "n_target_classes": Param("targeted: attack the n classes with the highest clean logits after the top one",
+                                  ge=1),
+        "compact_every": COMPACT_EVERY,
+        "target_order": Param("targeted: rank targets by clean logit, or by MALT's linearised boundary distance",
+                              choices=TARGET_ORDERS),
+        "malt_candidates": Param("target_order='malt': highest-logit classes ranked (one backward pass each)", ge=1),
+    }  # fmt: skip
+    # AutoAttack standard (Croce & Hein 2020; pyautoattack autoattack.py, version 'standard'):
+    # APGD with n_iter = 100 and n_restarts = 1.
+    REFERENCE: ClassVar[Reference | None] = Reference(
+        {"steps": 100, "restarts": 1}, "AutoAttack standard: APGD 100 iterations, 1 restart (Croce & Hein 2020)"
+    )
 
     def __init__(
         self,
@@ -129,28 +150,16 @@ class APGD(Attack):
         malt_candidates: int = 20,
     ) -> None:
         super().__init__(norm, eps)
-        if target_order not in TARGET_ORDERS:
-            raise UsageError(f"unknown APGD target_order {target_order!r}", f"use one of {', '.join(TARGET_ORDERS)}")
-        if loss not in LOSSES or (loss == "dlr-targeted") != self.targeted:
+        if (loss == "dlr-targeted") != self.targeted:
             allowed = ["dlr-targeted"] if self.targeted else [k for k in LOSSES if k != "dlr-targeted"]
             raise UsageError(f"APGD loss {loss!r} is not available here", f"use one of {', '.join(allowed)}")
-        for name, v in (
-            ("steps", steps),
-            ("restarts", restarts),
-            ("eot_iter", eot_iter),
-            ("compact_every", compact_every),
-        ):
-            if int(v) < 1:
-                raise UsageError(f"APGD {name} must be >= 1, not {v!r}")
-        if not 0 < rho <= 1:
-            raise UsageError(f"APGD rho must be in (0, 1], not {rho!r}")
         self.loss = loss
         self.steps = int(steps)
         self.restarts = int(restarts)
         self.rho = float(rho)
         self.eot_iter = int(eot_iter)
         self.n_target_classes = int(n_target_classes)
-        self.compact_every = max(1, int(compact_every))
+        self.compact_every = int(compact_every)
         self.target_order = target_order
         self.malt_candidates = int(malt_candidates)
 
@@ -331,6 +340,11 @@ class APGDT(APGD):
     """
 
     targeted = True
+    # AutoAttack standard: APGD-T with n_iter = 100, n_restarts = 1 and n_target_classes = 9.
+    REFERENCE: ClassVar[Reference | None] = Reference(
+        {"steps": 100, "restarts": 1, "n_target_classes": 9},
+        "AutoAttack standard: APGD-T 100 iterations, 1 restart, 9 target classes (Croce & Hein 2020)",
+    )
 
     def __init__(
         self,
@@ -345,8 +359,6 @@ class APGDT(APGD):
         target_order: str = "logits",
         malt_candidates: int = 20,
     ) -> None:
-        if int(n_target_classes) < 1:
-            raise UsageError(f"apgd-t n_target_classes must be >= 1, not {n_target_classes!r}")
         super().__init__(
             norm, eps, "dlr-targeted", steps, restarts, rho, eot_iter, n_target_classes, compact_every,
             target_order, malt_candidates,

@@ -19,13 +19,14 @@ unlike ``native`` their results depend on the batch composition.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from harness.errors import UsageError
 from harness.logits import margin
+from harness.params import Param
 from harness.registry import ATTACKS
 from harness.rng import stream_seed
 
@@ -75,6 +76,15 @@ def _fit(name: str, params: dict[str, Any]) -> dict[str, Any]:
 class AutoAttack(Attack):
     """AutoAttack: standard/plus/rand/custom component lists; native, pyautoattack or torchattacks backend."""
 
+    PARAMS: ClassVar[dict[str, Param]] = {
+        "version": Param("component list and budgets of the reference", choices=(*VERSIONS, "custom")),
+        "components": Param("version='custom': registered attack names, run in this order",
+                            item=Param("a registered attack name")),
+        "component_params": Param("per component name, a table of its parameters (checked by that attack)"),
+        "backend": Param("the harness's attacks, or the reference pyautoattack / torchattacks code", choices=BACKENDS),
+        "torchattacks_steps": Param("backend='torchattacks': APGD/APGD-T/FAB iterations (reference 100)", ge=1),
+    }  # fmt: skip
+
     def __init__(
         self,
         norm: str = "linf",
@@ -86,10 +96,6 @@ class AutoAttack(Attack):
         torchattacks_steps: int = 100,
     ) -> None:
         super().__init__(norm, eps)
-        if version not in (*VERSIONS, "custom"):
-            raise UsageError(f"unknown autoattack version {version!r}", "use standard, plus, rand or custom")
-        if backend not in BACKENDS:
-            raise UsageError(f"unknown autoattack backend {backend!r}", f"use one of {', '.join(BACKENDS)}")
         if components is not None and version != "custom":
             raise UsageError(
                 f"autoattack version {version!r} fixes its components; 'components' needs version = 'custom'"
@@ -102,7 +108,10 @@ class AutoAttack(Attack):
         if unknown:
             raise UsageError(f"component_params names components not in this autoattack: {unknown}")
         for n, p in plan:
-            p.update(component_params.get(n, {}))
+            extra = component_params.get(n, {})
+            if not isinstance(extra, dict):
+                raise UsageError(f"autoattack component_params[{n!r}] must be a table, not {extra!r}")
+            p.update(extra)
         self.version = version
         self.components = [n for n, _ in plan]
         self.component_params = {n: p for n, p in plan if p}
@@ -123,6 +132,33 @@ class AutoAttack(Attack):
             self._attacks = [ATTACKS.create(n, norm=self.norm, eps=self.eps, **_fit(n, p)) for n, p in plan]
         self._plan = plan
         self._last_run: list[dict[str, Any]] = []
+
+    def reference_shortfalls(self) -> list[dict[str, Any]]:
+        """Budgets below each component's reference (prefixed with the component's name)."""
+        if self.backend == "native":
+            return [
+                {**sf, "param": f"{name}.{sf['param']}"}
+                for name, attack in zip(self.components, self._attacks)
+                for sf in attack.reference_shortfalls()
+            ]
+        if self.backend == "pyautoattack" and self.version != "custom":
+            return []  # the reference implementation with its own budgets
+        out = []
+        for name, params in self._plan:
+            if name not in ATTACKS:
+                continue
+            entry = ATTACKS.get(name)
+            ref = getattr(entry.factory, "REFERENCE", None)
+            if ref is None:
+                continue
+            defaults = entry.parameters()
+            for key, minimum in ref.budget.items():
+                value = next((params[a] for a in _ALIASES.get(key, (key,)) if a in params), defaults.get(key))
+                if self.backend == "torchattacks" and key == "steps" and name != "square":
+                    value = self.torchattacks_steps
+                if isinstance(value, (int, float)) and value < minimum:
+                    out.append({"param": f"{name}.{key}", "value": value, "reference": minimum, "source": ref.source})
+        return out
 
     @property
     def min_classes(self) -> int:

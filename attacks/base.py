@@ -8,17 +8,44 @@ sample's result is independent of the batch it was in.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from harness.errors import UsageError
+from harness.params import Param, Reference
 from harness.precision import frozen
-from harness.threat import ThreatModel
+from harness.threat import NORMS, ThreatModel, canonical_norm
+
+
+def _norm_alias(norm: str) -> str:
+    """'Linf', 'inf', 'L2', ... -> 'linf'/'l2'; anything else unchanged (the declared choices refuse it)."""
+    try:
+        return canonical_norm(norm)
+    except UsageError:
+        return norm
+
+
+# Shared declarations (`harness.params`): the threat model every attack takes.
+NORM = Param("threat-model norm ('linf' or 'l2'; 'Linf', 'inf', 'L2' are accepted)", choices=NORMS, convert=_norm_alias)
+EPS = Param("radius of the threat model in [0, 1] pixel units (L-inf at most 1)", gt=0)
+STEPS = Param("iterations (gradient steps) per restart", ge=1)
+RESTARTS = Param("independent runs from fresh starting points; the per-sample best is kept", ge=1)
+COMPACT_EVERY = Param("steps between compactions that drop already-broken samples (speed only)", ge=1)
+EOT_SAMPLES = Param("forward passes averaged per step (EOT, for randomised models)", ge=1)
 
 
 class Attack:
-    """Base class of registered attacks; subclasses implement `perturb`."""
+    """Base class of registered attacks; subclasses implement `perturb`.
+
+    Capabilities as data: ``PARAMS`` declares each constructor parameter (kind, range, choices; see
+    `harness.params`), checked by `harness.registry.Registry.create`; ``REFERENCE`` is the budget of
+    the reference implementation, below which the engine adds a ``weaker-than-reference`` finding.
+    """
+
+    PARAMS: ClassVar[dict[str, Param]] = {"norm": NORM, "eps": EPS}
+    REFERENCE: ClassVar[Reference | None] = None
 
     def __init__(self, norm: str = "linf", eps: float = 8 / 255) -> None:
         self.threat = ThreatModel(norm, eps)
@@ -44,6 +71,18 @@ class Attack:
             index = torch.arange(len(x), device=x.device)
         with frozen(model):
             return self.perturb(model, x, y, index=index.to(x.device), seed=seed)
+
+    def reference_shortfalls(self) -> list[dict[str, Any]]:
+        """Budget parameters set below ``REFERENCE``: [{param, value, reference, source}] (empty if none)."""
+        ref = type(self).REFERENCE
+        if ref is None:
+            return []
+        out = []
+        for key, minimum in ref.budget.items():
+            value = getattr(self, key, None)
+            if isinstance(value, (int, float)) and value < minimum:
+                out.append({"param": key, "value": value, "reference": minimum, "source": ref.source})
+        return out
 
     def config(self) -> dict[str, Any]:
         """Parameters as recorded in result.json."""

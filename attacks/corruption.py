@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from harness.errors import UsageError
+from harness.params import Param
 from harness.rng import keyed_normal, keyed_randint, keyed_uniform, stream_seed
 
 REF_SIZE = {"cifar": 32, "imagenet": 224}
@@ -43,17 +44,12 @@ class Corruption:
     scale: float | None = None
 
     TABLE: ClassVar[dict[str, list[Any]]] = {}
-
-    def __post_init__(self) -> None:
-        name = getattr(type(self), "registry_name", type(self).__name__)
-        if isinstance(self.severity, bool) or not isinstance(self.severity, int) or not 1 <= self.severity <= 5:
-            raise UsageError(f"corruption {name!r}: severity must be an integer 1-5, not {self.severity!r}")
-        if self.preset not in self.TABLE:
-            raise UsageError(
-                f"corruption {name!r}: unknown preset {self.preset!r}", f"choose one of {', '.join(self.TABLE)}"
-            )
-        if self.scale is not None and not (isinstance(self.scale, (int, float)) and self.scale > 0):
-            raise UsageError(f"corruption {name!r}: scale must be a positive number or None, not {self.scale!r}")
+    PARAMS: ClassVar[dict[str, Param]] = {
+        "severity": Param("corruption strength, the row of the parameter table", ge=1, le=5),
+        "preset": Param("parameter table: CIFAR-10-C (make_cifar_c.py) or ImageNet-C (imagecorruptions)",
+                        choices=tuple(REF_SIZE)),
+        "scale": Param("multiplier of spatial parameters (None: image size / the preset's reference size)", gt=0),
+    }  # fmt: skip
 
     @property
     def name(self) -> str:

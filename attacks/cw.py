@@ -12,12 +12,14 @@ nothing was found it returns x. `minimize` gives the unbounded result (points an
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from harness.errors import UsageError
 from harness.logits import margin
+from harness.params import Param, Reference
 from harness.registry import ATTACKS
 from harness.threat import canonical_norm
 
@@ -42,6 +44,19 @@ class CWL2(Attack):
     """Carlini-Wagner L2 (tanh variables, Adam, binary search over c); best misclassified point within eps."""
 
     black_box = False
+    PARAMS: ClassVar[dict[str, Param]] = {
+        "c": Param("initial trade-off constant c (binary-searched per sample)", gt=0),
+        "kappa": Param("confidence: success needs margin < -kappa", ge=0),
+        "steps": Param("Adam iterations per binary-search step", ge=1),
+        "lr": Param("Adam learning rate", gt=0),
+        "binary_search_steps": Param("binary-search steps over c", ge=1),
+    }
+    # Carlini's reference code (carlini/nn_robust_attacks l2_attack.py): MAX_ITERATIONS = 10000,
+    # BINARY_SEARCH_STEPS = 9 (with early abort). This harness's defaults are far below it.
+    REFERENCE: ClassVar[Reference | None] = Reference(
+        {"steps": 10000, "binary_search_steps": 9},
+        "Carlini & Wagner 2017 reference code: 10000 iterations, 9 binary-search steps",
+    )
 
     def __init__(
         self,
@@ -56,8 +71,6 @@ class CWL2(Attack):
         if canonical_norm(norm) != "l2":
             raise UsageError(f"cw-l2 is an L2 attack, not {norm!r}", "use norm = 'l2', or cw-linf for L-inf")
         super().__init__(norm, eps)
-        if c <= 0 or steps < 1 or lr <= 0 or binary_search_steps < 1 or kappa < 0:
-            raise UsageError("cw-l2 needs c > 0, steps >= 1, lr > 0, binary_search_steps >= 1, kappa >= 0")
         self.c = float(c)
         self.kappa = float(kappa)
         self.steps = int(steps)
@@ -120,6 +133,8 @@ class CWL2(Attack):
 @ATTACKS.register("cw-linf")
 class CWLinf(PGD):
     """CW-L-inf: PGD on the Carlini-Wagner margin loss max_{j!=y} z_j - z_y (no softmax saturation)."""
+
+    # PGD's reference (20 steps, 1 restart): this is PGD on the margin loss.
 
     def __init__(
         self,

@@ -20,14 +20,16 @@ is the closest misclassified point found if it lies within eps, else the clean i
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import Tensor, nn
 
-from harness.errors import UsageError
+from harness.params import Param, Reference
 from harness.registry import ATTACKS
 from harness.rng import keyed_normal, keyed_uniform, stream_seed
 
-from .base import Attack
+from .base import COMPACT_EVERY, RESTARTS, STEPS, Attack
 
 
 def _norm(v: Tensor, norm: str) -> Tensor:
@@ -76,6 +78,16 @@ def project_hyperplane_box(t: Tensor, w: Tensor, r: Tensor, norm: str) -> Tensor
 
 class _FABBase(Attack):
     targeted = False
+    PARAMS: ClassVar[dict[str, Param]] = {
+        "steps": STEPS,
+        "restarts": RESTARTS,
+        "alpha_max": Param("largest weight of the step towards the original point", ge=0, le=1),
+        "eta": Param("overshoot of the projection onto the linearised boundary", ge=1),
+        "beta": Param("pull-back factor towards x0 after landing on an adversarial point", gt=0, le=1),
+        "early_stop": Param("stop attacking samples whose best point already lies within eps"),
+        "compact_every": COMPACT_EVERY,
+        "n_target_classes": Param("attack the n classes with the highest clean logits after the top one", ge=1),
+    }
 
     def __init__(
         self,
@@ -90,17 +102,13 @@ class _FABBase(Attack):
         compact_every: int,
     ) -> None:
         super().__init__(norm, eps)
-        if int(steps) < 1 or int(restarts) < 1:
-            raise UsageError("FAB needs steps >= 1 and restarts >= 1")
-        if not 0 <= float(alpha_max) <= 1 or float(eta) < 1 or not 0 < float(beta) <= 1:
-            raise UsageError("FAB needs 0 <= alpha_max <= 1, eta >= 1 and 0 < beta <= 1")
         self.steps = int(steps)
         self.restarts = int(restarts)
         self.alpha_max = float(alpha_max)
         self.eta = float(eta)
         self.beta = float(beta)
         self.early_stop = bool(early_stop)
-        self.compact_every = max(1, int(compact_every))
+        self.compact_every = int(compact_every)
 
     # -- linearisation ---------------------------------------------------------------------------
     def _linearize(self, model: nn.Module, x1: Tensor, y: Tensor, target: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -232,6 +240,11 @@ class _FABBase(Attack):
 class FAB(_FABBase):
     """FAB, untargeted: minimal-distance boundary attack (Croce & Hein 2020), 100 steps, 5 restarts."""
 
+    # AutoAttack plus (pyautoattack autoattack.py): FAB with n_iter = 100, n_restarts = 5.
+    REFERENCE: ClassVar[Reference | None] = Reference(
+        {"steps": 100, "restarts": 5}, "AutoAttack plus: FAB 100 iterations, 5 restarts (Croce & Hein 2020)"
+    )
+
     def __init__(
         self,
         norm: str = "linf",
@@ -252,6 +265,11 @@ class FABTargeted(_FABBase):
     """FAB-T as in AutoAttack: targeted FAB against each of the top-9 other classes, 100 steps each."""
 
     targeted = True
+    # AutoAttack standard: FAB-T with n_iter = 100, n_restarts = 1, n_target_classes = 9.
+    REFERENCE: ClassVar[Reference | None] = Reference(
+        {"steps": 100, "restarts": 1, "n_target_classes": 9},
+        "AutoAttack standard: FAB-T 100 iterations, 1 restart, 9 target classes (Croce & Hein 2020)",
+    )
 
     def __init__(
         self,
@@ -267,8 +285,6 @@ class FABTargeted(_FABBase):
         compact_every: int = 10,
     ) -> None:
         super().__init__(norm, eps, steps, restarts, alpha_max, eta, beta, early_stop, compact_every)
-        if int(n_target_classes) < 1:
-            raise UsageError("fab-t needs n_target_classes >= 1")
         self.n_target_classes = int(n_target_classes)
 
     def _targets(self, logits: Tensor) -> list[Tensor | None]:

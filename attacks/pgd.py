@@ -9,16 +9,20 @@ per-sample best point (lowest margin z_y - max_{j!=y} z_j) is kept across steps 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from harness.params import Param, Reference
 from harness.registry import ATTACKS
 from harness.rng import stream_seed
 from harness.threat import ascent_direction, linf_box, project_ball_box, random_start
 
-from .base import Attack
-from .losses import get_loss, margin, scaled
+from .base import COMPACT_EVERY, EOT_SAMPLES, RESTARTS, STEPS, Attack
+from .losses import LOSSES, LossFn, get_loss, margin, scaled
+
+INITS = ("uniform", "normal", "zero")
 
 
 @dataclass
@@ -38,6 +42,26 @@ def _bcast(mask: Tensor, like: Tensor) -> Tensor:
 class PGD(Attack):
     """PGD with random start, restarts, CE/margin/DLR loss and per-sample best over restarts."""
 
+    PARAMS: ClassVar[dict[str, Param]] = {
+        "steps": STEPS,
+        "step_size": Param("step length per iteration (None: 2.5 * eps / steps, Madry et al.)", gt=0),
+        "restarts": RESTARTS,
+        "loss": Param("loss the steps ascend (or a function of (logits, y) from Python)", choices=tuple(LOSSES)),
+        "random_start": Param("start from a keyed random point in the ball (else from x)"),
+        "init": Param("random start: uniform in the ball, 0.001 * N(0, 1), or none", choices=INITS),
+        "keep": Param("per sample: the best (lowest-margin) point over all steps, or the last iterate",
+                      choices=("best", "last")),
+        "early_stop": Param("stop attacking samples already misclassified (keep='best' only)"),
+        "compact_every": COMPACT_EVERY,
+        "logit_scale": Param("multiply the logits before the loss (x1000 defeats saturated softmax)", gt=0),
+        "eot_samples": EOT_SAMPLES,
+    }  # fmt: skip
+    # PGD-20 with one restart: the evaluation budget of Madry et al. 2018's CIFAR-10 table and of the
+    # TRADES/MART papers. `reference_shortfalls` also flags a step size too small to cross the ball.
+    REFERENCE: ClassVar[Reference | None] = Reference(
+        {"steps": 20, "restarts": 1}, "PGD-20, 1 restart (Madry et al. 2018 CIFAR-10 evaluation; TRADES, MART)"
+    )
+
     def __init__(
         self,
         norm: str = "linf",
@@ -45,7 +69,7 @@ class PGD(Attack):
         steps: int = 20,
         step_size: float | None = None,
         restarts: int = 1,
-        loss: str = "ce",
+        loss: str | LossFn = "ce",
         random_start: bool = True,
         init: str = "uniform",
         keep: str = "best",
@@ -62,17 +86,27 @@ class PGD(Attack):
         self.loss = loss
         self.random_start = bool(random_start)
         self.init = init
-        if keep not in ("best", "last"):
-            raise ValueError("keep must be 'best' or 'last'")
         self.keep = keep
         self.early_stop = bool(early_stop) and keep == "best"
-        self.compact_every = max(1, int(compact_every))
+        self.compact_every = int(compact_every)
         self.logit_scale = float(logit_scale)
-        if int(eot_samples) < 1:
-            raise ValueError("eot_samples must be >= 1")
         # EOT (Athalye et al. 2018): average input gradients and logits over draws of a randomised model.
         self.eot_samples = int(eot_samples)
-        get_loss(loss)  # validate early
+
+    def reference_shortfalls(self) -> list[dict[str, Any]]:
+        out = super().reference_shortfalls()
+        if type(self).REFERENCE is not None and self.steps * self.step_size < self.eps:
+            # Every step moves at most step_size (per pixel for L-inf): the iterate cannot reach the
+            # ball's boundary from its centre.
+            out.append(
+                {
+                    "param": "step_size",
+                    "value": self.step_size,
+                    "reference": self.eps / self.steps,
+                    "source": "steps * step_size >= eps, so the iterate can reach the ball's boundary",
+                }
+            )
+        return out
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor, *, index: Tensor | None = None, seed: int = 0) -> Tensor:
         assert index is not None
@@ -161,6 +195,8 @@ class PGD(Attack):
 @ATTACKS.register("fgsm")
 class FGSM(PGD):
     """Fast gradient sign method: one step of size eps (sign for L-inf, normalised gradient for L2)."""
+
+    REFERENCE: ClassVar[Reference | None] = None  # one step by definition
 
     def __init__(self, norm: str = "linf", eps: float = 8 / 255, loss: str = "ce") -> None:
         super().__init__(norm, eps, steps=1, step_size=eps, restarts=1, loss=loss, random_start=False)

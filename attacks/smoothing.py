@@ -18,13 +18,13 @@ fixed blocks of `BLOCK` draws per sample, so results do not depend on the batch 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from harness.errors import UsageError
+from harness.params import Param
 from harness.registry import ATTACKS, CERTIFIERS
 from harness.rng import keyed_normal, stream_seed
 from harness.threat import ThreatModel, check_contract
@@ -75,6 +75,21 @@ class NoisyModel(nn.Module):
 class SmoothingL2:
     """Randomized smoothing (Cohen et al. 2019): CERTIFY radii, PREDICT, EOT-PGD on the smoothed model."""
 
+    # Cohen et al.'s CERTIFY defaults: n0 = 100, n = 100 000, alpha = 0.001. Counts are bounded so a
+    # typo cannot ask for years of noise draws (n = 10^7 is 100x the paper's budget).
+    PARAMS: ClassVar[dict[str, Param]] = {
+        "sigma": Param("standard deviation of the Gaussian noise (pixel units)", gt=0, le=10),
+        "n0": Param("noise draws that select the top class", ge=1, le=10**7),
+        "n": Param("noise draws that estimate its probability (the certificate)", ge=1, le=10**7),
+        "alpha": Param("failure probability of the certificate and of PREDICT's test", gt=0, lt=0.5),
+        "radii": Param("L2 radii at which certified and attacked accuracy are reported", max_len=64,
+                       item=Param("an L2 radius", ge=0)),
+        "attack_steps": Param("EOT-PGD steps per radius on the smoothed model", ge=1),
+        "eot_samples": Param("noise draws averaged per EOT-PGD step", ge=1, le=10**4),
+        "n_verdict": Param("noise draws for the smoothed verdict at an attacked point", ge=1, le=10**7),
+        "max_images": Param("noisy images per forward pass (memory; at least one sample's 250 draws)", ge=1, le=2**20),
+    }  # fmt: skip
+
     def __init__(
         self,
         sigma: float = 0.25,
@@ -87,16 +102,8 @@ class SmoothingL2:
         n_verdict: int = 1000,
         max_images: int = 8192,
     ) -> None:
-        if not sigma > 0:
-            raise UsageError(f"smoothing sigma must be > 0, not {sigma!r}")
-        if int(n0) < 1 or int(n) < 1 or int(n_verdict) < 1:
-            raise UsageError("smoothing n0, n and n_verdict must be positive integers")
-        if not 0 < alpha < 0.5:
-            raise UsageError(f"smoothing alpha must be in (0, 0.5), not {alpha!r}")
         self.sigma, self.n0, self.n, self.alpha = float(sigma), int(n0), int(n), float(alpha)
         self.radii = [float(r) for r in (radii if radii is not None else [0.0, 0.25, 0.5, 0.75, 1.0])]
-        if any(r < 0 or math.isnan(r) for r in self.radii):
-            raise UsageError(f"smoothing radii must be >= 0, not {self.radii}")
         self.attack_steps, self.eot_samples = int(attack_steps), int(eot_samples)
         self.n_verdict, self.max_images = int(n_verdict), int(max_images)
 

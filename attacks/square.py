@@ -16,6 +16,7 @@ compacted every ``compact_every`` iterations (the only host synchronisation in t
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -23,11 +24,12 @@ from torch import Tensor, nn
 
 from harness.errors import UsageError
 from harness.logits import margin as logit_margin
+from harness.params import Param, Reference
 from harness.registry import ATTACKS
 from harness.rng import keyed_uniform, stream_seed
 from harness.threat import linf_box
 
-from .base import Attack
+from .base import COMPACT_EVERY, RESTARTS, Attack
 
 _P_STEPS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 
@@ -91,6 +93,20 @@ def _flat_l2(v: Tensor) -> Tensor:
 class Square(Attack):
     """Square Attack (score-based black-box random search), L-inf/L2, margin loss, 5000 queries."""
 
+    PARAMS: ClassVar[dict[str, Param]] = {
+        "n_queries": Param("model queries (iterations) per restart", ge=1),
+        "p_init": Param("initial fraction of pixels a square changes (halved on the schedule)", gt=0, le=1),
+        "restarts": RESTARTS,
+        "loss": Param("score to lower: the logit margin, or minus cross-entropy", choices=("margin", "ce")),
+        "rescale_schedule": Param("rescale the p schedule to n_queries (the reference AutoAttack does not)"),
+        "compact_every": COMPACT_EVERY,
+    }
+    # AutoAttack standard (pyautoattack autoattack.py): Square with n_queries = 5000, p_init = 0.8, 1 restart.
+    REFERENCE: ClassVar[Reference | None] = Reference(
+        {"n_queries": 5000, "restarts": 1},
+        "AutoAttack standard: Square 5000 queries, 1 restart (Andriushchenko et al. 2020)",
+    )
+
     def __init__(
         self,
         norm: str = "linf",
@@ -103,16 +119,12 @@ class Square(Attack):
         compact_every: int = 20,
     ) -> None:
         super().__init__(norm, eps)
-        if int(n_queries) < 0 or not 0 < float(p_init) <= 1:
-            raise UsageError("square needs n_queries >= 0 and 0 < p_init <= 1")
-        if loss not in ("margin", "ce"):
-            raise UsageError(f"unknown square loss {loss!r}", "use 'margin' or 'ce'")
         self.n_queries = int(n_queries)
         self.p_init = float(p_init)
         self.restarts = int(restarts)
         self.loss = loss
         self.rescale_schedule = bool(rescale_schedule)
-        self.compact_every = max(1, int(compact_every))
+        self.compact_every = int(compact_every)
 
     def _score(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         logits = model(x).float()

@@ -18,19 +18,22 @@ from harness.engine import EvalConfig, Evaluation, check_run_name
 from harness.errors import UsageError
 from harness.registry import DATASETS, REGISTRIES
 from harness.results import Result
-from harness.spec import parse_spec
-from harness.suites import Suite
+from harness.spec import parse_spec, split_spec
+from harness.suites import Suite, load_suite
 
 # One objective per family (loss, augmentation, adversarial training, auxiliary data): the default main job.
 DEFAULT_RUN_OBJECTIVES = ("ce", "mixup", "pgd-at", "odnl")
 
 
 def load_dataset(spec: str | ImageDataset, **kwargs: Any) -> ImageDataset:
-    """A registered dataset by spec (``"digits"``, ``"digits:split=train"``) or an `ImageDataset` as is."""
+    """A registered dataset by spec (``"digits"``, ``"digits:split=train"``) or an `ImageDataset` as is.
+
+    Spec values are converted by the dataset's declared parameter kinds and checked against their
+    ranges (`harness.params`) before anything is loaded or allocated.
+    """
     if isinstance(spec, ImageDataset):
         return spec
-    name, args = parse_spec(spec)
-    return DATASETS.create(name, **{**args, **kwargs})
+    return DATASETS.from_spec(spec, **kwargs)
 
 
 def _dataset_name(spec: str) -> str:
@@ -158,7 +161,10 @@ def evaluate(
     from harness.models.external import probe
 
     cfg = EvalConfig(**config)
-    # The model first: its errors do not wait for (possibly large) data to load.
+    # The suite first (parsing and every declared parameter): a bad suite fails before any work.
+    suite = load_suite(suite)
+    suite.check()
+    # Then the model: its errors do not wait for (possibly large) data to load.
     m, info = load_model(
         model,
         dataset=dataset,
@@ -219,8 +225,9 @@ def train(
     if isinstance(dataset, ImageDataset):
         train_ds, test_ds = dataset, None
     else:
-        name, args = parse_spec(dataset)
-        args.pop("split", None)
+        name, raw = split_spec(dataset)
+        raw.pop("split", None)
+        args = DATASETS.parse(name, raw)
         train_ds = DATASETS.create(name, split="train", **args)
         test_ds = DATASETS.create(name, split="test", **args)
     cfg = TrainConfig(**config)
@@ -389,6 +396,31 @@ def plan_sweep(
 
 def list_registry(kind: str, pattern: str = "*") -> list[tuple[str, str]]:
     """(name, one-line summary) pairs of a registry: datasets, models, attacks, corruptions, objectives, suites."""
+    return [(e.name, e.summary) for e in _registry(kind).entries(pattern)]
+
+
+def describe_entry(kind: str, name: str) -> dict[str, Any]:
+    """One entry's declared parameters (kind, allowed values, default, doc) and reference budget, if any.
+
+    ``{"name", "summary", "params": [{"name", "type", "allowed", "default", "doc"}], "reference": ...}``
+    """
+    entry = _registry(kind).get(name)
+    params = [
+        {
+            "name": n,
+            "type": p.type_name(),
+            "allowed": p.allowed(),
+            "default": "required" if p.required else p.default,
+            "doc": p.doc,
+        }
+        for n, p in entry.params.items()
+    ]
+    ref = getattr(entry.factory, "REFERENCE", None)
+    reference = {"budget": dict(ref.budget), "source": ref.source} if ref is not None else None
+    return {"name": entry.name, "summary": entry.summary, "params": params, "reference": reference}
+
+
+def _registry(kind: str):
     if kind not in REGISTRIES:
         from harness.registry import close_matches
 
@@ -396,4 +428,4 @@ def list_registry(kind: str, pattern: str = "*") -> list[tuple[str, str]]:
             f"unknown registry {kind!r}.{close_matches(kind, list(REGISTRIES))}",
             f"choose one of {', '.join(REGISTRIES)}",
         )
-    return [(e.name, e.summary) for e in REGISTRIES[kind].entries(pattern)]
+    return REGISTRIES[kind]

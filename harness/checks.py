@@ -4,8 +4,9 @@
 non-finite logits) raise `ModelError`; suspicious properties become findings. With ``full=True`` it
 also runs an unbounded attack (L-inf eps = 1) that any working gradient attack wins. `postcheck`
 runs on the aggregated result, using the per-entry counts the engine records (``broken_first``:
-samples an entry broke that no earlier entry of its threat model had broken). Findings are
-reported next to the numbers they cast doubt on.
+samples an entry broke that no earlier entry of its threat model had broken, and ``below_reference``:
+budget parameters set below the attack's declared reference budget). Findings are reported next to
+the numbers they cast doubt on.
 """
 
 from __future__ import annotations
@@ -325,4 +326,36 @@ def postcheck(result: Result) -> list[Finding]:
         out += _black_box_findings(g, clean.n)
         out += _masking_findings(g, clean.n)
     out += _large_eps_findings(result)
+    out += reference_findings(result)
     return out
+
+
+def reference_findings(result: Result) -> list[Finding]:
+    """``weaker-than-reference``: a suite entry that ran below its attack's declared reference budget.
+
+    The robust accuracy beside it may be higher than the reference attack would leave; the finding
+    names the entry, each parameter, its value and the reference (with the source of the reference).
+    """
+    out = []
+    for g in result.threat_models:
+        for e in g.entries:
+            short = e.get("below_reference") or []
+            if not short or e.get("skipped"):
+                continue
+            parts = ", ".join(f"{s['param']} {_fmt(s['value'])} < {_fmt(s['reference'])}" for s in short)
+            sources = "; ".join(dict.fromkeys(str(s.get("source", "")) for s in short if s.get("source")))
+            out.append(
+                Finding(
+                    "weaker-than-reference",
+                    "warning",
+                    f"{e['key']} ran below its reference budget ({parts}; reference: {sources}): the robust "
+                    f"accuracy at {g.key} may be higher than a reference-strength attack would leave",
+                    related=g.key,
+                    data={"entry": e["key"], "shortfalls": short},
+                )
+            )
+    return out
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)

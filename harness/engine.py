@@ -696,6 +696,7 @@ class Evaluation:
                             **({"skipped": self.skipped[k]} if k in self.skipped else {}),
                             "broken_first": int(e_first[k]),
                             "black_box": _is_black_box(self.entries[k].name, self.attackers[k]),
+                            **_below_reference(self.attackers[k]),
                             "seconds": round(timing.get(self.entries[k].key, 0.0), 4),
                         }
                         for k in members
@@ -752,6 +753,13 @@ def _error_from(msg: tuple) -> HarnessError:
 
 def _is_black_box(name: str, attacker: Any) -> bool:
     return name == "square" or bool(getattr(attacker, "black_box", False))
+
+
+def _below_reference(attacker: Any) -> dict[str, Any]:
+    """``{"below_reference": [...]}`` for an attack run below its declared reference budget, else {}."""
+    fn = getattr(attacker, "reference_shortfalls", None)
+    shortfalls = fn() if callable(fn) else []
+    return {"below_reference": shortfalls} if shortfalls else {}
 
 
 def _config_of(obj: Any) -> dict[str, Any]:

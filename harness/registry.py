@@ -2,24 +2,27 @@
 
 Modelled on timm's `register_model`/`create_model`: an entry is registered where it is defined,
 its one-line summary is the first line of its docstring, and unknown names fail with the closest
-matches. Built-in entries live in plugin packages that are imported on first lookup, so the core
-never imports a concrete attack or objective by name; third-party packages can add entries via the
-``harness.plugins`` entry-point group.
+matches. Every entry's parameters are declared (`harness.params`): `create` checks each value
+against its declared kind and range before the factory runs. Built-in entries live in plugin
+packages that are imported on first lookup, so the core never imports a concrete attack or
+objective by name; third-party packages can add entries via the ``harness.plugins`` entry-point
+group.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import fnmatch
 import importlib
 import inspect
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, Generic, TypeVar
 
 from harness.errors import UnknownNameError, UsageError
+from harness.params import Param, declared_params, resolve
+from harness.spec import split_spec
 
 T = TypeVar("T")
 
@@ -28,35 +31,59 @@ PLUGIN_GROUP = "harness.plugins"
 
 @dataclass(frozen=True)
 class Entry(Generic[T]):
-    """A registered factory with its name, kind and one-line summary."""
+    """A registered factory with its name, kind, one-line summary and declared parameters."""
 
     name: str
     kind: str
     factory: Callable[..., T]
     summary: str
     tags: tuple[str, ...] = ()
+    # Every public keyword parameter, complete (kind, range, default): see `harness.params`.
+    params: dict[str, Param] = field(default_factory=dict)
+    takes_any: bool = False  # the factory also takes **kwargs (only declared parameters are checked)
 
     def parameters(self) -> dict[str, Any]:
         """Keyword parameters the factory accepts, with their defaults (``inspect.Parameter.empty`` if required)."""
-        target = self.factory
-        if dataclasses.is_dataclass(target):
-            out = {}
-            for f in dataclasses.fields(target):
-                if not f.init:
+        return {n: (inspect.Parameter.empty if p.required else p.default) for n, p in self.params.items()}
+
+    @property
+    def where(self) -> str:
+        return f"{self.kind} {self.name!r}"
+
+    def validate(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """``kwargs`` checked against the declarations (unknown names, kind, range, choices, required ones).
+
+        Returns the normalised values (ints for integer parameters, floats for numbers); raises one
+        `UsageError` naming the entry, the parameter, the value and what is allowed.
+        """
+        out: dict[str, Any] = {}
+        for k, v in kwargs.items():
+            p = self.params.get(k)
+            if p is None:
+                if self.takes_any and not k.startswith("_"):
+                    out[k] = v
                     continue
-                if f.default is not dataclasses.MISSING:
-                    out[f.name] = f.default
-                elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-                    out[f.name] = f.default_factory()  # type: ignore[misc]
-                else:
-                    out[f.name] = inspect.Parameter.empty
-            return out
-        sig = inspect.signature(target)
-        return {
-            n: p.default
-            for n, p in sig.parameters.items()
-            if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and n != "self"
-        }
+                raise UsageError(
+                    f"{self.where} has no parameter {k!r}.{close_matches(k, list(self.params))}",
+                    f"its parameters: {', '.join(self.params) or 'none'}",
+                )
+            out[k] = p.check(v, k, self.where)
+        missing = [n for n, p in self.params.items() if p.required and n not in out]
+        if missing:
+            p = self.params[missing[0]]
+            raise UsageError(
+                f"{self.where} needs the parameter {missing[0]!r} ({p.allowed()})",
+                f"{missing[0]}: {p.doc}" if p.doc else f"run `harness list {self.kind}s {self.name}`",
+            )
+        return out
+
+    def parse(self, raw: dict[str, str]) -> dict[str, Any]:
+        """Command-line text values (``-p key=value``, dataset specs) converted by their declared kinds."""
+        out: dict[str, Any] = {}
+        for k, text in raw.items():
+            p = self.params.get(k)
+            out[k] = p.parse(text) if p is not None else Param().parse(text)
+        return out
 
 
 def _summary(obj: Any) -> str:
@@ -80,22 +107,37 @@ class Registry(Generic[T]):
         self._loaded = False
 
     def register(
-        self, name: str, *, summary: str | None = None, tags: tuple[str, ...] = ()
+        self,
+        name: str,
+        *,
+        summary: str | None = None,
+        tags: tuple[str, ...] = (),
+        params: Mapping[str, Param] | None = None,
     ) -> Callable[[Callable[..., T]], Callable[..., T]]:
-        """Decorator registering a class or function under ``name``; a duplicate name is an error."""
+        """Decorator registering a class or function under ``name``; a duplicate name is an error.
+
+        ``params`` declares parameters (range, choices, doc) in addition to a class's ``PARAMS``.
+        """
 
         def deco(factory: Callable[..., T]) -> Callable[..., T]:
-            self.add(name, factory, summary=summary, tags=tags)
+            self.add(name, factory, summary=summary, tags=tags, params=params)
             return factory
 
         return deco
 
     def add(
-        self, name: str, factory: Callable[..., T], *, summary: str | None = None, tags: tuple[str, ...] = ()
+        self,
+        name: str,
+        factory: Callable[..., T],
+        *,
+        summary: str | None = None,
+        tags: tuple[str, ...] = (),
+        params: Mapping[str, Param] | None = None,
     ) -> None:
         if name in self._entries and self._entries[name].factory is not factory:
             raise ValueError(f"duplicate {self.kind} name {name!r}")
-        self._entries[name] = Entry(name, self.kind, factory, summary or _summary(factory), tags)
+        resolved, takes_any = resolve(factory, declared_params(factory, params))
+        self._entries[name] = Entry(name, self.kind, factory, summary or _summary(factory), tags, resolved, takes_any)
         try:
             factory.registry_name = name  # type: ignore[attr-defined]
         except (AttributeError, TypeError):
@@ -112,6 +154,8 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> Entry[T]:
         self._load()
+        if not isinstance(name, str):
+            raise UsageError(f"a {self.kind} name must be a string, not {name!r}", f"run `harness list {self.kind}s`")
         try:
             return self._entries[name]
         except KeyError:
@@ -120,26 +164,23 @@ class Registry(Generic[T]):
                 f"run `harness list {self.kind}s` to see them all",
             ) from None
 
-    def create(self, name: str, **kwargs: Any) -> T:
-        """Build the entry, rejecting parameters it does not take (with the closest names)."""
+    def validate(self, name: str, /, **kwargs: Any) -> dict[str, Any]:
+        """The checked, normalised parameters `create` would pass to the factory (nothing is built)."""
+        return self.get(name).validate(kwargs)
+
+    def create(self, name: str, /, **kwargs: Any) -> T:
+        """Build the entry after checking every parameter against its declaration (`Entry.validate`)."""
         entry = self.get(name)
-        accepted = entry.parameters()
-        takes_any = any(
-            p.kind == p.VAR_KEYWORD
-            for p in (
-                inspect.signature(entry.factory).parameters.values()
-                if not dataclasses.is_dataclass(entry.factory)
-                else []
-            )
-        )
-        if not takes_any:
-            for k in kwargs:
-                if k not in accepted:
-                    raise UsageError(
-                        f"{self.kind} {name!r} has no parameter {k!r}.{close_matches(k, list(accepted))}",
-                        f"its parameters: {', '.join(accepted) or 'none'}",
-                    )
-        return entry.factory(**kwargs)
+        return entry.factory(**entry.validate(kwargs))
+
+    def parse(self, name: str, raw: dict[str, str]) -> dict[str, Any]:
+        """Text values from the command line converted by the entry's declared kinds (see `Param.parse`)."""
+        return self.get(name).parse(raw)
+
+    def from_spec(self, spec: str, /, **overrides: Any) -> T:
+        """Build from a ``name:key=value,...`` spec; values are converted by the declared kinds."""
+        name, raw = split_spec(spec)
+        return self.create(name, **{**self.parse(name, raw), **overrides})
 
     def names(self, pattern: str = "*") -> list[str]:
         self._load()

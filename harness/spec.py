@@ -24,14 +24,23 @@ def parse_value(text: str) -> Any:
 
 
 def parse_kv(items: list[str] | None, what: str = "parameter") -> dict[str, Any]:
-    """``["a=1", "b=x"]`` -> ``{"a": 1, "b": "x"}``."""
-    out: dict[str, Any] = {}
+    """``["a=1", "b=x"]`` -> ``{"a": 1, "b": "x"}`` (values as Python literals, else strings)."""
+    return {k: parse_value(v) for k, v in split_kv(items, what).items()}
+
+
+def split_kv(items: list[str] | None, what: str = "parameter") -> dict[str, str]:
+    """``["a=1", "b=x"]`` -> ``{"a": "1", "b": "x"}``: the text of each value, for a declared conversion
+    (`harness.registry.Registry.parse`)."""
+    out: dict[str, str] = {}
     for item in items or []:
         for part in _split(item):
             if "=" not in part:
-                raise UsageError(f"{what} {part!r} is not key=value")
+                raise UsageError(f"{what} {part!r} is not key=value", "e.g. -p steps=20 or --model-arg hidden=[64]")
             k, v = part.split("=", 1)
-            out[k.strip().replace("-", "_")] = parse_value(v)
+            key = k.strip().replace("-", "_")
+            if not key:
+                raise UsageError(f"{what} {part!r} has no name before '='", "write key=value, e.g. steps=20")
+            out[key] = v.strip()
     return out
 
 
@@ -58,8 +67,16 @@ def _split(text: str) -> list[str]:
 
 def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
     """``"digits:split=train,size=32"`` -> ``("digits", {"split": "train", "size": 32})``."""
+    name, raw = split_spec(spec)
+    return name, {k: parse_value(v) for k, v in raw.items()}
+
+
+def split_spec(spec: str) -> tuple[str, dict[str, str]]:
+    """``"digits:split=train,size=32"`` -> ``("digits", {"split": "train", "size": "32"})`` (value text)."""
+    if not isinstance(spec, str):
+        raise UsageError(f"a spec must be text like name:key=value, not {spec!r}", "e.g. digits:split=train")
     name, _, rest = spec.partition(":")
-    return name.strip(), parse_kv([rest] if rest else [])
+    return name.strip(), split_kv([rest] if rest else [], f"spec {spec!r}: argument")
 
 
 def default_run_name(model: str, suite: str) -> str:

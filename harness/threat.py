@@ -38,7 +38,8 @@ class ThreatModel:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "norm", canonical_norm(self.norm))
-        if not isinstance(self.eps, (int, float)) or not math.isfinite(self.eps) or self.eps <= 0:
+        bad_type = isinstance(self.eps, bool) or not isinstance(self.eps, (int, float))
+        if bad_type or not math.isfinite(self.eps) or self.eps <= 0:
             raise UsageError(
                 f"eps must be a positive number, not {self.eps!r}",
                 "eps is the radius of the threat model in [0, 1] pixel units, e.g. 8/255 = 0.0314 for L-inf",

@@ -14,7 +14,7 @@ so training is resume-exact. The module name starts with ``_`` so the plugin loa
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +22,7 @@ from scipy.special import betaincinv
 from torch import Tensor
 
 from harness.errors import UsageError
+from harness.params import Param
 from harness.rng import keyed_normal, keyed_randint, keyed_uniform, stream_seed
 
 from ..objective import StepState, TrainContext
@@ -117,10 +118,12 @@ class AuxData:
 
     aux: str = "noise"
     aux_batch: int = 128
+    PARAMS: ClassVar[dict[str, Param]] = {
+        "aux": Param("auxiliary images: 'noise' (seeded uniform) or a dataset spec, e.g. 'synthetic:channels=1'"),
+        "aux_batch": Param("auxiliary images per step", ge=1, le=65536),
+    }
 
     def setup_aux(self, ctx: TrainContext) -> None:
-        if self.aux_batch < 1:
-            raise UsageError(f"aux_batch must be >= 1, not {self.aux_batch}")
         self._shape = tuple(ctx.train_data.shape)
         self._aux_data: Any = None
         if self.aux == "noise":

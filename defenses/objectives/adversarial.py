@@ -22,12 +22,14 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness.errors import UsageError
+from harness.params import Param
 from harness.registry import OBJECTIVES
 from harness.rng import stream_seed
 
@@ -45,11 +47,16 @@ class AttackSettings:
     norm: str = "linf"
     init: str = "uniform"
 
+    PARAMS: ClassVar[dict[str, Param]] = {
+        "eps": Param("training attack radius (None: the dataset's training eps, 8/255 on CIFAR)", gt=0),
+        "step_size": Param("training PGD step (None: eps / 4)", gt=0),
+        "steps": Param("training PGD steps", ge=1),
+        "norm": Param("training attack norm", choices=("linf", "l2")),
+        "init": Param("PGD start: uniform in the ball, 0.001 * N(0, 1) (TRADES, MART), or x itself",
+                      choices=("uniform", "normal", "zero")),
+    }  # fmt: skip
+
     def resolve_attack(self, ctx: TrainContext) -> None:
-        if self.init not in ("uniform", "normal", "zero"):
-            raise UsageError(f"unknown init {self.init!r}", "use 'uniform', 'normal' (0.001*N(0,1)) or 'zero'")
-        if self.steps < 0:
-            raise UsageError(f"steps must be >= 0, not {self.steps}")
         if self.eps is None:
             self.eps = ctx.default_eps.get(self.norm, 8 / 255)
         if self.step_size is None:
@@ -201,11 +208,10 @@ class Trades(AttackSettings, Objective):
 
     init: str = "normal"
     beta: float = 6.0
+    PARAMS: ClassVar[dict[str, Param]] = {"beta": Param("weight of the KL (robustness) term", ge=0)}
 
     def setup(self, ctx: TrainContext) -> None:
         self.resolve_attack(ctx)
-        if self.beta < 0:
-            raise UsageError(f"trades beta must be >= 0, not {self.beta}")
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor, state: StepState) -> tuple[Tensor, dict[str, Tensor]]:
         with torch.no_grad():
@@ -238,11 +244,10 @@ class Mart(AttackSettings, Objective):
 
     init: str = "normal"
     beta: float = 6.0
+    PARAMS: ClassVar[dict[str, Param]] = {"beta": Param("weight of the misclassification-aware KL term", ge=0)}
 
     def setup(self, ctx: TrainContext) -> None:
         self.resolve_attack(ctx)
-        if self.beta < 0:
-            raise UsageError(f"mart beta must be >= 0, not {self.beta}")
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor, state: StepState) -> tuple[Tensor, dict[str, Tensor]]:
         xa, _ = self.adversarial(model, x, y, state)
@@ -267,11 +272,13 @@ class Gairat(AttackSettings, Objective):
 
     lam: float = -1.0
     begin_epoch: int | None = None
+    PARAMS: ClassVar[dict[str, Param]] = {
+        "lam": Param("weight-schedule offset lambda (inf: plain PGD-AT)", finite=False),
+        "begin_epoch": Param("1-based epoch from which samples are reweighted (None: half of the epochs)", ge=1),
+    }
 
     def setup(self, ctx: TrainContext) -> None:
         self.resolve_attack(ctx)
-        if self.steps < 1:
-            raise UsageError("gairat needs steps >= 1 (kappa counts PGD steps)")
         self.begin_epoch = _burn_in(self.begin_epoch, ctx.epochs, "begin_epoch")
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor, state: StepState) -> tuple[Tensor, dict[str, Tensor]]:
@@ -304,26 +311,24 @@ class Lrat(AttackSettings, Objective):
     g: str = "identity"
     lam: float = -1.0
     c: float = 1.0
+    PARAMS: ClassVar[dict[str, Param]] = {
+        # The loss names of the registered PGD (attacks/losses.py LOSSES); defenses/ does not import attacks/.
+        "attacks": Param(
+            "one training attack variant per PGD loss",
+            max_len=8,
+            item=Param("a PGD loss", choices=("ce", "margin", "cw", "dlr")),
+        ),
+        "vulnerability": Param("V: 1 - p_y(x~) ('prob') or 1 - kappa/K ('kappa')", choices=("prob", "kappa")),
+        "g": Param("weight function of the vulnerability", choices=("identity", "tanh")),
+        "lam": Param("offset of g = 'tanh'"),
+        "c": Param("total weight C of a sample's group", gt=0),
+    }
 
     def setup(self, ctx: TrainContext) -> None:
         self.resolve_attack(ctx)
-        if isinstance(self.attacks, str):
-            self.attacks = (self.attacks,)
         self.attacks = tuple(self.attacks)
         if not self.attacks:
             raise UsageError("lrat needs at least one attack variant", "e.g. attacks=['ce','margin']")
-        from attacks.losses import get_loss
-
-        for a in self.attacks:
-            get_loss(a)
-        if self.vulnerability not in ("prob", "kappa"):
-            raise UsageError(f"unknown LRAT vulnerability {self.vulnerability!r}", "use 'prob' or 'kappa'")
-        if self.g not in ("identity", "tanh"):
-            raise UsageError(f"unknown LRAT g {self.g!r}", "use 'identity' or 'tanh'")
-        if self.vulnerability == "kappa" and self.steps < 1:
-            raise UsageError("lrat vulnerability='kappa' needs steps >= 1")
-        if self.c <= 0:
-            raise UsageError(f"lrat C must be > 0, not {self.c}")
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor, state: StepState) -> tuple[Tensor, dict[str, Tensor]]:
         variants, kappas = [], []
@@ -364,16 +369,18 @@ class Srat(AttackSettings, Objective):
     temperature: float = 0.1
     beta: float = 0.999
     defer_epoch: int | None = None
+    PARAMS: ClassVar[dict[str, Param]] = {
+        "lam": Param("weight of the feature-separation (SupCon) term", ge=0),
+        "temperature": Param("SupCon temperature", gt=0),
+        "beta": Param("effective-number class-weight parameter (Cui et al. 2019)", ge=0, lt=1),
+        "defer_epoch": Param("1-based epoch from which classes are reweighted (None: half of the epochs)", ge=1),
+    }
 
     def __post_init__(self) -> None:
         self._weights: Tensor | None = None
 
     def setup(self, ctx: TrainContext) -> None:
         self.resolve_attack(ctx)
-        if not 0 <= self.beta < 1:
-            raise UsageError(f"srat beta must be in [0, 1), not {self.beta}")
-        if self.temperature <= 0 or self.lam < 0:
-            raise UsageError("srat needs temperature > 0 and lam >= 0")
         if not hasattr(ctx.model, "features_and_logits"):
             raise UsageError(
                 "srat needs a model with features_and_logits(x) (penultimate features)",

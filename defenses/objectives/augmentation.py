@@ -25,16 +25,17 @@ All copies of a step go through the model in one forward pass (one BatchNorm bat
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from harness.errors import UsageError
+from harness.params import Param
 from harness.registry import OBJECTIVES
 
 from ..objective import Objective, StepState
-from ._shared import augment, beta_sample, check_augmentation, soft_cross_entropy
+from ._shared import AUGMENTATIONS, augment, beta_sample, soft_cross_entropy
 
 
 @OBJECTIVES.register("mixup")
@@ -43,6 +44,7 @@ class Mixup(Objective):
     """Mixup (Zhang et al. 2018): train on convex pairs of images and labels, lambda ~ Beta(alpha, alpha)."""
 
     alpha: float = 1.0
+    PARAMS: ClassVar[dict[str, Param]] = {"alpha": Param("Beta(alpha, alpha) mixing weights (0: no mixing)", ge=0)}
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor, state: StepState) -> tuple[Tensor, dict[str, Tensor]]:
         lam = beta_sample(self.alpha, state.generator)
@@ -60,11 +62,12 @@ class _Augmented(Objective):
     augmentation: str = "cutmix"
     sigma: float = 0.25
     alpha: float = 1.0
-
-    def __post_init__(self) -> None:
-        check_augmentation(self.augmentation)
-        if self.m < 1:
-            raise UsageError(f"m (augmented copies) must be >= 1, not {self.m}")
+    PARAMS: ClassVar[dict[str, Param]] = {
+        "m": Param("augmented copies per example (one forward pass of m x batch images)", ge=1, le=64),
+        "augmentation": Param("how each copy is made", choices=AUGMENTATIONS),
+        "sigma": Param("augmentation='gaussian': noise standard deviation", ge=0),
+        "alpha": Param("augmentation='mixup'/'cutmix': Beta(alpha, alpha) mixing weights", ge=0),
+    }
 
     def augment(self, x: Tensor, y: Tensor, state: StepState, copy: int) -> tuple[Tensor, Tensor]:
         """Copy ``copy`` of the batch and its soft targets."""
@@ -95,13 +98,12 @@ class _MMEL(_Augmented):
     augmentation: str = "crop-flip"
     lambda_p: float = 1.0
     lambda_t: float = 1.0
+    PARAMS: ClassVar[dict[str, Param]] = {
+        "lambda_p": Param("temperature of the softmax that weights the copies", gt=0),
+        "lambda_t": Param("weight of the reweighted augmented term", ge=0),
+    }
 
     soft = False
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not self.lambda_p > 0:
-            raise UsageError(f"lambda_p must be > 0, not {self.lambda_p}")
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor, state: StepState) -> tuple[Tensor, dict[str, Tensor]]:
         xs, ts = self.copies(x, y, state)

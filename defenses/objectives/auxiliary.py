@@ -21,12 +21,14 @@ from ``state.generator`` (``randint`` for ODNL, ``multinomial`` with replacement
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness.errors import UsageError
+from harness.params import Param
 from harness.registry import OBJECTIVES
 
 from ..objective import Objective, StepState, TrainContext
@@ -39,6 +41,7 @@ class ODNL(AuxData, Objective):
     """Open-set noisy labels (Wei et al. 2021): CE plus eta * CE of auxiliary OOD images with random labels."""
 
     eta: float = 2.5
+    PARAMS: ClassVar[dict[str, Param]] = {"eta": Param("weight of the CE on auxiliary images with random labels", ge=0)}
 
     def setup(self, ctx: TrainContext) -> None:
         self.setup_aux(ctx)
@@ -61,6 +64,10 @@ class OpenSampling(AuxData, Objective):
     aux_batch: int = 512
     lambda_o: float = 1.0
     alpha: float | None = None
+    PARAMS: ClassVar[dict[str, Param]] = {
+        "lambda_o": Param("weight of the CE on auxiliary images", ge=0),
+        "alpha": Param("complementary distribution alpha - pi_c (None: pi_max + pi_min - pi_c)", ge=0),
+    }
 
     def setup(self, ctx: TrainContext) -> None:
         self.setup_aux(ctx)

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness.errors import UsageError
+from harness.params import Param
 from harness.registry import OBJECTIVES
 
 from ..objective import Objective, StepState, TrainContext
@@ -86,6 +87,7 @@ class GCE(Objective):
     """Guided complement entropy (Chen et al. 2019): complement entropy scaled by p_y^alpha, replaces CE."""
 
     alpha: float = 1 / 3
+    PARAMS: ClassVar[dict[str, Param]] = {"alpha": Param("exponent of the guiding factor p_y^alpha", ge=0)}
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor, state: StepState) -> tuple[Tensor, dict[str, Tensor]]:
         z = model(x)
@@ -121,6 +123,10 @@ class HCOT(COT):
     """
 
     hierarchy: list[int] | None = None
+    PARAMS: ClassVar[dict[str, Param]] = {
+        "hierarchy": Param("fine -> coarse class map, one coarse id per class (None: from the data)",
+                           item=Param("a coarse class id", ge=0), max_len=100_000)
+    }  # fmt: skip
     needs_info: ClassVar[tuple[str, ...]] = ("coarse_labels_of_fine",)
 
     def setup(self, ctx: TrainContext) -> None:

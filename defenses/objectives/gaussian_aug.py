@@ -7,11 +7,12 @@ copies (the worst of m noisy copies) is compared against it. Noise is keyed by (
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from harness.errors import UsageError
+from harness.params import Param
 from harness.registry import OBJECTIVES
 
 from ..objective import Objective, StepState
@@ -24,10 +25,7 @@ class GaussianAug(Objective):
     """Gaussian augmentation (Cohen et al. 2019): cross-entropy on x + sigma * N(0, I), not clipped."""
 
     sigma: float = 0.25
-
-    def __post_init__(self) -> None:
-        if not self.sigma > 0:
-            raise UsageError(f"sigma must be > 0, not {self.sigma}")
+    PARAMS: ClassVar[dict[str, Param]] = {"sigma": Param("noise standard deviation (pixel units)", gt=0)}
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor, state: StepState) -> tuple[Tensor, dict[str, Tensor]]:
         xn, _ = augment("gaussian", x, y, state.num_classes, state, 0, sigma=self.sigma, alpha=1.0)

@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness.errors import UsageError
+from harness.params import Param
 from harness.registry import OBJECTIVES
 
 from ..objective import Objective, StepState
@@ -39,10 +41,7 @@ class LogitNorm(Objective):
     """Logit normalisation (Wei et al. 2022): cross-entropy on z / (tau ||z||), tau = 0.04."""
 
     tau: float = 0.04
-
-    def __post_init__(self) -> None:
-        if not self.tau > 0:
-            raise UsageError(f"logitnorm tau must be > 0, not {self.tau}")
+    PARAMS: ClassVar[dict[str, Param]] = {"tau": Param("temperature: CE on z / (tau ||z||)", gt=0)}
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor, state: StepState) -> tuple[Tensor, dict[str, Tensor]]:
         z = model(x)
@@ -58,10 +57,11 @@ class LogitClip(Objective):
     tau: float = 1.5
     p: float = 2.0
     official_code_compat: bool = False
-
-    def __post_init__(self) -> None:
-        if not self.tau > 0 or not self.p >= 1:
-            raise UsageError(f"logitclip needs tau > 0 and p >= 1, got tau={self.tau}, p={self.p}")
+    PARAMS: ClassVar[dict[str, Param]] = {
+        "tau": Param("norm threshold above which logits are clipped", gt=0),
+        "p": Param("the Lp norm of the logits (inf: max norm)", ge=1, finite=False),
+        "official_code_compat": Param("rescale clipped logits to norm 1/tau, as the official code does"),
+    }
 
     def clip(self, z: Tensor) -> Tensor:
         norm = z.norm(p=self.p, dim=1, keepdim=True) + 1e-7
@@ -87,10 +87,11 @@ class SquareLoss(Objective):
     coding: str = "simplex"
     rescale_k: float = 1.0
     rescale_m: float = 15.0
-
-    def __post_init__(self) -> None:
-        if self.coding not in ("simplex", "onehot"):
-            raise UsageError(f"unknown square-loss coding {self.coding!r}", "use 'simplex' or 'onehot'")
+    PARAMS: ClassVar[dict[str, Param]] = {
+        "coding": Param("targets: simplex-coded (Hu et al.) or one-hot (Hui & Belkin)", choices=("simplex", "onehot")),
+        "rescale_k": Param("coding='onehot': weight k of the true-class term", gt=0),
+        "rescale_m": Param("coding='onehot': target value M of the true-class logit", gt=0),
+    }
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor, state: StepState) -> tuple[Tensor, dict[str, Tensor]]:
         z = model(x)

@@ -13,12 +13,28 @@ def list_cmd(
     kind: str = typer.Argument(..., help="datasets, models, attacks, corruptions, objectives or suites"),
     pattern: str = typer.Argument("*", help="wildcard filter, e.g. 'pgd*'"),
 ) -> None:
-    """List registered datasets, models, attacks, corruptions, objectives or suites."""
-    from harness.api import list_registry
+    """List registered datasets, models, attacks, corruptions, objectives or suites.
+
+    With an exact NAME as the pattern, also print that entry's declared parameters (type, allowed
+    values, default) and its reference budget.
+    """
+    from harness.api import describe_entry, list_registry
 
     t = Table(title=kind)
     t.add_column("name", style="bold")
     t.add_column("summary")
-    for name, summary in list_registry(kind, pattern):
+    rows = list_registry(kind, pattern)
+    for name, summary in rows:
         t.add_row(name, summary)
     console.print(t)
+    if [n for n, _ in rows] == [pattern]:
+        d = describe_entry(kind, pattern)
+        p = Table(title=f"{pattern}: parameters")
+        for col in ("parameter", "allowed", "default", "description"):
+            p.add_column(col)
+        for row in d["params"]:
+            p.add_row(row["name"], row["allowed"], repr(row["default"]), row["doc"])
+        console.print(p)
+        if d["reference"]:
+            budget = ", ".join(f"{k} >= {v}" for k, v in d["reference"]["budget"].items())
+            console.print(f"reference budget: {budget} — {d['reference']['source']}", highlight=False)

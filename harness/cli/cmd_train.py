@@ -31,15 +31,17 @@ def train(
 ) -> None:
     """Train a model with an objective; resumes if interrupted (same arguments)."""
     from harness.api import train as api_train
-    from harness.spec import parse_kv
+    from harness.registry import MODELS, OBJECTIVES
+    from harness.spec import split_kv
 
     res = api_train(
         objective,
         model,
         dataset,
         out=out,
-        objective_params=parse_kv(param),
-        model_args=parse_kv(model_arg, "model argument"),
+        # Text values converted by the declared kinds (-p label_smoothing=abc: "not a number").
+        objective_params=OBJECTIVES.parse(objective, split_kv(param)) if param else None,
+        model_args=MODELS.parse(model, split_kv(model_arg, "model argument")) if model_arg else None,
         label_noise=label_noise,
         imbalance=imbalance,
         epochs=epochs,

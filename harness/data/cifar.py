@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from harness.errors import DataError
+from harness.params import Param
 from harness.registry import DATASETS
 
 from .base import ImageDataset
@@ -119,7 +120,15 @@ def _load(
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
-@DATASETS.register("cifar10")
+@DATASETS.register(
+    "cifar10",
+    params={
+        "split": Param("official split", choices=("test", "train")),
+        "root": Param(
+            "folder holding cifar-10-batches-bin/ or -py/ (None: $HARNESS_DATA/cifar10, default data/cifar10)"
+        ),
+    },
+)
 def cifar10(split: str = "test", root: str | None = None) -> ImageDataset:
     """CIFAR-10 from a local folder: cifar-10-batches-bin/ or cifar-10-batches-py/ (official archives)."""
     r = Path(root) if root else default_root("cifar10")
@@ -147,7 +156,16 @@ def cifar10(split: str = "test", root: str | None = None) -> ImageDataset:
     )
 
 
-@DATASETS.register("cifar100")
+@DATASETS.register(
+    "cifar100",
+    params={
+        "split": Param("official split", choices=("test", "train")),
+        "root": Param(
+            "folder holding cifar-100-binary/ or -python/ (None: $HARNESS_DATA/cifar100, default data/cifar100)"
+        ),
+        "labels": Param("100 fine or 20 coarse classes", choices=("fine", "coarse")),
+    },
+)
 def cifar100(split: str = "test", root: str | None = None, labels: str = "fine") -> ImageDataset:
     """CIFAR-100 from a local folder: cifar-100-binary/ or cifar-100-python/; fine (100) or coarse (20) labels."""
     r = Path(root) if root else default_root("cifar100")

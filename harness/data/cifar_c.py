@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from harness.errors import DataError
+from harness.params import Param
 from harness.registry import DATASETS
 
 from .base import ImageDataset
@@ -94,13 +95,22 @@ def load_cifar_c(name: str, root: Path, corruption: str, severity: int, num_clas
     )
 
 
-@DATASETS.register("cifar10c")
+C_PARAMS = {
+    "corruption": Param("the corruption's file name (without .npy)", choices=CIFAR_C_CORRUPTIONS),
+    "severity": Param("severity, 1 (mild) to 5", ge=1, le=SEVERITIES),
+    "root": Param(
+        "folder holding the .npy files and labels.npy (None: $HARNESS_DATA/CIFAR-10-C or -100-C; HARNESS_DATA=data)"
+    ),
+}
+
+
+@DATASETS.register("cifar10c", params=C_PARAMS)
 def cifar10c(corruption: str = "gaussian_noise", severity: int = 1, root: str | None = None) -> ImageDataset:
     """CIFAR-10-C: one corruption at one severity from the official .npy files (memory-mapped, nothing downloaded)."""
     return load_cifar_c("cifar10c", Path(root) if root else default_root("CIFAR-10-C"), corruption, severity, 10)
 
 
-@DATASETS.register("cifar100c")
+@DATASETS.register("cifar100c", params=C_PARAMS)
 def cifar100c(corruption: str = "gaussian_noise", severity: int = 1, root: str | None = None) -> ImageDataset:
     """CIFAR-100-C: one corruption at one severity from the official .npy files (memory-mapped, nothing downloaded)."""
     return load_cifar_c("cifar100c", Path(root) if root else default_root("CIFAR-100-C"), corruption, severity, 100)

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from harness.errors import UsageError
+from harness.params import Param
 from harness.registry import DATASETS
 
 from .base import ImageDataset
@@ -34,7 +35,14 @@ def _split_rows(y: np.ndarray, split: str) -> np.ndarray:
     raise UsageError(f"unknown split {split!r} for digits", "use 'train', 'test' or 'all'")
 
 
-@DATASETS.register("digits")
+@DATASETS.register(
+    "digits",
+    params={
+        "split": Param("fixed stratified 70/30 split (seed 0), or all 1797 images", choices=("test", "train", "all")),
+        "size": Param("upsampled height = width in pixels (8: the original)", ge=1, le=512),
+        "channels": Param("channels (the grey image repeated)", ge=1, le=16),
+    },
+)
 def digits(split: str = "test", size: int = 8, channels: int = 1) -> ImageDataset:
     """Handwritten digits 0-9 (sklearn), 8x8x1 in [0, 1]; fixed stratified 70/30 train/test split (seed 0).
 

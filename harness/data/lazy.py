@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from harness.errors import DataError
+from harness.params import Param
 from harness.registry import DATASETS
 
 from .base import ImageDataset
@@ -118,7 +119,21 @@ class NpyRows:
         return np.ascontiguousarray(out.transpose(0, 3, 1, 2)) if self.layout == "nhwc" else out
 
 
-@DATASETS.register("npy")
+@DATASETS.register(
+    "npy",
+    params={
+        "x": Param("path of the images .npy: (N, C, H, W), (N, H, W, C) or (N, H, W); uint8 or float in [0, 1]"),
+        "y": Param("path of the labels .npy: N integers"),
+        "num_classes": Param("number of classes (None: 1 + the largest label)", ge=2, le=100_000),
+        "name": Param("dataset name in results and reports"),
+        "split": Param("split name in results and reports"),
+        "layout": Param(
+            "axis order of x (auto: NHWC when the last axis has 1 or 3 entries)", choices=("auto", "nchw", "nhwc")
+        ),
+        "offset": Param("first row used", ge=0),
+        "n": Param("rows used from offset (None: to the end)", ge=1),
+    },
+)
 def npy(
     x: str,
     y: str,
@@ -217,7 +232,18 @@ class ImageFiles:
         return h.hexdigest()
 
 
-@DATASETS.register("imagefolder")
+@DATASETS.register(
+    "imagefolder",
+    params={
+        "root": Param("folder with one sub-directory per class"),
+        "subset": Param("text file listing the images to use, one path per line relative to root"),
+        "size": Param("centre-crop size in pixels", ge=1, le=4096),
+        "resize": Param("shorter side before the crop, in pixels", ge=1, le=8192),
+        "name": Param("dataset name in results and reports"),
+        "split": Param("split name in results and reports"),
+        "n": Param("keep the first n images", ge=1),
+    },
+)
 def imagefolder(
     root: str,
     subset: str | None = None,

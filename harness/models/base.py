@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
+
+from harness.params import Param
 
 
 class Normalize(nn.Module):
@@ -26,6 +29,18 @@ class Classifier(nn.Module):
     `features` exposes the penultimate representation (used by objectives with feature terms, e.g.
     SRAT's separation loss) without a second forward pass through the trunk.
     """
+
+    # Architecture arguments shared by the built-in models (`harness.params`); bounds keep a typo or a
+    # hostile sidecar from allocating gigabytes before anything else is checked.
+    PARAMS: ClassVar[dict[str, Param]] = {
+        "num_classes": Param("number of output logits", ge=2, le=100_000),
+        "in_channels": Param("image channels", ge=1, le=64),
+        "input_size": Param("image height = width in pixels", ge=1, le=4096),
+        "mean": Param("per-channel mean subtracted inside the model (None: 0)", max_len=64,
+                      item=Param("a channel mean")),
+        "std": Param("per-channel standard deviation divided inside the model (None: 1)", max_len=64,
+                     item=Param("a channel standard deviation", gt=0)),
+    }  # fmt: skip
 
     def __init__(self, num_classes: int, in_channels: int, mean: Sequence[float] | None, std: Sequence[float] | None):
         super().__init__()

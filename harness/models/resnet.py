@@ -8,11 +8,13 @@ groups of (depth-4)/6 pre-activation blocks with widths 16k, 32k, 64k. WRN-28-10
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness.errors import UsageError
+from harness.params import Param
 from harness.registry import MODELS
 
 from .base import Classifier
@@ -70,6 +72,12 @@ class PreActResNet18(Classifier):
 @MODELS.register("wrn")
 class WideResNet(Classifier):
     """Wide ResNet WRN-depth-widen (default 28-10); depth must be 6n+4."""
+
+    PARAMS: ClassVar[dict[str, Param]] = {
+        "depth": Param("layers; 6n + 4 (e.g. 16, 28, 34, 70)", ge=10, le=106),
+        "widen": Param("width multiplier (WRN-70-16: 16)", ge=1, le=20),
+        "dropout": Param("dropout rate between the convolutions of a block", ge=0, lt=1),
+    }
 
     def __init__(
         self,

@@ -31,12 +31,50 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UsageError
-from harness.registry import ATTACKS, CERTIFIERS, CORRUPTIONS, SUITES
-from harness.threat import ThreatModel, canonical_norm
+from harness.params import Param
+from harness.registry import ATTACKS, CERTIFIERS, CORRUPTIONS, SUITES, Registry
+from harness.threat import NORMS, ThreatModel, canonical_norm
 
 PRESET_DIR = Path(__file__).parent
 # [calibration]: bootstrap resamples, bins, and the held-out split temperature scaling is fitted on.
-CALIBRATION_KEYS = {"bootstrap", "bins", "temperature"}
+CALIBRATION_PARAMS = {
+    "bootstrap": Param("bootstrap resamples of the confidence intervals", kind="int", ge=1, le=100_000),
+    "bins": Param("confidence bins of the ECE", kind="int", ge=1, le=10_000),
+    "temperature": Param("held-out split the softmax temperature is fitted on ('none': no scaling)", kind="str"),
+}
+CALIBRATION_KEYS = set(CALIBRATION_PARAMS)
+# Stand-in radii for eps = "dataset" when a suite is checked before the dataset is known.
+CHECK_EPS = {"linf": 8 / 255, "l2": 0.5}
+# The fields of each kind of entry, and what each must hold (checked when the file is parsed).
+ENTRY_FIELDS: dict[str, dict[str, str]] = {
+    "attack": {
+        "name": "name",
+        "norm": "string",
+        "eps": "eps",
+        "params": "table",
+        "label": "string",
+        "when": "strings",
+    },
+    "corruption": {"name": "name", "severity": "severity", "params": "table"},
+    "smoothing": {"name": "name", "params": "table", "label": "string"},
+}
+# What each field type accepts, in words (for the error message).
+FIELD_TYPES = {
+    "name": "a string (a registered name)",
+    "string": "a string",
+    "table": "a table, e.g. { steps = 20 }",
+    "strings": "a string or a list of strings",
+    "eps": "a positive number, a list of them, or 'dataset'",
+    "severity": "an integer 1-5, a list of them, or 'all'",
+}
+FIELD_EXAMPLES = {
+    "name": '"pgd"',
+    "string": '"pgd-margin"',
+    "table": "{ steps = 20 }",
+    "strings": '["gradients"]',
+    "eps": "[0.1, 0.2]",
+    "severity": "[1, 2, 3]",
+}
 
 
 @dataclass(frozen=True)
@@ -103,11 +141,20 @@ class Suite:
     smoothing: list[dict[str, Any]] = field(default_factory=list)
     calibration: dict[str, Any] = field(default_factory=dict)
 
-    def resolve(self, eps_grid: dict[str, tuple[float, ...]] | None = None) -> list[Entry]:
+    def check(self) -> None:
+        """Every entry's fields and declared parameters checked now, before a model or dataset is loaded.
+
+        ``eps = "dataset"`` stands for any valid grid here; `resolve` checks the real values later.
+        """
+        self.resolve({n: (CHECK_EPS[n],) for n in NORMS}, unique=False)
+
+    def resolve(self, eps_grid: dict[str, tuple[float, ...]] | None = None, *, unique: bool = True) -> list[Entry]:
+        """The entries at the dataset's eps grid; ``unique=False`` skips the duplicate-key check."""
         eps_grid = eps_grid or {}
         entries: list[Entry] = []
         for i, spec in enumerate(self.attacks):
             where = f"suite {self.name!r}, attack #{i + 1}"
+            _check_fields(spec, "attack", where)
             name = _req(spec, "name", where)
             if name not in ATTACKS:
                 ATTACKS.get(name)  # raises with suggestions
@@ -123,48 +170,53 @@ class Suite:
                         "give eps explicitly in the suite",
                     )
                 eps_list = list(eps_grid[norm])
-            elif isinstance(eps_spec, (int, float)):
+            elif _is_number(eps_spec):
                 eps_list = [float(eps_spec)]
-            elif isinstance(eps_spec, list) and all(isinstance(e, (int, float)) for e in eps_spec):
+            elif isinstance(eps_spec, list) and eps_spec and all(_is_number(e) for e in eps_spec):
                 eps_list = [float(e) for e in eps_spec]
             else:
-                raise UsageError(f"{where}: eps must be a number, a list of numbers or 'dataset', not {eps_spec!r}")
-            params = spec.get("params", {})
-            if not isinstance(params, dict):
-                raise UsageError(f"{where}: params must be a table")
+                raise UsageError(
+                    f"{where}: field 'eps' must be {FIELD_TYPES['eps']}, not {eps_spec!r}", "e.g. eps = 0.1"
+                )
+            params = _params(spec, where, reserved=("norm", "eps"))
             when = _when(spec.get("when", []), where)
             for eps in eps_list:
                 try:
                     ThreatModel(norm, eps)
                 except UsageError as e:
                     raise UsageError(f"{where}: {e.what}", e.hint) from None
+                _validate(ATTACKS, name, where, {"norm": norm, "eps": eps, **params})
                 entries.append(
                     Entry("attack", name, tuple(sorted(params.items())), norm, eps, label=spec.get("label"), when=when)
                 )
         for i, spec in enumerate(self.corruptions):
             where = f"suite {self.name!r}, corruption #{i + 1}"
+            _check_fields(spec, "corruption", where)
             name = _req(spec, "name", where)
             names = CORRUPTIONS.names() if name == "all" else [name]
+            sev = spec.get("severity", "all")
+            sevs = [1, 2, 3, 4, 5] if sev == "all" else ([sev] if _is_int(sev) else sev)
+            if not isinstance(sevs, list) or not sevs or not all(_is_int(s) and 1 <= s <= 5 for s in sevs):
+                raise UsageError(
+                    f"{where}: field 'severity' must be {FIELD_TYPES['severity']}, not {sev!r}", "e.g. severity = 3"
+                )
+            params = _params(spec, where, reserved=("severity",))
             for n in names:
                 CORRUPTIONS.get(n)
-                sev = spec.get("severity", "all")
-                sevs = [1, 2, 3, 4, 5] if sev == "all" else ([sev] if isinstance(sev, int) else sev)
-                if not isinstance(sevs, list) or not all(isinstance(s, int) and 1 <= s <= 5 for s in sevs):
-                    raise UsageError(f"{where}: severity must be 1-5, a list of them, or 'all', not {sev!r}")
-                params = spec.get("params", {})
                 for s in sevs:
+                    _validate(CORRUPTIONS, n, where, {**params, "severity": s})
                     entries.append(Entry("corruption", n, tuple(sorted({**params, "severity": s}.items())), severity=s))
         for i, spec in enumerate(self.smoothing):
             where = f"suite {self.name!r}, smoothing #{i + 1}"
+            _check_fields(spec, "smoothing", where)
             name = spec.get("name", "smoothing-l2")
             CERTIFIERS.get(name)
-            params = spec.get("params", {})
-            if not isinstance(params, dict):
-                raise UsageError(f"{where}: params must be a table")
+            params = _params(spec, where)
+            _validate(CERTIFIERS, name, where, params)
             entries.append(Entry("smoothing", name, tuple(sorted(params.items())), norm="l2", label=spec.get("label")))
         keys = [e.key for e in entries]
         dups = sorted({k for k in keys if keys.count(k) > 1})
-        if dups:
+        if dups and unique:
             raise UsageError(f"suite {self.name!r} has duplicate entries {dups}", "give them distinct 'label's")
         return entries
 
@@ -209,47 +261,110 @@ def _when(value: Any, where: str) -> tuple[str, ...]:
 
 def _req(spec: dict[str, Any], key: str, where: str) -> Any:
     if key not in spec:
-        raise UsageError(f"{where}: missing field {key!r}")
+        raise UsageError(f"{where}: missing field {key!r}", f"add {key} = ... to the entry")
     return spec[key]
+
+
+def _is_number(v: Any) -> bool:
+    """A TOML number; a boolean is not one (``eps = true`` must not become eps 1.0)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _fits(value: Any, field_type: str) -> bool:
+    if field_type in ("name", "string"):
+        return isinstance(value, str)
+    if field_type == "table":
+        return isinstance(value, dict)
+    if field_type == "strings":
+        return isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
+    if field_type == "eps":
+        return value == "dataset" or _is_number(value) or (isinstance(value, list) and all(map(_is_number, value)))
+    if field_type == "severity":
+        return value == "all" or _is_int(value) or (isinstance(value, list) and all(map(_is_int, value)))
+    raise AssertionError(field_type)
+
+
+def _check_fields(spec: Any, kind: str, where: str) -> None:
+    """Every field of one entry holds the type its kind allows (one line naming the field otherwise)."""
+    if not isinstance(spec, dict):
+        raise UsageError(f"{where} must be a table ([[{kind}]]), not {spec!r}", f"write each entry as [[{kind}]]")
+    for key, value in spec.items():
+        ftype = ENTRY_FIELDS[kind].get(key)
+        if ftype is not None and not _fits(value, ftype):
+            raise UsageError(
+                f"{where}: field {key!r} must be {FIELD_TYPES[ftype]}, not {value!r}",
+                f"e.g. {key} = {FIELD_EXAMPLES[ftype]} (the suite format: docs/attacks.md, 'Suites')",
+            )
+
+
+def _params(spec: dict[str, Any], where: str, reserved: tuple[str, ...] = ()) -> dict[str, Any]:
+    params = spec.get("params", {})
+    if not isinstance(params, dict):
+        raise UsageError(f"{where}: field 'params' must be {FIELD_TYPES['table']}, not {params!r}")
+    clash = [k for k in reserved if k in params]
+    if clash:
+        raise UsageError(
+            f"{where}: {clash[0]!r} is a field of the entry, not a parameter",
+            f"write {clash[0]} = ... beside name, outside params",
+        )
+    return params
+
+
+def _validate(registry: Registry[Any], name: str, where: str, params: dict[str, Any]) -> None:
+    """The entry's parameters checked against their declarations now, before any work is done."""
+    try:
+        registry.validate(name, **params)
+    except UsageError as e:
+        raise UsageError(f"{where}: {e.what}", e.hint) from None
 
 
 def parse_suite(text: str, name: str, source: str = "") -> Suite:
     """Parse suite TOML; syntax errors name the line and column, schema errors the field."""
+    what = f"suite {source or name}"
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise UsageError(f"suite {source or name}: malformed TOML: {e}", "fix the file and run again") from e
+        raise UsageError(f"{what}: malformed TOML: {e}", "fix the file and run again") from e
     unknown = sorted(set(data) - {"summary", "attack", "corruption", "smoothing", "calibration", "name"})
     if unknown:
         raise UsageError(
-            f"suite {source or name}: unknown field(s) {unknown}",
+            f"{what}: unknown field(s) {unknown}",
             "allowed: summary, attack, corruption, smoothing, calibration",
         )
+    for key in ("name", "summary"):
+        if key in data and not isinstance(data[key], str):
+            raise UsageError(f"{what}: field {key!r} must be a string, not {data[key]!r}", f'e.g. {key} = "..."')
     attacks, corruptions = data.get("attack", []), data.get("corruption", [])
     smoothing, calibration = data.get("smoothing", []), data.get("calibration", {})
     if not isinstance(calibration, dict) or sorted(set(calibration) - CALIBRATION_KEYS):
         raise UsageError(
-            f"suite {source or name}: [calibration] must be a table with fields from {sorted(CALIBRATION_KEYS)}"
+            f"{what}: [calibration] must be a table with fields from {sorted(CALIBRATION_KEYS)}",
+            "e.g. [calibration] bootstrap = 200",
         )
-    for label, items, allowed in (
-        ("attack", attacks, {"name", "norm", "eps", "params", "label", "when"}),
-        ("corruption", corruptions, {"name", "severity", "params"}),
-        ("smoothing", smoothing, {"name", "params", "label"}),
-    ):
+    for key, value in calibration.items():
+        CALIBRATION_PARAMS[key].check(value, key, f"{what}: [calibration]")
+    for label, items in (("attack", attacks), ("corruption", corruptions), ("smoothing", smoothing)):
+        allowed = set(ENTRY_FIELDS[label])
         if not isinstance(items, list):
-            raise UsageError(f"suite {source or name}: '{label}' must be an array of tables ([[{label}]])")
+            raise UsageError(
+                f"{what}: '{label}' must be an array of tables ([[{label}]]), not {items!r}",
+                f"write each entry under its own [[{label}]] header",
+            )
         for i, spec in enumerate(items):
+            _check_fields(spec, label, f"{what}: {label} #{i + 1}")
             bad = sorted(set(spec) - allowed)
             if bad:
                 line = _field_line(text, label, i, bad[0])
-                at = f"suite {source or name}" + (f" line {line}" if line else "")
+                at = what + (f" line {line}" if line else "")
                 raise UsageError(
                     f"{at}: {label} #{i + 1} has unknown field(s) {bad}",
                     f"allowed: {', '.join(sorted(allowed))}",
                 )
-    return Suite(
-        str(data.get("name", name)), str(data.get("summary", "")), attacks, corruptions, source, smoothing, calibration
-    )
+    return Suite(data.get("name", name), data.get("summary", ""), attacks, corruptions, source, smoothing, calibration)
 
 
 def _field_line(text: str, table: str, index: int, key: str) -> int | None:
@@ -272,12 +387,31 @@ def load_suite(spec: str | Suite) -> Suite:
     """A preset name or a path to a TOML file."""
     if isinstance(spec, Suite):
         return spec
+    if not isinstance(spec, str):
+        raise UsageError(f"a suite is a preset name or a .toml path, not {spec!r}", "run `harness list suites`")
     p = Path(spec)
     if p.suffix == ".toml":
         if not p.is_file():
-            raise UsageError(f"suite file {p} not found")
-        return parse_suite(p.read_text(), p.stem, str(p))
+            raise UsageError(f"suite file {p} not found", "check the path, or name a preset (harness list suites)")
+        return parse_suite(read_suite_text(p), p.stem, str(p))
     return SUITES.create(spec)
+
+
+def read_suite_text(path: Path) -> str:
+    """The file's text; a file that is not UTF-8 (as TOML requires) is one clear error."""
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise UsageError(
+            f"suite file {path} cannot be read: {e.strerror or e}", "check the path and its permissions"
+        ) from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UsageError(
+            f"suite {path}: not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start})",
+            "TOML files are UTF-8: save the file as UTF-8",
+        ) from None
 
 
 def _register_presets() -> None:

@@ -147,10 +147,10 @@ def test_deterministic_and_independent_of_batch_size(norm):
 def test_bad_parameters_raise_a_usage_error():
     from harness.errors import UsageError
 
-    with pytest.raises(UsageError):
-        FAB("linf", 0.1, steps=0)
-    with pytest.raises(UsageError):
-        FABTargeted("linf", 0.1, n_target_classes=0)
+    with pytest.raises(UsageError, match="steps = 0 is out of range"):
+        ATTACKS.create("fab", norm="linf", eps=0.1, steps=0)
+    with pytest.raises(UsageError, match="n_target_classes = 0 is out of range"):
+        ATTACKS.create("fab-t", norm="linf", eps=0.1, n_target_classes=0)
 
 
 @pytest.mark.slow

@@ -115,11 +115,14 @@ def test_deterministic_and_independent_of_batch_size(norm, eps):
 
 def test_bad_parameters_raise_a_usage_error():
     from harness.errors import UsageError
+    from harness.registry import ATTACKS
 
-    with pytest.raises(UsageError):
-        Square("linf", 0.1, loss="dlr")
-    with pytest.raises(UsageError):
-        Square("linf", 0.1, p_init=0)
+    with pytest.raises(UsageError, match="loss = 'dlr' is not a valid choice"):
+        ATTACKS.create("square", norm="linf", eps=0.1, loss="dlr")
+    with pytest.raises(UsageError, match=r"p_init = 0 is out of range; allowed: number in \(0, 1\]"):
+        ATTACKS.create("square", norm="linf", eps=0.1, p_init=0)
+    with pytest.raises(UsageError, match="n_queries = 0 is out of range"):
+        ATTACKS.create("square", norm="linf", eps=0.1, n_queries=0)
 
 
 @pytest.mark.slow

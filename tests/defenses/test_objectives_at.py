@@ -235,10 +235,12 @@ def test_lrat_loss_natural_term_gets_c_minus_sum():
 
 
 def test_lrat_rejects_unknown_options():
-    with pytest.raises(UsageError, match="vulnerability"):
-        Lrat(vulnerability="x").setup(ctx(Lin()))
-    with pytest.raises(UsageError, match="attack loss"):
-        Lrat(attacks=("ce", "nope")).setup(ctx(Lin()))
+    with pytest.raises(UsageError, match="vulnerability = 'x' is not a valid choice"):
+        OBJECTIVES.create("lrat", vulnerability="x")
+    with pytest.raises(UsageError, match=r"attacks\[1\] = 'nope' is not a valid choice"):
+        OBJECTIVES.create("lrat", attacks=("ce", "nope"))
+    with pytest.raises(UsageError, match="at least one attack variant"):
+        OBJECTIVES.create("lrat", attacks=[]).setup(ctx(Lin()))
 
 
 # ---- SRAT ------------------------------------------------------------------------------------------
