@@ -39,7 +39,7 @@ class Entry(Generic[T]):
     summary: str
     tags: tuple[str, ...] = ()
     # Every public keyword parameter, complete (kind, range, default): see `harness.params`.
-    params: dict[str, Param] = field(default_factory=dict)
+    params: dict[str, Param] = field(default_factory=dict, hash=False, compare=False)
     takes_any: bool = False  # the factory also takes **kwargs (only declared parameters are checked)
 
     def parameters(self) -> dict[str, Any]:

@@ -25,6 +25,7 @@ Entries run in file order; put cheap attacks first, since samples they break are
 
 from __future__ import annotations
 
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -383,10 +384,12 @@ def _field_line(text: str, table: str, index: int, key: str) -> int | None:
     return None
 
 
-def load_suite(spec: str | Suite) -> Suite:
+def load_suite(spec: str | os.PathLike[str] | Suite) -> Suite:
     """A preset name or a path to a TOML file."""
     if isinstance(spec, Suite):
         return spec
+    if isinstance(spec, os.PathLike):
+        spec = os.fspath(spec)
     if not isinstance(spec, str):
         raise UsageError(f"a suite is a preset name or a .toml path, not {spec!r}", "run `harness list suites`")
     p = Path(spec)

@@ -259,6 +259,15 @@ def test_bad_suite_fails_before_any_work(key: str, row: tuple[bytes, str], tmp_p
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_suite_path_may_be_a_path_object(tmp_path: Path) -> None:
+    from harness.suites import load_suite
+
+    (tmp_path / "s.toml").write_text('[[attack]]\nname = "fgsm"\neps = 0.1\n')
+    assert [e.key for e in load_suite(tmp_path / "s.toml").resolve()] == ["fgsm@linf-0.1"]
+    with pytest.raises(UsageError, match="a suite is a preset name or a .toml path, not 5"):
+        load_suite(5)  # type: ignore[arg-type]
+
+
 def test_dataset_spec_text_goes_through_the_declarations() -> None:
     from harness.api import load_dataset
 
