@@ -175,11 +175,12 @@ def test_robust_above_clean_postcheck():
 
 
 def test_normal_model_trips_nothing(model):
-    """A CE digits model under a sound suite, full checks (unbounded attack + attack unit test)."""
+    """A CE digits model under a sound suite (PGD at its reference 20 steps), full checks (unbounded attack +
+    attack unit test)."""
     suite = (
-        '[[attack]]\nname = "pgd"\nnorm = "linf"\neps = [0.05, 0.5]\nparams = { steps = 10 }\n'
+        '[[attack]]\nname = "pgd"\nnorm = "linf"\neps = [0.05, 0.5]\nparams = { steps = 20 }\n'
         '[[attack]]\nname = "pgd"\nlabel = "pgd-margin"\nnorm = "linf"\neps = [0.05, 0.5]\n'
-        'params = { steps = 10, loss = "margin" }\n'
+        'params = { steps = 20, loss = "margin" }\n'
         f'[[attack]]\nname = "{RANDOM}"\nnorm = "linf"\neps = [0.05, 0.5]\n'
     )
     res = run(model, suite, n=150, checks="full")

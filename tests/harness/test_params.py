@@ -264,7 +264,7 @@ def test_a_suite_path_may_be_a_path_object(tmp_path: Path) -> None:
 
     (tmp_path / "s.toml").write_text('[[attack]]\nname = "fgsm"\neps = 0.1\n')
     assert [e.key for e in load_suite(tmp_path / "s.toml").resolve()] == ["fgsm@linf-0.1"]
-    with pytest.raises(UsageError, match="a suite is a preset name or a .toml path, not 5"):
+    with pytest.raises(UsageError, match=r"a suite is a preset name or a \.toml path, not 5"):
         load_suite(5)  # type: ignore[arg-type]
 
 
