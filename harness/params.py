@@ -22,6 +22,7 @@ from __future__ import annotations
 import ast
 import collections.abc
 import dataclasses
+import difflib
 import inspect
 import math
 import numbers
@@ -203,7 +204,9 @@ class Param:
             except UsageError as e:
                 raise UsageError(f"{where}: {name} = {_short(value)}: {e.what}", e.hint) from None
         if self.choices is not None and not callable(out) and out not in self.choices:
-            self._fail(value, name, where, "is not a valid choice")
+            close = difflib.get_close_matches(out, [c for c in self.choices if isinstance(c, str)], n=1, cutoff=0.6)
+            suggestion = f" (did you mean {close[0]!r}?)" if isinstance(out, str) and close else ""
+            self._fail(value, name, where, f"is not a valid choice{suggestion}")
         return out
 
     def _typed(self, value: Any, name: str, where: str) -> Any:

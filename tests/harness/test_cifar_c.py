@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from harness.api import load_dataset
-from harness.errors import DataError
+from harness.errors import DataError, UsageError
 
 N = 6  # images per severity
 
@@ -57,7 +57,8 @@ def test_wrong_count_and_bad_arguments(root):
     np.save(path / "fog.npy", np.zeros((7, 32, 32, 3), np.uint8))
     with pytest.raises(DataError, match=r"fog\.npy"):
         load_dataset(f"cifar10c:root={path},corruption=fog,severity=1")
-    with pytest.raises(DataError, match="severity"):
+    # Argument errors come from the declared parameters (harness/params.py), before any file is read.
+    with pytest.raises(UsageError, match="severity = 6 is out of range"):
         load_dataset(f"cifar10c:root={path},corruption=fog,severity=6")
-    with pytest.raises(DataError, match="Did you mean 'fog'"):
+    with pytest.raises(UsageError, match="did you mean 'fog'"):
         load_dataset(f"cifar10c:root={path},corruption=fogg,severity=1")
