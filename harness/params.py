@@ -72,7 +72,7 @@ class Param:
     le: float | None = None
     lt: float | None = None
     choices: tuple[Any, ...] | None = None
-    kind: tuple[str, ...] | None = None
+    kind: str | tuple[str, ...] | None = None  # a string is one kind
     nullable: bool | None = None
     finite: bool = True
     item: Param | None = None

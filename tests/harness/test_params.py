@@ -277,6 +277,10 @@ def test_dataset_spec_text_goes_through_the_declarations() -> None:
         load_dataset("synthetic:size=100000")
     with pytest.raises(UsageError, match=r"n = 'many' is a string; allowed: integer"):
         load_dataset("synthetic:n=many")
+    from harness.api import train
+
+    with pytest.raises(UsageError, match=r"dataset 'synthetic': size = 100000 is out of range"):
+        train("ce", "mlp", "synthetic:size=100000", epochs=1, progress=False, device="cpu")
     # A baseline's recorded dataset spec is loaded through the same path (gate.dataset_spec_of).
     from harness.gate import dataset_spec_of
 
