@@ -120,7 +120,7 @@ class Registry(Generic[T]):
                 f"run `harness list {self.kind}s` to see them all",
             ) from None
 
-    def create(self, name: str, **kwargs: Any) -> T:
+    def create(self, name: str, /, **kwargs: Any) -> T:
         """Build the entry, rejecting parameters it does not take (with the closest names)."""
         entry = self.get(name)
         accepted = entry.parameters()

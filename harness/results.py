@@ -104,12 +104,20 @@ class Result:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Result:
+        if not isinstance(d, dict):
+            raise UsageError(f"a result must be a JSON object, not {type(d).__name__}")
         if d.get("schema_version") != RESULT_SCHEMA:
             raise UsageError(f"result schema_version {d.get('schema_version')!r}, this harness reads {RESULT_SCHEMA}")
         d = dict(d)
+        for key in ("model", "dataset", "suite", "config", "environment"):
+            if not isinstance(d.get(key), dict):
+                raise TypeError(f"{key} is {type(d.get(key)).__name__}, not an object")
+        for key in ("record", "timing", "extra"):
+            if not isinstance(d.get(key, {}), dict):
+                raise TypeError(f"{key} is not an object")
         d["clean"] = _acc(d["clean"])
-        d["groups"] = [GroupResult(**{**g, "accuracy": _acc(g["accuracy"])}) for g in d.get("groups", [])]
-        d["findings"] = [Finding(**f) for f in d.get("findings", [])]
+        d["groups"] = [GroupResult(**{**g, "accuracy": _acc(g["accuracy"])}) for g in _objects(d.get("groups", []))]
+        d["findings"] = [Finding(**f) for f in _objects(d.get("findings", []))]
         return cls(**d)
 
     @classmethod
@@ -120,13 +128,27 @@ class Result:
         if not p.is_file():
             raise UsageError(f"no result at {p}", "pass a run directory that holds result.json")
         try:
-            return cls.from_dict(json.loads(p.read_text()))
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise UsageError(
-                f"{p} is not a valid result file ({e})",
-                "it is torn or was edited; run the same `harness evaluate` again to recompute it from the record",
-            ) from e
+            return cls.from_dict(json.loads(p.read_text(encoding="utf-8")))
+        except UsageError as e:
+            raise UsageError(f"{p}: {e.what}", e.hint or _RERUN) from None
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
+            # ValueError covers JSONDecodeError and UnicodeDecodeError
+            raise UsageError(f"{p} is not a valid result file ({type(e).__name__}: {e})", _RERUN) from None
+
+
+_RERUN = "it is torn or was edited; run the same `harness evaluate` again to recompute it from the record"
+
+
+def _objects(items: Any) -> list[dict[str, Any]]:
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        raise TypeError("groups and findings must be lists of objects")
+    return items
 
 
 def _acc(a: dict[str, Any]) -> Accuracy:
+    if not isinstance(a, dict):
+        raise TypeError(f"an accuracy is {type(a).__name__}, not an object")
+    vals = (a["correct"], a["n"], a["accuracy"], *a["ci95"])
+    if len(a["ci95"]) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
+        raise TypeError(f"accuracy {a!r} does not hold numbers correct, n, accuracy and a ci95 pair")
     return Accuracy(a["correct"], a["n"], a["accuracy"], tuple(a["ci95"]))  # type: ignore[arg-type]

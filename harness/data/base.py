@@ -12,6 +12,14 @@ from torch import Tensor
 
 from harness.errors import DataError
 
+# Declared maxima, checked before anything of that size is allocated (docs/reliability.md, "Bounds").
+MAX_CLASSES = 100_000  # ImageNet-21k has 21 841
+MAX_SAMPLES = 100_000_000  # rows of one dataset file (CIFAR-10-C: 950 000 per corruption file)
+MAX_IMAGE_SIDE = 4096  # height and width of a stored or decoded image, in pixels
+MAX_CHANNELS = 16
+# Pixels an image file may declare in its header before it is decoded (PIL's own default limit).
+MAX_DECODED_PIXELS = 89_478_485
+
 
 @dataclass(eq=False)
 class ImageDataset:
