@@ -42,6 +42,13 @@ class ImageDataset:
     _hash: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
+        k = self.num_classes
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= MAX_CLASSES:
+            raise DataError(
+                f"dataset {self.name!r}: num_classes must be an integer in 1..{MAX_CLASSES}, not {k!r}",
+                "pass the number of classes the labels index",
+            )
+        self.num_classes = int(k)
         self.y = torch.as_tensor(np.asarray(self.y), dtype=torch.int64)
         if self.ids is None:
             self.ids = torch.arange(len(self.y), dtype=torch.int64)

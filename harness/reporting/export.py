@@ -53,34 +53,11 @@ def _eps(e: float) -> str | float:
     return f"{round(k)}/255" if abs(k - round(k)) < 1e-6 and round(k) > 0 else float(e)
 
 
-def canonical_threat(text: str) -> str | None:
-    """``NORM-EPS`` in the form of a result's group keys (``linf-0.0313725``), or None if it is not one.
-
-    Spellings of the same threat model are equal: the norm in any case, and the eps as any decimal
-    or ``k/255`` that rounds to the same 6 significant digits as the key (``linf-0.3`` ==
-    ``linf-0.30``, ``Linf-8/255`` == ``linf-0.0313725``).
-    """
-    norm, sep, eps = text.strip().partition("-")
-    if not sep:
-        return None
-    try:
-        if "/" in eps:
-            num, den = eps.split("/", 1)
-            value = float(num) / float(den)
-        else:
-            value = float(eps)
-    except (ValueError, ZeroDivisionError):
-        return None
-    if not math.isfinite(value):
-        return None
-    return f"{norm.strip().lower()}-{value:.6g}"
-
-
 def resolve_threat(r: Result, threat: str) -> GroupResult:
-    """The run's threat model named by ``threat`` (any spelling `canonical_threat` accepts), else a `UsageError`."""
-    want = canonical_threat(threat)
+    """The run's threat model named by ``threat`` (spellings as `summary.canonical_threat`), else a `UsageError`."""
+    want = S.canonical_threat(threat)
     for g in r.threat_models:
-        if want is not None and (g.key == threat or canonical_threat(g.key) == want):
+        if want is not None and (g.key == threat or S.canonical_threat(g.key) == want):
             return g
     keys = ", ".join(g.key for g in r.threat_models) or "none"
     raise UsageError(f"run {r.name!r} has no threat model {threat!r}", f"its threat models: {keys}")

@@ -533,7 +533,7 @@ def test_sidecar_promising_a_huge_model_allocates_nothing(ws: Workspace) -> None
 def test_export_accepts_equivalent_spellings_of_a_key(ws: Workspace, tmp_path: Path) -> None:
     """linf-0.3, linf-0.30, Linf-0.300 name the same threat model; k/255 spellings too."""
     from harness.reporting import export_robustbench
-    from harness.reporting.export import canonical_threat
+    from harness.reporting.summary import canonical_threat
 
     assert canonical_threat("linf-0.30") == canonical_threat("Linf-0.3") == "linf-0.3"
     assert canonical_threat("linf-8/255") == "linf-0.0313725" and canonical_threat("linf-x") is None
@@ -541,6 +541,13 @@ def test_export_accepts_equivalent_spellings_of_a_key(ws: Workspace, tmp_path: P
         info = json.loads(export_robustbench(ws.earlier, tmp_path / str(i), threat=spelling)[0].read_text())
         assert info["eps"] == 0.3 and "at linf-0.3 " in info["footnote"], spelling
     assert json.loads(export_robustbench(ws.earlier, tmp_path / "d", threat="linf-0.1")[0].read_text())["eps"] == 0.1
+    from harness.reporting import load_runs
+    from harness.reporting import summary as S
+
+    results = [r.result for r in load_runs([ws.earlier])]
+    assert S.headline_threat(results, "LINF-0.30") == "linf-0.3"  # `harness report --threat` too
+    with pytest.raises(UsageError, match=r"no threat model 'linf-0\.25'.*linf-0\.1, linf-0\.3"):
+        S.headline_threat(results, "linf-0.25")
 
 
 def test_float64_weights_load_and_give_the_same_model(ws: Workspace) -> None:
