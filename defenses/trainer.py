@@ -202,7 +202,7 @@ class Trainer:
                 return  # start afresh; the first epoch's state replaces this one
             raise UsageError(
                 f"{sp} belongs to a different training run (config, objective or data differ)",
-                "delete it or choose another --out to start afresh",
+                "pass --overwrite to start afresh there, or choose another --out",
             )
         self.model.load_state_dict(st["model"])
         self.optimizer.load_state_dict(st["optimizer"])

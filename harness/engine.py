@@ -41,7 +41,7 @@ from harness.faults import kill_point
 from harness.logits import margin
 from harness.paths import safe_join
 from harness.precision import PRECISIONS, SearchModel, frozen
-from harness.records import drop_set_aside, result_config_hash, set_aside_outputs
+from harness.records import drop_set_aside, restore_set_aside, result_config_hash, set_aside_outputs
 from harness.results import Accuracy, Finding, GroupResult, Result
 from harness.rng import stream_seed
 from harness.suites import Entry, Suite, load_suite
@@ -409,8 +409,10 @@ class Evaluation:
                                 "(model, data, suite, seed or chunk size changed)",
                                 "choose another --name, or pass --overwrite to replace them",
                             )
-                        # Moved aside (not deleted) until the new evaluation has finished.
+                        # Moved aside (not deleted) until the new evaluation has finished; moved
+                        # back if this process fails before it wrote anything new.
                         set_aside_outputs(self.dir)
+                        held.push(self._restore_on_failure(ctx))
                     plan = ("ok", store.missing())
                 except HarnessError as e:
                     if not ctx.active:
@@ -498,6 +500,17 @@ class Evaluation:
             if result is None:
                 result = Result.load(self.dir / "result.json")
             return result
+
+    def _restore_on_failure(self, ctx: distributed.DistContext) -> Callable[..., bool]:
+        """An exit callback (run under the lock) that undoes `set_aside_outputs` after an early failure."""
+        run_dir = self.dir
+
+        def restore(exc_type: Any, exc: Any, tb: Any) -> bool:
+            if exc_type is not None and not ctx.active and run_dir is not None:
+                restore_set_aside(run_dir)
+            return False
+
+        return restore
 
     def _holds_other_evaluation(self, store: Any) -> bool:
         """True when the run folder holds record chunks, a record index or a result of another config."""

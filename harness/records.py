@@ -244,6 +244,26 @@ def set_aside_outputs(run_dir: str | Path) -> None:
     _fsync(d)
 
 
+def restore_set_aside(run_dir: str | Path) -> bool:
+    """Move the set-aside evaluation back when the new one failed before writing anything.
+
+    Returns whether it did: only when no new result.json and no new record chunk exist, so that
+    an overwrite that fails at once (a model or data error) leaves the folder as it was, while
+    one that got going keeps its chunks for the same command to resume.
+    """
+    d, aside = Path(run_dir), Path(run_dir) / REPLACED
+    if not aside.is_dir() or (d / "result.json").exists() or any((d / "records").glob("chunk-*")):
+        return False
+    for name in RUN_OUTPUTS:
+        if (aside / name).exists() or (aside / name).is_symlink():
+            if (d / name).is_dir() and not (d / name).is_symlink():
+                shutil.rmtree(d / name)  # an empty new record folder (temporary files at most)
+            os.replace(aside / name, d / name)
+    aside.rmdir()
+    _fsync(d)
+    return True
+
+
 def drop_set_aside(run_dir: str | Path) -> None:
     """Delete what `set_aside_outputs` kept, once the new evaluation's result is written."""
     aside = Path(run_dir) / REPLACED

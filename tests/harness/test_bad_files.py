@@ -439,8 +439,8 @@ ROWS = [
 
 # Rows that also run in a real process by default (one per class of input); all of them under -m slow.
 SUBPROCESS_ROWS = {
-    "chunk-size-negative", "export-unknown-threat", "npy-label-2^40", "npy-x-named-pipe", "sidecar-hidden-2e8",
-    "export-dataset-name-traversal", "report-stale-result", "compare-truncated-chunk", "train-over-another-objective",
+    "chunk-size-negative", "export-unknown-threat", "export-dataset-name-traversal", "npy-x-named-pipe",
+    "sidecar-hidden-2e8", "report-stale-result",
 }  # fmt: skip
 
 
@@ -627,9 +627,11 @@ def test_overwrite_with_fewer_chunks_removes_the_old_record(ws: Workspace, tmp_p
     assert again.clean == r.clean and _tree_hashes(tmp_path / "r" / "records") == records
 
 
-def test_interrupted_overwrite_keeps_the_old_run_and_reports_nothing_stale(ws: Workspace, tmp_path: Path) -> None:
+def test_interrupted_overwrite_keeps_the_old_run_and_reports_nothing_stale(
+    ws: Workspace, tmp_path: Path, capsys
+) -> None:
     """A kill during --overwrite: the old result and record lie intact in .replaced, `harness report`
-    refuses (no result.json is current), and the same command finishes the new evaluation."""
+    and `export` refuse (no result.json is current), and the same command finishes the new evaluation."""
     from harness.api import evaluate
     from harness.reporting import build_report, load_runs
 
@@ -638,21 +640,38 @@ def test_interrupted_overwrite_keeps_the_old_run_and_reports_nothing_stale(ws: W
     old = _tree_hashes(tmp_path / "r")
     args = ["evaluate", ws.good, "--suite", ws.suite, "--out", tmp_path, "--name", "r", "--chunk-size", "10",
             "--max-samples", "30", "--seed", "1", "--overwrite", "--device", "cpu", "--no-progress"]  # fmt: skip
-    killed = cli(*args, kill_at="eval:chunk@2", timeout=120)
+    killed = cli(*args, kill_at="eval:chunk@2", timeout=120)  # SIGKILL after the second new chunk
     assert killed.returncode == -9, killed.stderr
     run = tmp_path / "r"
     assert not (run / "result.json").exists() and _tree_hashes(run / ".replaced") == old  # nothing of the old lost
     assert len(list((run / "records").glob("chunk-*.npz"))) == 2  # the new evaluation's first chunks
     for command in (["report", run, "--out", tmp_path / "rep"], ["export", run, "--out", tmp_path / "exp"]):
-        p = cli(*command, timeout=120)
-        assert p.returncode == 2 and "Traceback" not in p.stderr and "no result" in p.stderr, p.stderr
+        code, err = run_cli_in_process(command, capsys)
+        assert code == 2 and "Traceback" not in err and "no result" in err, err
     with pytest.raises(UsageError, match=r"no result\.json under"):
         build_report([tmp_path], tmp_path / "rep")  # the set-aside result.json is never found as a run
-    done = cli(*args, timeout=300)
-    assert done.returncode == 0, done.stderr
+    evaluate(ws.good, "digits", str(ws.suite), chunk_size=10, max_samples=30, seed=1, overwrite=True, **kw)
     assert not (run / ".replaced").exists()
     (loaded,) = load_runs([run])
     assert loaded.result.clean.n == 30 and loaded.result.config["seed"] == 1
+
+
+def test_overwrite_that_fails_at_once_leaves_the_old_run_as_it_was(ws: Workspace, tmp_path: Path) -> None:
+    """--overwrite with a model that fails its checks: the old run is moved back, byte for byte."""
+    from harness.api import evaluate
+    from harness.errors import ModelError
+    from harness.models import create_model
+    from harness.models.checkpoint import save_checkpoint
+
+    kw = dict(out=tmp_path, name="r", device="cpu", progress=False, max_samples=40)
+    evaluate(ws.good, "digits", str(ws.suite), chunk_size=16, **kw)
+    before = _tree_hashes(tmp_path / "r")
+    m = create_model("mlp", None, num_classes=10, hidden=[16])
+    torch.nn.init.constant_(m.head.bias, float("nan"))
+    nan = save_checkpoint(tmp_path / "nan", m, ws.meta)
+    with pytest.raises(ModelError, match="NaN or Inf"):
+        evaluate(nan, "digits", str(ws.suite), chunk_size=16, overwrite=True, **kw)
+    assert _tree_hashes(tmp_path / "r") == before and not (tmp_path / "r" / ".replaced").exists()
 
 
 def test_train_overwrite_guard(ws: Workspace, tmp_path: Path) -> None:
