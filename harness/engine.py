@@ -80,8 +80,9 @@ class EvalConfig:
         self.chunk_size = _positive_int(self.chunk_size, "chunk_size", "e.g. --chunk-size 512")
         if self.max_samples is not None:
             self.max_samples = _positive_int(self.max_samples, "max_samples", "e.g. --max-samples 1000, or omit it")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)):
             raise UsageError(f"seed must be an integer, not {self.seed!r}", "e.g. --seed 0")
+        self.seed = int(self.seed)
         if self.precision not in PRECISIONS:
             raise UsageError(f"unknown precision {self.precision!r}", f"use one of {', '.join(PRECISIONS)}")
         if self.checks not in CHECK_LEVELS:
