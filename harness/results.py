@@ -155,25 +155,26 @@ class Result:
 _RERUN = "it is torn or was edited; run the same `harness evaluate` again to recompute it from the record"
 
 
-_OPTIONAL = {"norm": str, "corruption": str, "severity": int, "eps": (int, float), "related": str}
+_GROUP_OPTIONAL = {"norm": str, "corruption": str, "severity": int, "eps": (int, float)}
+_FINDING_OPTIONAL = {"related": str}
 
 
 def _numbers(v: Any) -> bool:
     return isinstance(v, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
 
 
-def _check_types(d: dict[str, Any], required: tuple[str, ...], what: str) -> None:
+def _check_types(d: dict[str, Any], required: tuple[str, ...], optional: dict[str, Any], what: str) -> None:
     for k in required:
         if not isinstance(d.get(k), str):
             raise TypeError(f"{what} field {k!r} is not a string")
-    for k, t in _OPTIONAL.items():
+    for k, t in optional.items():
         v = d.get(k)
         if v is not None and (isinstance(v, bool) or not isinstance(v, t)):
             raise TypeError(f"{what} field {k!r} is {v!r}")
 
 
 def _group(g: dict[str, Any]) -> GroupResult:
-    _check_types(g, ("key", "kind"), "group")
+    _check_types(g, ("key", "kind"), _GROUP_OPTIONAL, "group")
     if not isinstance(g.get("entries", []), list) or not all(isinstance(e, dict) for e in g.get("entries", [])):
         raise TypeError("group entries are not a list of objects")
     if not _numbers(g.get("per_class", [])):
@@ -182,7 +183,7 @@ def _group(g: dict[str, Any]) -> GroupResult:
 
 
 def _finding(f: dict[str, Any]) -> Finding:
-    _check_types(f, ("check", "severity", "message"), "finding")
+    _check_types(f, ("check", "severity", "message"), _FINDING_OPTIONAL, "finding")
     if not isinstance(f.get("data", {}), dict):
         raise TypeError("finding data is not an object")
     return Finding(**f)
