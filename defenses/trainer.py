@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import io
 import json
 import math
@@ -24,9 +25,9 @@ from torch import nn
 from harness.atomic import lock_file, remove_stale_temps, write_bytes, write_text
 from harness.data.base import ImageDataset
 from harness.environment import resolve_device
-from harness.errors import UsageError
+from harness.errors import CheckpointError, UsageError
 from harness.faults import kill_point
-from harness.models.checkpoint import CheckpointMeta, save_checkpoint
+from harness.models.checkpoint import CheckpointMeta, read_meta, save_checkpoint, sidecar_path, weights_path
 from harness.registry import ATTACKS, OBJECTIVES
 from harness.rng import stream_seed, torch_generator
 
@@ -129,8 +130,10 @@ class Trainer:
         objective_name: str | None = None,
         condition: dict[str, Any] | None = None,
         extra: dict[str, Any] | None = None,
+        overwrite: bool = False,
     ) -> None:
         self.cfg = config or TrainConfig()
+        self.overwrite = bool(overwrite)
         self.device = resolve_device(self.cfg.device)
         self.model = model.to(self.device)
         self.objective = objective
@@ -195,9 +198,11 @@ class Trainer:
         except Exception:
             return
         if st.get("schema") != STATE_SCHEMA or st.get("fingerprint") != self._fingerprint():
+            if self.overwrite:
+                return  # start afresh; the first epoch's state replaces this one
             raise UsageError(
                 f"{sp} belongs to a different training run (config, objective or data differ)",
-                "delete it or choose another --out to start afresh",
+                "pass --overwrite to start afresh there, or choose another --out",
             )
         self.model.load_state_dict(st["model"])
         self.optimizer.load_state_dict(st["optimizer"])
@@ -217,7 +222,47 @@ class Trainer:
         with lock_file(lock, f"another process is training into {self.out}"):
             suffixes = (".state.pt", ".train.csv", ".safetensors", ".json")
             remove_stale_temps(self.out.parent, [self.out.name + x for x in suffixes])
+            self._guard_existing()
             return self._fit()
+
+    def _digest(self) -> str:
+        """A short hash of the training fingerprint, kept in the sidecar to recognise the same training."""
+        return hashlib.sha256(self._fingerprint().encode()).hexdigest()[:16]
+
+    def _guard_existing(self) -> None:
+        """Refuse to replace a checkpoint of another training at ``out`` unless ``overwrite``.
+
+        Allowed without it: no checkpoint there yet; a checkpoint of this same training (same
+        config, objective, parameters, architecture, data; retraining gives the same weights);
+        or a resume state of this training (an interrupted run of this command, which is how an
+        earlier ``--overwrite`` continues).
+        """
+        assert self.out is not None
+        wp, sp = weights_path(self.out), sidecar_path(self.out)
+        if self.overwrite or not (wp.exists() or sp.exists()):
+            return
+        try:
+            old = read_meta(self.out)
+        except CheckpointError:
+            old = None
+        if old is not None and old.train_config.get("fingerprint") == self._digest():
+            return
+        if self.state_path is not None and self.state_path.is_file():
+            try:
+                st = torch.load(self.state_path, map_location="cpu", weights_only=True)
+            except Exception:  # an unreadable state is no evidence of this training
+                st = {}
+            if isinstance(st, dict) and st.get("fingerprint") == self._fingerprint():
+                return
+        what = "a checkpoint whose sidecar is unreadable"
+        if old is not None:
+            what = f"a checkpoint of objective {old.objective!r} ({old.architecture}, seed {old.seed})"
+            if old.objective == self.objective_name:
+                what += " trained with other settings"
+        raise UsageError(
+            f"{wp} already holds {what}; training {self.objective_name!r} there would replace it",
+            "choose another --out, or pass --overwrite to replace it",
+        )
 
     def _fit(self) -> TrainResult:
         cfg = self.cfg
@@ -314,7 +359,10 @@ class Trainer:
             condition=self.condition,
             seed=self.cfg.seed,
             clean_accuracy=last.get("test_clean"),
-            train_config={k: v for k, v in dataclasses.asdict(self.cfg).items() if k != "progress"},
+            train_config={
+                **{k: v for k, v in dataclasses.asdict(self.cfg).items() if k != "progress"},
+                "fingerprint": self._digest(),
+            },
         )
         path = None
         if self.out:
@@ -373,8 +421,12 @@ def train(
     objective_params: dict[str, Any] | None = None,
     model_args: dict[str, Any] | None = None,
     condition: dict[str, Any] | None = None,
+    overwrite: bool = False,
 ) -> TrainResult:
-    """Train ``model`` (an architecture name or module) with ``objective`` on ``train_data``."""
+    """Train ``model`` (an architecture name or module) with ``objective`` on ``train_data``.
+
+    An existing checkpoint at ``out`` of another training is replaced only with ``overwrite``.
+    """
     from harness.models import create_model
 
     cfg = config or TrainConfig()
@@ -399,6 +451,7 @@ def train(
         arch=arch,
         objective_name=objective if isinstance(objective, str) else None,
         condition=condition,
+        overwrite=overwrite,
     ).fit()
 
 

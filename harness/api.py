@@ -106,7 +106,7 @@ def load_model(
         if p.is_file() and p.suffix != ".safetensors" and external.is_torchscript(p):
             model = external.load_torchscript(p, trust=trust_torchscript, device=device)
             info = {"name": p.stem, "source": str(p), "format": "torchscript"}
-        elif weights_path(p).is_file() or p.is_file():
+        elif weights_path(p).exists() or (p.exists() and not p.is_dir()):  # a pipe is refused by name, below
             if p.is_file() and p.suffix in TORCH_SUFFIXES:
                 # Checked first (never unpickling anything but tensors), so a hostile pickle is named as such.
                 external.read_torch_file(p)
@@ -209,9 +209,13 @@ def train(
     model_args: dict[str, Any] | None = None,
     label_noise: str | None = None,
     imbalance: str | None = None,
+    overwrite: bool = False,
     **config: Any,
 ):
     """Train a registered architecture with a registered objective; writes ``out.safetensors/.json``.
+
+    A checkpoint already at ``out`` from another training (objective, settings, data) is replaced
+    only with ``overwrite=True``; the same training again, or a resume, needs no flag.
 
     ``dataset`` names the training set; its ``split`` is replaced by train/test automatically when
     given by name. Keyword arguments are `defenses.TrainConfig` fields (epochs, lr, seed, ...).
@@ -242,6 +246,7 @@ def train(
         objective_params=objective_params,
         model_args=model_args,
         condition=cond.condition or None,
+        overwrite=overwrite,
     )
 
 
@@ -293,10 +298,12 @@ def run(
     from harness.reporting import build_report
 
     objectives = resolve_objectives(objectives, dataset)
-    root = Path(out) / check_run_name(name)
+    from harness.paths import safe_join
+
+    root = safe_join(out, check_run_name(name), what="run name")
     results = []
     for obj in objectives:
-        ckpt = root / "checkpoints" / obj
+        ckpt = safe_join(root, "checkpoints", obj, what="objective name")
         from harness.models.checkpoint import weights_path
 
         if not weights_path(ckpt).is_file():
@@ -320,8 +327,8 @@ def run(
         ref = results[list(objectives).index("ce")] if "ce" in objectives else results[0]
         for obj, r in zip(objectives, results):
             attach(r, ref)
-            r.save(root / "evals" / obj / "result.json")
-    build_report([root / "evals" / obj for obj in objectives], root, title=f"Robustness report: {name}")
+            r.save(safe_join(root, "evals", obj, "result.json", what="objective name"))
+    build_report([safe_join(root, "evals", obj) for obj in objectives], root, title=f"Robustness report: {name}")
     return results
 
 

@@ -36,10 +36,12 @@ from harness.atomic import lock_file, remove_stale_temps, write_json, write_text
 from harness.batching import CPU_CAP, BatchRunner, autotune_batch_size, is_oom
 from harness.checks import EOT_AUTO_SAMPLES, check_logits, postcheck, precheck
 from harness.data.base import ImageDataset, check_image_range
-from harness.errors import HarnessError, UsageError
+from harness.errors import DataError, HarnessError, UsageError
 from harness.faults import kill_point
 from harness.logits import margin
+from harness.paths import safe_join
 from harness.precision import PRECISIONS, SearchModel, frozen
+from harness.records import drop_set_aside, restore_set_aside, result_config_hash, set_aside_outputs
 from harness.results import Accuracy, Finding, GroupResult, Result
 from harness.rng import stream_seed
 from harness.suites import Entry, Suite, load_suite
@@ -75,12 +77,25 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         self.batch_size = parse_batch_size(self.batch_size)
+        self.chunk_size = _positive_int(self.chunk_size, "chunk_size", "e.g. --chunk-size 512")
+        if self.max_samples is not None:
+            self.max_samples = _positive_int(self.max_samples, "max_samples", "e.g. --max-samples 1000, or omit it")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)):
+            raise UsageError(f"seed must be an integer, not {self.seed!r}", "e.g. --seed 0")
+        self.seed = int(self.seed)
         if self.precision not in PRECISIONS:
             raise UsageError(f"unknown precision {self.precision!r}", f"use one of {', '.join(PRECISIONS)}")
         if self.checks not in CHECK_LEVELS:
             raise UsageError(f"unknown checks level {self.checks!r}", f"use one of {', '.join(CHECK_LEVELS)}")
         if self.eot_samples is not None and (not isinstance(self.eot_samples, int) or self.eot_samples < 1):
             raise UsageError(f"eot_samples must be a positive integer, not {self.eot_samples!r}")
+
+
+def _positive_int(value: Any, name: str, hint: str) -> int:
+    """``value`` if it is an integer >= 1 (a bool, float or string is not), else a `UsageError`."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise UsageError(f"{name} must be a positive integer, not {value!r}", hint)
+    return int(value)
 
 
 def parse_batch_size(value: int | str | None) -> int | str:
@@ -150,6 +165,8 @@ class Evaluation:
         self.was_training = model.training
         self.model = model.to(self.device).eval()
         self.dataset = dataset
+        if len(dataset) == 0:
+            raise DataError(f"dataset {dataset.name!r} has no samples", "check the dataset spec (n=, offset=, size=)")
         if self.config.max_samples is not None and self.config.max_samples < len(dataset):
             self.dataset = dataset.subset(slice(0, self.config.max_samples))
         self.suite = load_suite(suite)
@@ -169,7 +186,7 @@ class Evaluation:
         if "sha256_state" not in self.model_info:  # a caller evaluating one model many times passes it
             self.model_info["sha256_state"] = model_hash(self.model)
         self.name = check_run_name(name) if name else None
-        self.dir = (Path(out or "runs") / self.name) if self.name else (Path(out) if out else None)
+        self.dir = safe_join(out or "runs", self.name, what="run name") if self.name else (Path(out) if out else None)
         self.eot = self.config.eot_samples or 1
         self.cal = dict(self.suite.calibration)
         self.temperature: float | None = None
@@ -386,11 +403,17 @@ class Evaluation:
             if ctx.is_main:
                 try:
                     held.enter_context(run_lock(self.dir))
-                    if store.foreign_chunks() and not self.config.overwrite:
-                        raise UsageError(
-                            f"{self.dir} holds results of a different evaluation (model, data, suite or seed changed)",
-                            "choose another --name, or pass --overwrite to replace them",
-                        )
+                    if self._holds_other_evaluation(store):
+                        if not self.config.overwrite:
+                            raise UsageError(
+                                f"{self.dir} holds results of a different evaluation "
+                                "(model, data, suite, seed or chunk size changed)",
+                                "choose another --name, or pass --overwrite to replace them",
+                            )
+                        # Moved aside (not deleted) until the new evaluation has finished; moved
+                        # back if this process fails before it wrote anything new.
+                        set_aside_outputs(self.dir)
+                        held.push(self._restore_on_failure(ctx))
                     plan = ("ok", store.missing())
                 except HarnessError as e:
                     if not ctx.active:
@@ -478,6 +501,34 @@ class Evaluation:
             if result is None:
                 result = Result.load(self.dir / "result.json")
             return result
+
+    def _restore_on_failure(self, ctx: distributed.DistContext) -> Callable[..., bool]:
+        """An exit callback (run under the lock) that undoes `set_aside_outputs` after an early failure."""
+        run_dir = self.dir
+
+        def restore(exc_type: Any, exc: Any, tb: Any) -> bool:
+            if exc_type is not None and not ctx.active and run_dir is not None:
+                restore_set_aside(run_dir)
+            return False
+
+        return restore
+
+    def _holds_other_evaluation(self, store: Any) -> bool:
+        """True when the run folder holds record chunks, a record index or a result of another config."""
+        if store.foreign_chunks():
+            return True
+        written = [
+            (self.dir / "records" / "index.json", lambda d: d.get("config_hash")),
+            (self.dir / "result.json", result_config_hash),
+        ]
+        for path, of in written:
+            try:
+                d = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue  # absent or torn: rewritten when this evaluation finishes
+            if isinstance(d, dict) and of(d) not in (None, self.config_hash):
+                return True
+        return False
 
     def _precheck(self) -> list:
         x0, y0 = self.dataset.batch(slice(0, min(64, len(self.dataset))))
@@ -604,6 +655,7 @@ class Evaluation:
         from harness.report import render_markdown
 
         write_text(self.dir / "report.md", render_markdown([result]))
+        drop_set_aside(self.dir)
         return result
 
     def _fit_temperature(self) -> None:

@@ -29,6 +29,7 @@ import numpy as np
 
 from harness.atomic import write_json, write_text
 from harness.errors import DataError, UsageError
+from harness.paths import safe_join
 from harness.stats import mcnemar_one_sided
 
 BASELINE_SCHEMA = 1
@@ -101,7 +102,7 @@ def read_run(run_dir: str | Path) -> Outcome:
     Attack group bit = clean correct AND every entry of the threat model left the sample robust
     (status 1); corruption group bit = the corrupted image is classified correctly.
     """
-    from harness.records import open_record
+    from harness.records import check_result_matches_record, open_record, read_index
     from harness.results import Result
 
     d = Path(run_dir)
@@ -112,12 +113,9 @@ def read_run(run_dir: str | Path) -> Outcome:
             f"{d} has no per-sample record (records/index.json)",
             "pass a run directory written by `harness evaluate` that finished",
         )
-    try:
-        index = json.loads((rec / "index.json").read_text())
-        entries = list(index["entries"])
-        store = open_record(rec)
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise DataError(f"{rec / 'index.json'} is not a valid record index ({e})") from e
+    check_result_matches_record(d, result.record, result.record.get("config_hash") or result.config.get("config_hash"))
+    entries = list(read_index(rec).get("entries", []))
+    store = open_record(rec)
     missing = store.missing()
     if missing:
         raise DataError(
@@ -261,7 +259,11 @@ class Baseline:
                 path=where,
                 calibration={str(k): float(v) for k, v in d.get("calibration", {}).get("ece", {}).items()},
             )
-            for m in b.metrics:
+            for i, m in enumerate(b.metrics):
+                if not isinstance(m, dict) or not all(isinstance(m.get(k), str) for k in ("key", "kind", "bits")):
+                    raise UsageError(f"{where}: metric #{i + 1} lacks a key, kind or bits string", "re-create it")
+                if isinstance(m.get("correct"), bool) or not isinstance(m.get("correct"), int):
+                    raise UsageError(f"{where}: metric {m['key']!r} has no integer 'correct' count", "re-create it")
                 bits = unpack_bits(m["bits"], n)
                 if int(bits.sum()) != int(m["correct"]):
                     raise DataError(
@@ -825,7 +827,7 @@ def evaluate_for_baseline(
     kw = dict(seed=s, device=device, batch_size=batch_size, progress=progress)
     if out is not None:
         evaluate(model, ds, suite_obj, out=out, name=name, overwrite=True, **kw)
-        return read_run(Path(out) / name)
+        return read_run(safe_join(out, name, what="run name"))
     with tempfile.TemporaryDirectory(prefix="harness-check-") as tmp:
         evaluate(model, ds, suite_obj, out=tmp, name=name, **kw)
         outcome = read_run(Path(tmp) / name)

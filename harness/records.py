@@ -12,14 +12,24 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import shutil
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from harness.atomic import sha256_bytes, write_bytes, write_json
+from harness.errors import DataError
 
 RECORD_SCHEMA = 2  # 2: calibration columns (clean_cal, c{k}) and smoothing columns
+# What `harness evaluate --overwrite` moves aside (into REPLACED) before it writes a new evaluation,
+# and deletes once the new one has finished: the engine's own outputs, nothing else in the folder.
+RUN_OUTPUTS = ("result.json", "report.md", "records")
+REPLACED = ".replaced"
+RERUN = "run the same `harness evaluate` command again to recompute it"
 
 
 class RecordStore:
@@ -99,7 +109,20 @@ class RecordStore:
         )
 
     def read(self, cid: int) -> dict[str, np.ndarray]:
-        return _load_npz(self._paths(cid)[0])
+        """One chunk's columns, its bytes checked against the sha256 in its metadata first."""
+        dp, _ = self._paths(cid)
+        meta = self._meta(cid)
+        try:
+            data = dp.read_bytes()
+        except OSError as e:
+            raise DataError(f"record chunk {dp} is missing or unreadable ({e.strerror or e})", RERUN) from None
+        if meta is None or meta.get("config_hash") != self.config_hash or sha256_bytes(data) != meta.get("sha256"):
+            raise DataError(
+                f"record chunk {dp} is truncated, corrupt or from another evaluation (its bytes do not match "
+                f"{dp.with_suffix('.json').name})",
+                RERUN,
+            )
+        return _load_npz(io.BytesIO(data), dp)
 
     def iter_chunks(self) -> Iterator[dict[str, np.ndarray]]:
         for cid in range(self.n_chunks):
@@ -110,9 +133,12 @@ class RecordStore:
         return np.concatenate([c[name] for c in self.iter_chunks()]) if self.n_chunks else np.zeros(0)
 
 
-def _load_npz(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+def _load_npz(source: Path | io.BytesIO, where: Path | None = None) -> dict[str, np.ndarray]:
+    try:
+        with np.load(source, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as e:
+        raise DataError(f"record chunk {where or source} is not a readable .npz ({e})", RERUN) from None
 
 
 def chunk_files(directory: str | Path) -> dict[str, dict[str, np.ndarray]]:
@@ -120,8 +146,134 @@ def chunk_files(directory: str | Path) -> dict[str, dict[str, np.ndarray]]:
     return {p.name: _load_npz(p) for p in sorted(Path(directory).glob("chunk-*.npz"))}
 
 
+def read_index(directory: str | Path) -> dict[str, Any]:
+    """A record's ``index.json``, its fields checked (types and ranges); `DataError` when it is not valid."""
+    p = Path(directory) / "index.json"
+    try:
+        idx = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{p} does not exist: the evaluation that writes this record did not finish", RERUN) from None
+    except (OSError, ValueError, RecursionError) as e:
+        raise DataError(f"{p} is not a readable record index ({type(e).__name__}: {e})", RERUN) from None
+    problems = []
+    if not isinstance(idx, dict):
+        problems.append(f"it holds {type(idx).__name__}, not an object")
+    else:
+        if not isinstance(idx.get("config_hash"), str):
+            problems.append("config_hash is not a string")
+        for key, low in (("chunk_size", 1), ("n_total", 0)):
+            v = idx.get(key)
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                problems.append(f"{key} is {v!r}, not an integer >= {low}")
+        entries = idx.get("entries", [])
+        if not isinstance(entries, list) or not all(
+            isinstance(e, dict) and isinstance(e.get("group"), str) and isinstance(e.get("kind"), str) for e in entries
+        ):
+            problems.append("entries is not a list of objects with a group and a kind")
+    if problems:
+        raise DataError(f"{p} is not a valid record index: {'; '.join(problems)}", RERUN)
+    return idx
+
+
 def open_record(directory: str | Path) -> RecordStore:
     """Open a finished record from its ``index.json`` (written when an evaluation completes)."""
     d = Path(directory)
-    idx = json.loads((d / "index.json").read_text())
+    idx = read_index(d)
     return RecordStore(d, idx["config_hash"], idx["chunk_size"], idx["n_total"])
+
+
+def result_config_hash(result_dict: dict[str, Any]) -> str | None:
+    """The config hash a result.json says it was computed for (its record section, else its config)."""
+    record, config = result_dict.get("record"), result_dict.get("config")
+    h = (record.get("config_hash") if isinstance(record, dict) else None) or (
+        config.get("config_hash") if isinstance(config, dict) else None
+    )
+    return h if isinstance(h, str) else None
+
+
+def check_result_matches_record(run_dir: str | Path, record: dict[str, Any], config_hash: str | None) -> None:
+    """A run's result.json must be the result of the record beside it; a `DataError` when it is not.
+
+    Such a mismatch is what an interrupted ``--overwrite`` (or a hand-copied file) leaves: a
+    result.json of one evaluation beside the record of another. Checked: the record's index names
+    the same config hash and chunk count as result.json, and every chunk's metadata names that
+    hash. A folder without a record (a result.json copied for reporting) is taken as it is.
+    """
+    from harness.paths import safe_join
+
+    d = Path(run_dir)
+    rec = safe_join(d, str(record.get("path") or "records"), what="record folder in result.json")
+    metas = sorted(rec.glob("chunk-*.json")) if rec.is_dir() else []
+    if not metas and not (rec / "index.json").exists():
+        return
+    stale = f"{d / 'result.json'} is not the result of the record in {rec}"
+    idx = read_index(rec)
+    if config_hash is None or idx["config_hash"] != config_hash:
+        raise DataError(
+            f"{stale}: they were computed for different evaluations (config {config_hash} vs {idx['config_hash']})",
+            "an evaluation into this folder was interrupted or the files were mixed; " + RERUN,
+        )
+    n_chunks = RecordStore(rec, idx["config_hash"], idx["chunk_size"], idx["n_total"]).n_chunks
+    if record.get("chunks") is not None and record.get("chunks") != n_chunks:
+        raise DataError(f"{stale}: it counts {record.get('chunks')} chunks, the record {n_chunks}", RERUN)
+    for mp in metas:
+        try:
+            meta = json.loads(mp.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise DataError(f"record chunk metadata {mp} is unreadable ({type(e).__name__})", RERUN) from None
+        if not isinstance(meta, dict) or meta.get("config_hash") != config_hash:
+            raise DataError(f"{stale}: chunk {mp.name} belongs to another evaluation", RERUN)
+
+
+def set_aside_outputs(run_dir: str | Path) -> None:
+    """Move the engine's outputs of an earlier evaluation into ``run_dir/.replaced`` (one rename each).
+
+    Called by ``--overwrite`` under the run lock, before anything new is written: until the new
+    evaluation finishes (`drop_set_aside`), the old one is intact on disk and nothing reads it as
+    current. A ``.replaced`` left by an earlier interrupted overwrite holds an even older,
+    already superseded evaluation and is deleted first.
+    """
+    d = Path(run_dir)
+    aside = d / REPLACED
+    if aside.exists():
+        shutil.rmtree(aside)
+    aside.mkdir()
+    for name in RUN_OUTPUTS:
+        if (d / name).exists() or (d / name).is_symlink():
+            os.replace(d / name, aside / name)
+    _fsync(d)
+
+
+def restore_set_aside(run_dir: str | Path) -> bool:
+    """Move the set-aside evaluation back when the new one failed before writing anything.
+
+    Returns whether it did: only when no new result.json and no new record chunk exist, so that
+    an overwrite that fails at once (a model or data error) leaves the folder as it was, while
+    one that got going keeps its chunks for the same command to resume.
+    """
+    d, aside = Path(run_dir), Path(run_dir) / REPLACED
+    if not aside.is_dir() or (d / "result.json").exists() or any((d / "records").glob("chunk-*")):
+        return False
+    for name in RUN_OUTPUTS:
+        if (aside / name).exists() or (aside / name).is_symlink():
+            if (d / name).is_dir() and not (d / name).is_symlink():
+                shutil.rmtree(d / name)  # an empty new record folder (temporary files at most)
+            os.replace(aside / name, d / name)
+    aside.rmdir()
+    _fsync(d)
+    return True
+
+
+def drop_set_aside(run_dir: str | Path) -> None:
+    """Delete what `set_aside_outputs` kept, once the new evaluation's result is written."""
+    aside = Path(run_dir) / REPLACED
+    if aside.exists():
+        shutil.rmtree(aside, ignore_errors=True)
+
+
+def _fsync(d: Path) -> None:
+    fd = os.open(d, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

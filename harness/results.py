@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -104,12 +104,35 @@ class Result:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Result:
+        """A result from its JSON form, every field's type checked; `UsageError` when it is not one."""
+        if not isinstance(d, dict):
+            raise UsageError(f"a result must be a JSON object, not {type(d).__name__}", _RERUN)
         if d.get("schema_version") != RESULT_SCHEMA:
             raise UsageError(f"result schema_version {d.get('schema_version')!r}, this harness reads {RESULT_SCHEMA}")
+        try:
+            return cls._from_checked(d)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise UsageError(f"not a valid result ({type(e).__name__}: {e})", _RERUN) from None
+
+    @classmethod
+    def _from_checked(cls, d: dict[str, Any]) -> Result:
         d = dict(d)
+        unknown = sorted(set(d) - {f.name for f in fields(cls)})
+        if unknown:
+            raise TypeError(f"unknown field(s) {unknown[:5]}")
+        if not isinstance(d.get("name"), str):
+            raise TypeError("name is not a string")
+        for key in ("model", "dataset", "suite", "config", "environment"):
+            if not isinstance(d.get(key), dict):
+                raise TypeError(f"{key} is {type(d.get(key)).__name__}, not an object")
+        for key in ("record", "timing", "extra"):
+            if not isinstance(d.get(key, {}), dict):
+                raise TypeError(f"{key} is not an object")
+        if not _numbers(d.get("per_class_clean", [])):
+            raise TypeError("per_class_clean is not a list of numbers")
         d["clean"] = _acc(d["clean"])
-        d["groups"] = [GroupResult(**{**g, "accuracy": _acc(g["accuracy"])}) for g in d.get("groups", [])]
-        d["findings"] = [Finding(**f) for f in d.get("findings", [])]
+        d["groups"] = [_group(g) for g in _objects(d.get("groups", []))]
+        d["findings"] = [_finding(f) for f in _objects(d.get("findings", []))]
         return cls(**d)
 
     @classmethod
@@ -120,13 +143,62 @@ class Result:
         if not p.is_file():
             raise UsageError(f"no result at {p}", "pass a run directory that holds result.json")
         try:
-            return cls.from_dict(json.loads(p.read_text()))
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise UsageError(
-                f"{p} is not a valid result file ({e})",
-                "it is torn or was edited; run the same `harness evaluate` again to recompute it from the record",
-            ) from e
+            d = json.loads(p.read_text(encoding="utf-8"))
+        except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError
+            raise UsageError(f"{p} is not a valid result file ({type(e).__name__}: {e})", _RERUN) from None
+        try:
+            return cls.from_dict(d)
+        except UsageError as e:
+            raise UsageError(f"{p}: {e.what}", e.hint or _RERUN) from None
+
+
+_RERUN = "it is torn or was edited; run the same `harness evaluate` again to recompute it from the record"
+
+
+_GROUP_OPTIONAL = {"norm": str, "corruption": str, "severity": int, "eps": (int, float)}
+_FINDING_OPTIONAL = {"related": str}
+
+
+def _numbers(v: Any) -> bool:
+    return isinstance(v, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+
+
+def _check_types(d: dict[str, Any], required: tuple[str, ...], optional: dict[str, Any], what: str) -> None:
+    for k in required:
+        if not isinstance(d.get(k), str):
+            raise TypeError(f"{what} field {k!r} is not a string")
+    for k, t in optional.items():
+        v = d.get(k)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, t)):
+            raise TypeError(f"{what} field {k!r} is {v!r}")
+
+
+def _group(g: dict[str, Any]) -> GroupResult:
+    _check_types(g, ("key", "kind"), _GROUP_OPTIONAL, "group")
+    if not isinstance(g.get("entries", []), list) or not all(isinstance(e, dict) for e in g.get("entries", [])):
+        raise TypeError("group entries are not a list of objects")
+    if not _numbers(g.get("per_class", [])):
+        raise TypeError("group per_class is not a list of numbers")
+    return GroupResult(**{**g, "accuracy": _acc(g["accuracy"])})
+
+
+def _finding(f: dict[str, Any]) -> Finding:
+    _check_types(f, ("check", "severity", "message"), _FINDING_OPTIONAL, "finding")
+    if not isinstance(f.get("data", {}), dict):
+        raise TypeError("finding data is not an object")
+    return Finding(**f)
+
+
+def _objects(items: Any) -> list[dict[str, Any]]:
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        raise TypeError("groups and findings must be lists of objects")
+    return items
 
 
 def _acc(a: dict[str, Any]) -> Accuracy:
+    if not isinstance(a, dict):
+        raise TypeError(f"an accuracy is {type(a).__name__}, not an object")
+    vals = (a["correct"], a["n"], a["accuracy"], *a["ci95"])
+    if len(a["ci95"]) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
+        raise TypeError(f"accuracy {a!r} does not hold numbers correct, n, accuracy and a ci95 pair")
     return Accuracy(a["correct"], a["n"], a["accuracy"], tuple(a["ci95"]))  # type: ignore[arg-type]

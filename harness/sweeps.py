@@ -25,6 +25,7 @@ from typing import Any
 from harness.data.base import ImageDataset
 from harness.engine import EvalConfig, Evaluation, check_run_name, model_hash
 from harness.errors import HarnessError, SweepError, UsageError
+from harness.paths import safe_join
 from harness.reporting.runs import SWEEP_MANIFEST
 from harness.results import Result
 from harness.spec import default_run_name
@@ -69,7 +70,11 @@ class SweepResult:
     @property
     def run_dirs(self) -> list[Path]:
         """The finished cells' run directories, in sweep order."""
-        return [self.out / c.name for c in self.cells if self.status.get(c.name) in ("skipped", "done")]
+        return [
+            safe_join(self.out, c.name, what="sweep cell")
+            for c in self.cells
+            if self.status.get(c.name) in ("skipped", "done")
+        ]
 
 
 def cell_key(ev: Evaluation) -> str:
@@ -192,7 +197,8 @@ class Sweep:
     def finished(self, cell: Cell) -> bool:
         """True when the cell's result.json exists and was written for this exact cell."""
         try:
-            cfg = json.loads((self.out / cell.name / "result.json").read_text()).get("config") or {}
+            cfg = json.loads(safe_join(self.out, cell.name, "result.json", what="sweep cell").read_text()).get("config")
+            cfg = cfg or {}
         except (OSError, ValueError, AttributeError):
             return False
         return cfg.get("config_hash") == cell.config_hash and cfg.get("checks") == self.config.checks
@@ -272,7 +278,7 @@ class Sweep:
                     )
                     if ev.config_hash != cell.config_hash:
                         raise SweepError(f"{cell.model} changed while the sweep ran", "run the sweep again")
-                    kept = len(list((self.out / cell.name / "records").glob("chunk-*.json")))
+                    kept = len(list(safe_join(self.out, cell.name, "records", what="sweep cell").glob("chunk-*.json")))
                     show(i, "running", f"resuming: {kept} chunk(s) on disk" if kept else "")
                     t0 = time.perf_counter()
                     r = ev.run()
@@ -289,7 +295,9 @@ class Sweep:
         from harness.reporting import build_report
 
         if res.run_dirs:
-            res.report = build_report(res.run_dirs, self.out / REPORT_DIR, title=title, threat=threat, clean=True)
+            res.report = build_report(
+                res.run_dirs, safe_join(self.out, REPORT_DIR), title=title, threat=threat, clean=True
+            )
             res.results = res.report.results
         if res.errors:
             first = next(iter(res.errors.items()))

@@ -28,6 +28,7 @@ def train(
     label_noise: str | None = typer.Option(None, help="training label noise: sym:RATE or asym:RATE (e.g. sym:0.4)"),
     imbalance: str | None = typer.Option(None, help="training class imbalance: exp:RHO or step:RHO (e.g. exp:10)"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    overwrite: bool = typer.Option(False, help="replace a checkpoint of another training at --out"),
 ) -> None:
     """Train a model with an objective; resumes if interrupted (same arguments)."""
     from harness.api import train as api_train
@@ -53,6 +54,7 @@ def train(
         seed=seed,
         device=device,
         progress=progress,
+        overwrite=overwrite,
     )
     last = res.log[-1] if res.log else {}
     console.print(

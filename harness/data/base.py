@@ -12,6 +12,14 @@ from torch import Tensor
 
 from harness.errors import DataError
 
+# Declared maxima, checked before anything of that size is allocated (docs/reliability.md, "Bounds").
+MAX_CLASSES = 100_000  # ImageNet-21k has 21 841
+MAX_SAMPLES = 100_000_000  # rows of one dataset file (CIFAR-10-C: 950 000 per corruption file)
+MAX_IMAGE_SIDE = 4096  # height and width of a stored or decoded image, in pixels
+MAX_CHANNELS = 16
+# Pixels an image file may declare in its header before it is decoded (PIL's own default limit).
+MAX_DECODED_PIXELS = 89_478_485
+
 
 @dataclass(eq=False)
 class ImageDataset:
@@ -34,6 +42,13 @@ class ImageDataset:
     _hash: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
+        k = self.num_classes
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= MAX_CLASSES:
+            raise DataError(
+                f"dataset {self.name!r}: num_classes must be an integer in 1..{MAX_CLASSES}, not {k!r}",
+                "pass the number of classes the labels index",
+            )
+        self.num_classes = int(k)
         self.y = torch.as_tensor(np.asarray(self.y), dtype=torch.int64)
         if self.ids is None:
             self.ids = torch.arange(len(self.y), dtype=torch.int64)

@@ -15,6 +15,7 @@ import torch
 
 from harness.errors import DataError
 from harness.params import Param
+from harness.paths import regular_file
 from harness.registry import DATASETS
 
 from .base import ImageDataset
@@ -45,11 +46,10 @@ CIFAR_C_CORRUPTIONS = (
 
 
 def _open(path: Path, what: str) -> np.ndarray:
-    if not path.is_file():
-        raise DataError(
-            f"{what}: missing file {path}",
-            "extract the official CIFAR-10-C / CIFAR-100-C archive there (labels.npy + <corruption>.npy)",
-        )
+    hint = "extract the official CIFAR-10-C / CIFAR-100-C archive there (labels.npy + <corruption>.npy)"
+    if not path.exists() and not path.is_symlink():
+        raise DataError(f"{what}: missing file {path}", hint)
+    regular_file(path, "file", hint)
     try:
         return np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:

@@ -12,6 +12,7 @@ over a memory-mapped file looks (and, under a cgroup limit, may act) like loadin
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,9 +24,10 @@ from torch import Tensor
 
 from harness.errors import DataError
 from harness.params import Param
+from harness.paths import regular_file, safe_join
 from harness.registry import DATASETS
 
-from .base import ImageDataset
+from .base import MAX_CHANNELS, MAX_CLASSES, MAX_DECODED_PIXELS, MAX_IMAGE_SIDE, MAX_SAMPLES, ImageDataset
 from .cifar import CIFAR_EPS
 
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
@@ -44,31 +46,74 @@ def _index(rows: Any, n: int) -> np.ndarray:
     return np.where(arr < 0, arr + n, arr)
 
 
+def npy_header(path: str | Path, what: str, hint: str) -> tuple[tuple[int, ...], np.dtype, int]:
+    """(shape, dtype, data offset) of a C-ordered ``.npy`` file whose size holds all its bytes.
+
+    Only the header is read (after a ``stat`` refusing pipes, devices and directories), so a
+    header that promises more data than the file holds is refused before anything is allocated.
+    """
+    p = regular_file(path, what, hint)
+    try:
+        with open(p, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+            else:
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+            offset = f.tell()
+    except (ValueError, OSError, EOFError, UnicodeDecodeError) as e:
+        raise DataError(f"{p} is not a .npy array ({e})", hint) from e
+    if fortran or dtype.hasobject or dtype.names is not None or dtype.subdtype is not None:
+        raise DataError(
+            f"{p}: array {shape} {dtype}{' (Fortran order)' if fortran else ''} is not a plain C-ordered array",
+            hint,
+        )
+    shape = tuple(int(s) for s in shape)
+    if shape and shape[0] > MAX_SAMPLES:
+        raise DataError(f"{p} holds {shape[0]} rows, more than the {MAX_SAMPLES} the harness reads", hint)
+    if os.path.getsize(p) < offset + math.prod(shape) * dtype.itemsize:
+        raise DataError(f"{p} is truncated: its header promises {shape} {dtype}", "re-create the file")
+    return shape, dtype, offset
+
+
+def read_labels(path: str | Path) -> np.ndarray:
+    """A 1-D integer label array from a ``.npy`` file (header checked first, then exactly its bytes read)."""
+    hint = "pass y=/path/to/labels.npy holding one integer class index per image (numpy.save)"
+    shape, dtype, offset = npy_header(path, "label file", hint)
+    if len(shape) != 1 or dtype.kind not in "iu":
+        raise DataError(f"{path}: labels must be a 1-D integer array, not {shape} {dtype}", hint)
+    with open(path, "rb") as f:
+        f.seek(offset)
+        labels = np.fromfile(f, dtype=dtype, count=shape[0])
+    if len(labels) != shape[0]:
+        raise DataError(f"{path}: short read", "the file changed or is truncated")
+    return labels.astype(dtype.newbyteorder("="), copy=False)
+
+
 class NpyRows:
     """Rows of a ``.npy`` file, read on demand (``pread``) and returned as (k, C, H, W) arrays.
 
     ``channels_last`` files (N, H, W, C), such as CIFAR-10-C, are transposed per read; (N, H, W)
-    files get a channel axis. ``rows`` selects file rows (a lazy subset).
+    files get a channel axis. ``rows`` selects file rows (a lazy subset). Pixels are uint8
+    (0-255) or float (in [0, 1]); complex, integer and boolean arrays are refused rather than
+    converted, because no conversion of them is the image the user meant.
     """
 
     def __init__(self, path: str | Path, rows: np.ndarray | None = None, layout: str = "auto") -> None:
         self.path = Path(path)
-        try:
-            with open(self.path, "rb") as f:
-                version = np.lib.format.read_magic(f)
-                if version == (1, 0):
-                    shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-                else:
-                    shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-                self.offset = f.tell()
-        except FileNotFoundError:
-            raise DataError(f"no such file {self.path}", "pass x=/path/to/images.npy") from None
-        except (ValueError, OSError) as e:
-            raise DataError(f"{self.path} is not a .npy array ({e})", "save the images with numpy.save") from e
-        if fortran or dtype.hasobject or len(shape) not in (3, 4):
+        hint = "save a C-ordered (N, C, H, W), (N, H, W, C) or (N, H, W) uint8 or float array with numpy.save"
+        shape, dtype, self.offset = npy_header(self.path, "image file", hint)
+        if len(shape) not in (3, 4):
+            raise DataError(f"{self.path}: array {shape} {dtype} is not a stack of images", hint)
+        if dtype.kind == "c":
             raise DataError(
-                f"{self.path}: array {shape} {dtype}{' (Fortran order)' if fortran else ''} is not a stack of images",
-                "save a C-ordered (N, C, H, W), (N, H, W, C) or (N, H, W) uint8/float array",
+                f"{self.path}: complex pixels ({dtype}); their imaginary part would be dropped",
+                "save real images: uint8 in 0-255 or float in [0, 1]",
+            )
+        if not (dtype == np.uint8 or dtype.kind == "f"):
+            raise DataError(
+                f"{self.path}: pixels of dtype {dtype} are neither uint8 (0-255) nor float (in [0, 1])",
+                "convert them explicitly, e.g. x.astype(numpy.uint8) for 0-255 values or x / 255.0 as float32",
             )
         if layout == "auto":
             layout = "nhwc" if len(shape) == 4 and shape[3] in (1, 3) and shape[1] not in (1, 3) else "nchw"
@@ -76,11 +121,16 @@ class NpyRows:
             raise DataError(f"unknown layout {layout!r}", "use auto, nchw or nhwc")
         self.layout = layout
         self.dtype = dtype
-        self.file_shape = tuple(int(s) for s in shape)
-        self.row_bytes = int(np.prod(self.file_shape[1:])) * dtype.itemsize
-        if os.path.getsize(self.path) < self.offset + self.file_shape[0] * self.row_bytes:
-            raise DataError(f"{self.path} is truncated", "re-create the file")
+        self.file_shape = shape
         self.rows = np.arange(self.file_shape[0]) if rows is None else np.asarray(rows, dtype=np.int64)
+        c, h, w = self.shape[1:]
+        if not (1 <= c <= MAX_CHANNELS and 1 <= h <= MAX_IMAGE_SIDE and 1 <= w <= MAX_IMAGE_SIDE):
+            raise DataError(
+                f"{self.path}: images of {c} channel(s) and {h}x{w} pixels (layout {layout})",
+                f"the harness reads 1-{MAX_CHANNELS} channels and sides of 1-{MAX_IMAGE_SIDE} pixels; "
+                "check the array's layout (layout=nchw or nhwc)",
+            )
+        self.row_bytes = math.prod(self.file_shape[1:]) * dtype.itemsize
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -100,11 +150,11 @@ class NpyRows:
 
     def __getitem__(self, rows: Any) -> np.ndarray:
         sel = self.rows[_index(rows, len(self.rows))]
-        out = np.empty((len(sel), *self.file_shape[1:]), self.dtype)
+        out = np.empty((len(sel), *self.file_shape[1:]), self.dtype.newbyteorder("="))
         if len(sel):
             # one pread per run of consecutive file rows (a chunk is usually a single run)
             breaks = np.flatnonzero(np.diff(sel) != 1) + 1
-            fd = os.open(self.path, os.O_RDONLY)
+            fd = os.open(regular_file(self.path, "image file"), os.O_RDONLY)
             try:
                 for run in np.split(np.arange(len(sel)), breaks):
                     start, k = int(sel[run[0]]), len(run)
@@ -117,6 +167,23 @@ class NpyRows:
         if out.ndim == 3:
             return out[:, None]
         return np.ascontiguousarray(out.transpose(0, 3, 1, 2)) if self.layout == "nhwc" else out
+
+
+def _class_count(num_classes: Any, labels: np.ndarray, y: str) -> int:
+    """The class count: given (an integer in 1..MAX_CLASSES), or inferred as max label + 1 within the same bound."""
+    if num_classes is not None:
+        if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)):
+            raise DataError(f"num_classes must be an integer, not {num_classes!r}", "e.g. num_classes=10")
+        if not 1 <= int(num_classes) <= MAX_CLASSES:
+            raise DataError(f"num_classes {num_classes} is outside 1..{MAX_CLASSES}", "e.g. num_classes=10")
+        return int(num_classes)
+    top = int(labels.max()) if len(labels) else -1
+    if top >= MAX_CLASSES:
+        raise DataError(
+            f"{y}: the largest label is {top}, which would mean {top + 1} classes (the harness supports {MAX_CLASSES})",
+            "labels must be class indices 0..K-1; remap them, or pass num_classes=K if the data has K classes",
+        )
+    return max(top + 1, 1)
 
 
 @DATASETS.register(
@@ -135,8 +202,8 @@ class NpyRows:
     },
 )
 def npy(
-    x: str,
-    y: str,
+    x: str | None = None,
+    y: str | None = None,
     num_classes: int | None = None,
     name: str = "npy",
     split: str = "test",
@@ -148,24 +215,25 @@ def npy(
 
     ``x``: (N, C, H, W), (N, H, W, C) or (N, H, W) uint8 (0-255) or float (in [0, 1]); ``y``: N
     integer labels. ``offset``/``n`` select a contiguous range (one CIFAR-10-C severity is 10 000
-    rows). Global sample ids are the file row numbers.
+    rows). Global sample ids are the file row numbers. ``num_classes`` defaults to max label + 1.
     """
+    if x is None or y is None:
+        raise DataError(
+            f"dataset npy needs both x= and y= (missing {'x' if x is None else 'y'})",
+            "e.g. npy:x=images.npy,y=labels.npy",
+        )
     xs = NpyRows(x, layout=layout)
-    try:
-        labels = np.load(y, allow_pickle=False)
-    except FileNotFoundError:
-        raise DataError(f"no such file {y}", "pass y=/path/to/labels.npy") from None
-    except ValueError as e:
-        raise DataError(f"{y} is not a .npy array ({e})") from e
-    if labels.ndim != 1 or labels.dtype.kind not in "iu":
-        raise DataError(f"{y}: labels must be a 1-D integer array, not {labels.shape} {labels.dtype}")
+    labels = read_labels(y)
     if len(labels) != xs.file_shape[0]:
         raise DataError(f"{x} holds {xs.file_shape[0]} images but {y} holds {len(labels)} labels")
+    for key, v in (("offset", offset), ("n", n)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer))):
+            raise DataError(f"{key} must be an integer, not {v!r}", "e.g. offset=10000,n=10000")
     stop = len(labels) if n is None else offset + int(n)
     if not 0 <= offset < stop <= len(labels):
         raise DataError(f"rows {offset}..{stop} outside the {len(labels)} rows of {x}", "check offset and n")
     rows = np.arange(offset, stop)
-    k = int(num_classes) if num_classes is not None else int(labels.max()) + 1
+    k = _class_count(num_classes, labels, y)
     return ImageDataset(
         name,
         xs.take_rows(rows),
@@ -180,13 +248,27 @@ def npy(
 
 
 class ImageFiles:
-    """Image files decoded on demand with PIL: RGB, shorter side resized to ``resize``, centre crop ``size``."""
+    """Image files decoded on demand with PIL: RGB, shorter side resized to ``resize``, centre crop ``size``.
+
+    8-bit images are converted to RGB by PIL; 16-bit greyscale (PIL modes ``I;16*``, and ``I`` from
+    a PNG) is scaled by 1/257 to 8 bits first, so 65535 is white (PIL's own conversion would clip
+    every value above 255 to white). 32-bit integer and float images are refused, and a file whose
+    header declares more than `MAX_DECODED_PIXELS` pixels is refused before it is decoded.
+    """
 
     def __init__(self, paths: Sequence[Path], size: int, resize: int) -> None:
         self.paths = list(paths)
+        for key, v in (("size", size), ("resize", resize)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise DataError(f"{key} must be an integer number of pixels, not {v!r}", "e.g. size=224,resize=256")
         self.size, self.resize = int(size), int(resize)
         if self.size < 1 or self.resize < self.size:
             raise DataError(f"crop size {size} must be positive and at most the resize {resize}")
+        if self.resize > MAX_IMAGE_SIDE:
+            raise DataError(
+                f"resize {resize} exceeds the largest image side the harness decodes ({MAX_IMAGE_SIDE} pixels)",
+                "e.g. size=224,resize=256",
+            )
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -199,19 +281,33 @@ class ImageFiles:
         return ImageFiles([self.paths[i] for i in _index(rows, len(self.paths))], self.size, self.resize)
 
     def _decode(self, path: Path) -> np.ndarray:
+        import warnings
+
         from PIL import Image, UnidentifiedImageError
 
+        regular_file(path, "image", "remove or replace it")
         try:
-            with Image.open(path) as im:
-                im = im.convert("RGB")
+            with warnings.catch_warnings():
+                # The pixel bound is checked below, with a clear error, instead of PIL's warning.
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                im = Image.open(path)
+            with im:
                 w, h = im.size
+                if w * h > MAX_DECODED_PIXELS:
+                    raise DataError(
+                        f"image {path} declares {w}x{h} pixels, more than the {MAX_DECODED_PIXELS} the harness "
+                        "decodes (a decompression bomb, or an image far larger than the model's input)",
+                        "remove the file or downscale it",
+                    )
+                im = _to_rgb(im, path)
                 scale = self.resize / min(w, h)
                 nw, nh = max(self.resize, round(w * scale)), max(self.resize, round(h * scale))
                 im = im.resize((nw, nh), Image.Resampling.BILINEAR)
                 left, top = (nw - self.size) // 2, (nh - self.size) // 2
                 im = im.crop((left, top, left + self.size, top + self.size))
                 return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1)
-        except (UnidentifiedImageError, OSError) as e:
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError, SyntaxError) as e:
+            # ValueError: PIL's own limits (e.g. "Decompressed data too large"); SyntaxError: some malformed headers.
             raise DataError(f"cannot decode image {path} ({e})", "remove or replace the file") from e
 
     def __getitem__(self, rows: Any) -> np.ndarray:
@@ -230,6 +326,23 @@ class ImageFiles:
                 for block in iter(lambda f=f: f.read(1 << 20), b""):
                     h.update(block)
         return h.hexdigest()
+
+
+def _to_rgb(im: Any, path: Path) -> Any:
+    """An 8-bit RGB image; 16-bit greyscale scaled (not clipped) to 8 bits, deeper modes refused."""
+    from PIL import Image
+
+    sixteen = im.mode.startswith("I;16") or (im.mode == "I" and im.format == "PNG")
+    if sixteen:
+        v = np.asarray(im, dtype=np.float64)
+        return Image.fromarray(np.rint(v / 257.0).clip(0, 255).astype(np.uint8), "L").convert("RGB")
+    if im.mode in ("I", "F") or ";" in im.mode:
+        raise DataError(
+            f"image {path} has pixel mode {im.mode!r} (32-bit integer, float or packed samples), "
+            "which has no single 8-bit RGB reading",
+            "save it as an 8-bit or 16-bit PNG, or as JPEG",
+        )
+    return im.convert("RGB")
 
 
 @DATASETS.register(
@@ -265,27 +378,42 @@ def imagefolder(
     classes = sorted(d.name for d in base.iterdir() if d.is_dir())
     if not classes:
         raise DataError(f"{base} has no class sub-directories", "the layout is ROOT/<class>/<image>")
+    if len(classes) > MAX_CLASSES:
+        raise DataError(f"{base} has {len(classes)} class directories, more than {MAX_CLASSES}")
     cid = {c: i for i, c in enumerate(classes)}
+    layout_hint = "paths in the subset file are relative to root, as <class>/<file>"
     if subset is not None:
-        listing = Path(subset)
-        if not listing.is_file():
-            raise DataError(f"no subset list {listing}", "pass subset=FILE with one relative image path per line")
-        rel = [ln.split()[0] for ln in listing.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
-        paths = [base / r for r in rel]
-        bad = [r for r, p in zip(rel, paths) if p.parent.name not in cid or not p.is_file()]
-        if bad:
+        listing = regular_file(subset, "subset list", "pass subset=FILE with one relative image path per line")
+        try:
+            lines = listing.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as e:
+            raise DataError(f"subset list {listing} is not UTF-8 text ({e})", layout_hint) from None
+        rel = [ln.split()[0] for ln in lines if ln.strip() and not ln.startswith("#")]
+        outside = [
+            r for r in rel if len(r.split("/")) != 2 or r.split("/")[0] not in cid or r.split("/")[1] in ("", ".", "..")
+        ]
+        if outside:
             raise DataError(
-                f"{len(bad)} listed image(s) missing under {base} or outside a class directory (first: {bad[0]})",
-                "paths in the subset file are relative to root, as <class>/<file>",
+                f"{len(outside)} listed image(s) are not <class>/<file> under {base} (first: {outside[0]})", layout_hint
             )
+        paths = [safe_join(base, *r.split("/"), what="listed image") for r in rel]
+        missing = [r for r, p in zip(rel, paths) if not p.is_file()]
+        if missing:
+            raise DataError(f"{len(missing)} listed image(s) missing under {base} (first: {missing[0]})", layout_hint)
         ids = np.arange(len(paths))  # ids are positions in the list, stable across runs
     else:
         paths = sorted(p for c in classes for p in (base / c).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         ids = np.arange(len(paths))
+    if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1):
+        raise DataError(f"n must be a positive integer, not {n!r}", "e.g. n=5000")
     if n is not None:
         paths, ids = paths[: int(n)], ids[: int(n)]
     if not paths:
         raise DataError(f"no images under {base}", f"expected files ending in {', '.join(IMAGE_SUFFIXES)}")
+    if len(paths) > MAX_SAMPLES:
+        raise DataError(f"{base} holds {len(paths)} images, more than the {MAX_SAMPLES} the harness reads")
+    for p in paths:  # stat only: a pipe or a dangling link is refused here, never opened
+        regular_file(p, "image", "remove it, or replace it with an image file")
     import torch
 
     labels = np.array([cid[p.parent.name] for p in paths], np.int64)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from harness.atomic import write_bytes, write_text
 from harness.errors import UsageError
+from harness.paths import safe_join
 from harness.reporting import plots
 from harness.reporting import summary as S
 from harness.reporting.html import render_html
@@ -83,7 +84,7 @@ def build_report(
         for old in out.glob("*.png"):
             old.unlink()
     for key, png in figs.items():
-        p = out / names[key]
+        p = safe_join(out, names[key], what="figure name")
         write_bytes(p, png)
         paths_out[key] = p
     md = out / "report.md"

@@ -8,7 +8,6 @@ test on the discordant samples, and the p-values of one comparison are Holm-adju
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from harness.errors import UsageError
-from harness.records import open_record
+from harness.records import open_record, read_index
 from harness.reporting import summary as S
 from harness.reporting.runs import Run, load_runs
 from harness.results import Accuracy, Result
@@ -36,8 +35,7 @@ class SampleBits:
 def sample_bits(records_dir: str | Path) -> SampleBits:
     """Read a finished per-sample record into one bool array per group (one bit per sample)."""
     store = open_record(records_dir)
-    idx = json.loads((Path(records_dir) / "index.json").read_text())
-    entries = idx.get("entries", [])
+    entries = read_index(records_dir).get("entries", [])
     members: dict[str, list[int]] = {}
     kinds: dict[str, str] = {}
     for k, e in enumerate(entries):

@@ -15,6 +15,7 @@ from typing import Any
 
 from harness.atomic import write_json
 from harness.errors import UsageError
+from harness.paths import safe_join
 from harness.reporting import summary as S
 from harness.reporting.runs import load_runs
 from harness.results import GroupResult, Result
@@ -52,13 +53,21 @@ def _eps(e: float) -> str | float:
     return f"{round(k)}/255" if abs(k - round(k)) < 1e-6 and round(k) > 0 else float(e)
 
 
-def _pick(r: Result, groups: list[GroupResult], norm: str, threat: str | None) -> GroupResult:
-    """The requested threat model, else RobustBench's standard eps, else the report's headline one
-    (the adversarial-training eps), else the largest eps of that norm."""
-    if threat:
-        for g in groups:
-            if g.key == threat:
-                return g
+def resolve_threat(r: Result, threat: str) -> GroupResult:
+    """The run's threat model named by ``threat`` (spellings as `summary.canonical_threat`), else a `UsageError`."""
+    want = S.canonical_threat(threat)
+    for g in r.threat_models:
+        if want is not None and (g.key == threat or S.canonical_threat(g.key) == want):
+            return g
+    keys = ", ".join(g.key for g in r.threat_models) or "none"
+    raise UsageError(f"run {r.name!r} has no threat model {threat!r}", f"its threat models: {keys}")
+
+
+def _pick(r: Result, groups: list[GroupResult], norm: str, threat: GroupResult | None) -> GroupResult:
+    """The requested threat model (when of this norm), else RobustBench's standard eps, else the report's
+    headline one (the adversarial-training eps), else the largest eps of that norm."""
+    if threat is not None and threat.norm == norm:
+        return threat
     std = [g for g in groups if math.isclose(g.eps or 0.0, RB_STANDARD_EPS.get(norm, -1.0), rel_tol=1e-6)]
     if std:
         return std[0]
@@ -100,7 +109,7 @@ def model_info(r: Result, threat_model: str, threat: str | None = None) -> dict[
     groups = [g for g in r.threat_models if g.norm == norm]
     if not groups:
         raise UsageError(f"run {r.name!r} has no {threat_model} threat model", "evaluate with an attack of that norm")
-    g = _pick(r, groups, str(norm), threat)
+    g = _pick(r, groups, str(norm), resolve_threat(r, threat) if threat else None)
     attacks = _attack_names(g)
     is_aa = bool(attacks) and (
         any("autoattack" in a for a in attacks)
@@ -143,11 +152,14 @@ def export_robustbench(
         kinds.append("corruptions")
     if not kinds:
         raise UsageError(f"run {r.name!r} has neither L-inf/L2 threat models nor corruptions to export")
+    if threat:
+        resolve_threat(r, threat)  # an unknown key fails before anything is written
     fname = re.sub(r"[^A-Za-z0-9_.-]+", "_", S.model_name(r)).strip("._") or "model"
+    infos = [(tm, model_info(r, tm, threat)) for tm in kinds]
     paths = []
-    for tm in kinds:
-        info = model_info(r, tm, threat)
-        p = Path(out) / "model_info" / str(r.dataset.get("name")) / tm / f"{fname}.json"
+    for tm, info in infos:
+        # The dataset name comes from result.json (or a Python dataset): confined under --out.
+        p = safe_join(out, "model_info", str(r.dataset.get("name")), tm, f"{fname}.json", what="export path")
         write_json(p, info)
         paths.append(p)
     return paths

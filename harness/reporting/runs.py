@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import UsageError
+from harness.paths import safe_join
 from harness.results import Result
 
 # Written by `harness sweep` (also with --plan) in its output root: the cells of the sweep, in order.
@@ -26,7 +27,9 @@ class Run:
         """The per-sample record folder, when the run kept one."""
         if self.path is None:
             return None
-        d = self.path / (self.result.record.get("path") or "records")
+        from harness.paths import safe_join
+
+        d = safe_join(self.path, str(self.result.record.get("path") or "records"), what="record folder in result.json")
         return d if (d / "index.json").is_file() else None
 
 
@@ -53,7 +56,10 @@ def find_runs(paths: Sequence[str | Path]) -> list[Path]:
                     "run `harness sweep` again, or the commands of `harness sweep --plan`",
                 )
         elif p.is_dir():
-            found = sorted({r.parent for r in p.rglob("result.json")})
+            # Hidden folders are the harness's own (e.g. an evaluation set aside by --overwrite).
+            found = sorted(
+                {r.parent for r in p.rglob("result.json") if not any(c.startswith(".") for c in r.relative_to(p).parts)}
+            )
         else:
             raise UsageError(f"{p} does not exist", "pass a run folder (it holds result.json) or a folder of runs")
         if not found:
@@ -63,8 +69,22 @@ def find_runs(paths: Sequence[str | Path]) -> list[Path]:
 
 
 def load_runs(paths: Sequence[str | Path]) -> list[Run]:
-    """Load every run found under ``paths`` (see `find_runs`)."""
-    return [Run(p, Result.load(p / "result.json")) for p in find_runs(paths)]
+    """Load every run found under ``paths`` (see `find_runs`), each checked against its per-sample record.
+
+    A result.json that is not the result of the record beside it (an interrupted ``--overwrite``,
+    mixed files) is refused with a `DataError` rather than reported as current.
+    """
+    return [load_run(p) for p in find_runs(paths)]
+
+
+def load_run(path: str | Path) -> Run:
+    """One run folder: its result.json, verified against its record (`check_result_matches_record`)."""
+    from harness.records import check_result_matches_record
+
+    p = Path(path)
+    r = Result.load(p / "result.json")
+    check_result_matches_record(p, r.record, r.record.get("config_hash") or r.config.get("config_hash"))
+    return Run(p, r)
 
 
 def sweep_cells(root: str | Path) -> tuple[list[Path], list[str]]:
@@ -80,5 +100,6 @@ def sweep_cells(root: str | Path) -> tuple[list[Path], list[str]]:
             f"{root / SWEEP_MANIFEST} is unreadable ({type(e).__name__})",
             "run `harness sweep` (or `harness sweep --plan`) again to rewrite it",
         ) from None
-    done = [root / n for n in names if (root / n / "result.json").is_file()]
-    return done, [n for n in names if not (root / n / "result.json").is_file()]
+    cells = [safe_join(root, n, what="sweep cell") for n in names]
+    done = [c for c in cells if (c / "result.json").is_file()]
+    return done, [c.name for c in cells if not (c / "result.json").is_file()]

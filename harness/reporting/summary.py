@@ -70,6 +70,29 @@ def corruption_names(results: Sequence[Result]) -> list[str]:
     return names
 
 
+def canonical_threat(text: str) -> str | None:
+    """``NORM-EPS`` in the form of a result's group keys (``linf-0.0313725``), or None if it is not one.
+
+    Spellings of the same threat model are equal: the norm in any case, and the eps as any decimal
+    or ``k/255`` that rounds to the same 6 significant digits as the key (``linf-0.3`` ==
+    ``linf-0.30``, ``Linf-8/255`` == ``linf-0.0313725``).
+    """
+    norm, sep, eps = text.strip().partition("-")
+    if not sep:
+        return None
+    try:
+        if "/" in eps:
+            num, den = eps.split("/", 1)
+            value = float(num) / float(den)
+        else:
+            value = float(eps)
+    except (ValueError, ZeroDivisionError):
+        return None
+    if not math.isfinite(value):
+        return None
+    return f"{norm.strip().lower()}-{value:.6g}"
+
+
 def headline_threat(results: Sequence[Result], prefer: str | None = None) -> str | None:
     """The threat model of the trade-off plot: ``prefer`` if given, else the one the models were
     adversarially trained at (objective_params norm/eps), else the middle L-inf eps shared by most."""
@@ -77,11 +100,13 @@ def headline_threat(results: Sequence[Result], prefer: str | None = None) -> str
     if not keys:
         return None
     if prefer:
-        if prefer not in keys:
+        want = canonical_threat(prefer)
+        same = [k for k in keys if k == prefer or (want is not None and canonical_threat(k) == want)]
+        if not same:
             from harness.errors import UsageError
 
             raise UsageError(f"no threat model {prefer!r} in these runs", f"choose one of {', '.join(keys)}")
-        return prefer
+        return same[0]
     count = {k: sum(any(g.key == k for g in r.threat_models) for r in results) for k in keys}
     best = max(count.values())
     common = [k for k in keys if count[k] == best]

@@ -480,6 +480,7 @@ def test_read_run_corruption_and_attack_semantics_on_constructed_record(tmp_path
         {},
         Accuracy.of(4, 5),
         [GroupResult("linf-0.1", "attack", Accuracy.of(2, 5)), GroupResult("blur-2", "corruption", Accuracy.of(3, 5))],
+        record={"config_hash": "cfg"},
     ).save(tmp_path / "run" / "result.json")
     o = read_run(tmp_path / "run")
     assert o.ids.tolist() == [100, 101, 102, 103, 104] and o.seed == 3
@@ -497,6 +498,7 @@ def test_read_run_corruption_and_attack_semantics_on_constructed_record(tmp_path
         {},
         Accuracy.of(4, 5),
         [GroupResult("linf-0.1", "attack", Accuracy.of(3, 5))],
+        record={"config_hash": "cfg"},
     ).save(tmp_path / "run" / "result.json")
     with pytest.raises(Exception, match=r"disagree on linf-0\.1"):
         read_run(tmp_path / "run")

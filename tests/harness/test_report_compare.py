@@ -75,7 +75,7 @@ def write_run(root: Path, name: str, clean_ok, s0, s1, s2, ids=None, sha="d" * 6
             GroupResult("linf-0.1", "attack", Accuracy.of(int(rob.sum()), n), "linf", 0.1),
             GroupResult("noise-1", "corruption", Accuracy.of(int(cor.sum()), n), corruption="noise", severity=1),
         ],
-        record={"path": "records"},
+        record={"path": "records", "config_hash": "h" * 16},
     ).save(d / "result.json")
     return d
 
