@@ -202,8 +202,8 @@ def _class_count(num_classes: Any, labels: np.ndarray, y: str) -> int:
     },
 )
 def npy(
-    x: str | None = None,
-    y: str | None = None,
+    x: str,
+    y: str,
     num_classes: int | None = None,
     name: str = "npy",
     split: str = "test",
@@ -217,11 +217,6 @@ def npy(
     integer labels. ``offset``/``n`` select a contiguous range (one CIFAR-10-C severity is 10 000
     rows). Global sample ids are the file row numbers. ``num_classes`` defaults to max label + 1.
     """
-    if x is None or y is None:
-        raise DataError(
-            f"dataset npy needs both x= and y= (missing {'x' if x is None else 'y'})",
-            "e.g. npy:x=images.npy,y=labels.npy",
-        )
     xs = NpyRows(x, layout=layout)
     labels = read_labels(y)
     if len(labels) != xs.file_shape[0]:

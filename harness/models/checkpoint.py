@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from harness.atomic import sha256_bytes, sha256_file, write_bytes, write_json
-from harness.errors import CheckpointError
+from harness.errors import CheckpointError, UsageError
 from harness.registry import MODELS
 
 SCHEMA_VERSION = 1
@@ -312,6 +312,11 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
         skeleton = build_model(meta.architecture, meta.arch_args, device="meta")
     except (NotImplementedError, RuntimeError):  # an architecture that cannot be built on "meta"
         skeleton = None
+    except UsageError as e:  # the declared parameter ranges refuse the sidecar's arguments
+        raise CheckpointError(
+            f"{sidecar_path(path)}: arch_args refused: {e.what}",
+            "the sidecar was edited or damaged; re-save the checkpoint",
+        ) from None
     if skeleton is not None:
         check_fits(skeleton.state_dict(), state, str(wp))
         del skeleton
