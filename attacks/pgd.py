@@ -4,6 +4,9 @@ Hot-path rules followed here: input gradients only (`torch.autograd.grad` on x, 
 no host-device synchronisation inside the step loop except a compaction every ``compact_every``
 steps, which drops samples already misclassified so they stop costing forward/backward passes; the
 per-sample best point (lowest margin z_y - max_{j!=y} z_j) is kept across steps and restarts.
+A candidate on which the model returns NaN/Inf logits has margin -inf (`harness.logits.margin`), so
+it is kept as the best point (it is no correct prediction); its NaN gradient is zeroed so the next
+iterate stays finite.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from harness.logits import finite_grad
 from harness.registry import ATTACKS
 from harness.rng import stream_seed
 from harness.threat import ascent_direction, linf_box, project_ball_box, random_start
@@ -120,6 +124,7 @@ class PGD(Attack):
                 bx = torch.where(_bcast(better, bx), xa.detach(), bx)
             if t == self.steps:
                 break
+            g = finite_grad(g)  # NaN logits at a candidate give NaN gradients; keep the iterate finite
             direction = g.sign_() if box is not None else ascent_direction(g, self.norm)  # g is not reused
             moved = xa.detach().add(direction, alpha=self.step_size)
             xa = project_ball_box(xs, moved, self.norm, self.eps, box)
