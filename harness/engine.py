@@ -793,8 +793,11 @@ class Evaluation:
         if self.config.checks == "full":
             from harness.unit_test import attack_unit_test
 
+            # Without any input gradient, through the guard: the suite's gradient attacks then see zero
+            # gradients (and the test says they are too weak) instead of failing inside autograd.
+            ut_model = self.model if self.probe.connected else self.verdict
             ut = attack_unit_test(
-                self.model, self.dataset, self.suite, seed=self.config.seed, device=self.device, eot_samples=self.eot
+                ut_model, self.dataset, self.suite, seed=self.config.seed, device=self.device, eot_samples=self.eot
             )
             result.extra["unit_test"] = ut.to_dict()
             result.findings += ut.findings()
