@@ -71,10 +71,10 @@ def test_every_attack_counts_non_finite_logits_as_success(name, hostile, base, b
     model = hostile(base)
     try:
         attack = ATTACKS.create(name, norm="linf", eps=EPS, **FAST.get(name, {}))
-        eps_ok = lambda d: d.abs().flatten(1).amax(1) <= EPS + 1e-6  # noqa: E731
+        eps_ok = lambda d: d.abs().flatten(1).amax(1) <= EPS + 1e-6
     except UsageError:  # an L2-only attack
         attack = ATTACKS.create(name, norm="l2", eps=3.0, **FAST.get(name, {}))
-        eps_ok = lambda d: d.flatten(1).norm(dim=1) <= 3.0 + 1e-5  # noqa: E731
+        eps_ok = lambda d: d.flatten(1).norm(dim=1) <= 3.0 + 1e-5
     xa = attack(model, x, y, index=torch.arange(len(x)), seed=0)
     assert torch.isfinite(xa).all() and eps_ok(xa - x).all()
     with torch.no_grad():
@@ -166,7 +166,7 @@ def test_full_checks_on_a_model_without_gradient(base):
 def test_quantised_input_is_obfuscated_and_square_runs(base):
     res = run(zoo.Quantise(base))
     assert {"gradients", "obfuscated-gradients"} <= checks(res)
-    fgsm, pgd, square = res.groups[0].entries
+    fgsm, _, square = res.groups[0].entries
     assert "skipped" not in fgsm and fgsm["attacked"] == res.clean.correct  # zero gradients: run, but not trusted
     assert square["key"].startswith("square-auto") and square["attacked"] > 0 and square["broken_first"] > 0
     assert res.groups[0].accuracy.correct == 0 and res.groups[0].attack_basis == "gradient-free"
@@ -270,7 +270,7 @@ def test_surrogate_gradients_break_a_non_differentiable_model(mode, base):
 
 
 def test_surrogate_without_gradient_is_refused(base):
-    with pytest.raises(UsageError, match="surrogate .*no input gradient"):
+    with pytest.raises(UsageError, match=r"surrogate .*no input gradient"):
         run(base, surrogate=zoo.NoGrad(base))
 
 
