@@ -7,7 +7,16 @@ max-softmax confidence, log p_y and sum p^2 at that point (``c{k}``, ``clean_cal
 temperature-scaled when the suite asks for it). Smoothing entries record the certified radius.
 Worst-case robust accuracy of a threat model is the per-sample AND over its attacks. Every
 adversarial batch is re-verified here (ball, box, finiteness) and scored with the engine's own
-forward pass.
+forward pass; a row of non-finite logits is a wrong prediction (margin -inf, prediction
+`NO_PREDICTION`), reported per entry as a ``nonfinite-logits`` finding.
+
+Hostile models (docs/checks.md): every model call goes through `harness.guard.ModelGuard`, so a
+model that raises during an attack ends in one `ModelError` naming the entry. The input gradients
+are probed on the first batch before anything is planned: without usable ones, gradient attacks
+are skipped (none at all) or distrusted (zero), Square at the AutoAttack-standard budget joins every
+threat model, and each threat model records what its number rests on (``attack_basis``). A
+surrogate (`harness.surrogate`) gives gradient attacks BPDA or transfer gradients; verdicts stay
+the model's.
 
 Work is done chunk by chunk (fixed ranges of dataset positions); each finished chunk is written
 atomically, so an interrupted run resumes at the first missing chunk and, because every random
