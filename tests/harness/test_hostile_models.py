@@ -62,6 +62,21 @@ def test_margin_and_misclassified_on_non_finite_rows():
     assert misclassified(z, y).tolist() == [False, True, True, True]
 
 
+def test_sign_of_nan_is_zero():
+    """PGD's L-inf step relies on it to keep iterates finite without an extra kernel (attacks/pgd.py)."""
+    assert torch.tensor([float("nan"), -float("inf"), 2.0]).sign_().tolist() == [0.0, -1.0, 1.0]
+
+
+def test_nan_gradient_at_finite_logits_keeps_pgd_inside_the_ball(base, batch):
+    """sqrt(x) has an infinite derivative at 0 (NaN after the chain rule), while its logits stay finite."""
+    x, y = batch
+    model = zoo.Wrapper(base)
+    model.forward = lambda x: base(torch.sqrt(x))
+    for norm, eps in (("linf", 0.1), ("l2", 1.0)):
+        xa = ATTACKS.create("pgd", norm=norm, eps=eps, steps=5)(model, x, y, index=torch.arange(len(x)), seed=0)
+        assert torch.isfinite(xa).all()
+
+
 @pytest.mark.parametrize("hostile", [zoo.NaNOffGrid, zoo.InfOffGrid], ids=["nan", "inf-on-top-class"])
 @pytest.mark.parametrize("name", sorted(n for n in ATTACKS.names() if not n.startswith("test-")))
 def test_every_attack_counts_non_finite_logits_as_success(name, hostile, base, batch):
