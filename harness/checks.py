@@ -52,8 +52,11 @@ OBFUSCATED_FRACTION = 0.5
 # budget of AutoAttack standard (Croce & Hein 2020).
 AUTO_SQUARE_QUERIES = 5000
 AUTO_SQUARE_P_INIT = 0.8
-# Batch dependence: allowed |dlogit| between a sample alone (half batch) and in the full batch.
-BATCH_RTOL = 1e-4
+# Batch dependence: allowed |dlogit| between a sample in half the batch and in the full batch,
+# relative to the largest |logit|. Kernels differ by batch size; on GPUs TF32 convolutions (PyTorch's
+# default) carry ~1e-3 relative error, so 1e-2 leaves room. Measured on the zoo (digits MLP): train-mode
+# BatchNorm on the logits differs by 28 % of max |logit|, batch-mean-centred logits by 3.4 %.
+BATCH_RTOL = 1e-2
 BATCH_ATOL = 1e-5
 # The findings `precheck` can raise: what a suite entry's ``when`` may name.
 PRECHECKS = (

@@ -19,6 +19,7 @@ from harness.engine import EvalConfig, evaluate
 from harness.errors import ModelError, UsageError
 from harness.logits import margin, misclassified
 from harness.registry import ATTACKS
+from harness.reporting.html import render_html
 from harness.suites import parse_suite
 from tests.harness import _hostile_models as zoo
 from tests.harness._digits_models import ce_model
@@ -169,6 +170,8 @@ def test_no_input_gradient_skips_gradient_attacks_and_runs_square(hostile, base,
     assert "0.0 [" in md and "†" in md and "from gradient-free attacks only" in md
     saved = json.loads((tmp_path / "r" / "result.json").read_text())
     assert saved["groups"][0]["attack_basis"] == "gradient-free"
+    html = render_html([res], {})
+    assert "†" in html and "robust accuracy from gradient-free attacks only" in html
 
 
 def test_full_checks_on_a_model_without_gradient(base):
