@@ -13,7 +13,9 @@ lives on the device and is updated with ``torch.where``, so the step loop never 
 the host except for a compaction every ``compact_every`` steps that drops samples already
 misclassified. Samples are independent (per-sample step sizes and checkpoints, eval-mode model), so
 dropping broken ones cannot change the outcome for the rest. Random starts are keyed by the
-sample's global id, so results do not depend on the batch size.
+sample's global id, so results do not depend on the batch size. A point where the model returns
+NaN/Inf logits has margin -inf (`harness.logits.margin`) and is kept as the best point; NaN
+gradients are zeroed so that the iterates stay finite.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness.errors import UsageError
-from harness.logits import margin
+from harness.logits import finite_grad, margin
 from harness.params import Param, Reference
 from harness.registry import ATTACKS
 from harness.rng import keyed_normal, keyed_uniform, stream_seed
@@ -218,7 +220,7 @@ class APGD(Attack):
                 z = model(xg)
                 loss = loss_fn(z.float(), ys, ts)
                 (gi,) = torch.autograd.grad(loss.sum(), xg)
-            g = g + gi
+            g = g + finite_grad(gi)
         if self.eot_iter > 1:
             g = g / self.eot_iter
         return z.detach().float(), loss.detach(), g

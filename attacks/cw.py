@@ -7,6 +7,8 @@ smallest-L2 misclassified point found when its distance is <= eps; when the smal
 outside the ball it returns that point scaled back onto the sphere of radius eps (a convex
 combination of x and x', so still in [0, 1]; the engine decides whether it is adversarial); when
 nothing was found it returns x. `minimize` gives the unbounded result (points and L2 distances).
+An iterate where the model returns NaN/Inf logits has margin -inf, so it counts as a success (no
+correct prediction); its NaN gradient is zeroed so that Adam's state stays finite.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from harness.errors import UsageError
-from harness.logits import margin
+from harness.logits import finite_grad, margin
 from harness.params import Param, Reference
 from harness.registry import ATTACKS
 from harness.threat import canonical_norm
@@ -101,7 +103,7 @@ class CWL2(Attack):
                     mg = margin(model(xa), y)
                     loss = l2sq + const * mg.clamp(min=-self.kappa)
                     (g,) = torch.autograd.grad(loss.sum(), w)
-                w = w.detach()
+                w, g = w.detach(), finite_grad(g)
                 # Record the iterate the gradient was taken at (it was just evaluated).
                 l2 = l2sq.detach().sqrt()
                 ok = mg.detach() < -self.kappa if self.kappa > 0 else mg.detach() < 0

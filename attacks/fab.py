@@ -15,7 +15,9 @@ Where this differs from the reference: gradients come from `torch.autograd.grad`
 weight gradients), the hyperplane projection is a sort-and-search over per-coordinate breakpoints
 written here, and samples whose best point is already within eps stop being attacked (checked at
 a compaction every ``compact_every`` steps, the only host synchronisation in the loop). The result
-is the closest misclassified point found if it lies within eps, else the clean input.
+is the closest misclassified point found if it lies within eps, else the clean input. A point
+where the model returns NaN/Inf logits counts as misclassified (`harness.logits.misclassified`);
+the linearisation there (NaN) is zeroed, which moves the iterate back towards x0.
 """
 
 from __future__ import annotations
@@ -25,11 +27,17 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
+from harness.logits import misclassified
 from harness.params import Param, Reference
 from harness.registry import ATTACKS
 from harness.rng import keyed_normal, keyed_uniform, stream_seed
 
 from .base import COMPACT_EVERY, RESTARTS, STEPS, Attack
+
+
+def _finite(v: Tensor) -> Tensor:
+    """NaN and +-Inf (from non-finite logits) to 0: the hyperplane projection stays finite."""
+    return torch.nan_to_num(v, nan=0.0, posinf=0.0, neginf=0.0)
 
 
 def _norm(v: Tensor, norm: str) -> Tensor:
@@ -120,7 +128,7 @@ class _FABBase(Attack):
             if target is not None:
                 diff = logits[ar, target] - logits[ar, y]
                 (g,) = torch.autograd.grad(diff.sum(), xg)
-                return diff.detach().float(), g.flatten(1).float()
+                return _finite(diff.detach().float()), _finite(g.flatten(1).float())
             grads = [
                 torch.autograd.grad(logits[:, k].sum(), xg, retain_graph=k + 1 < logits.shape[1])[0].flatten(1)
                 for k in range(logits.shape[1])
@@ -133,7 +141,7 @@ class _FABBase(Attack):
         dist = df.abs() / (1e-12 + dual)
         dist[ar, y] = float("inf")
         j = dist.argmin(1)
-        return df[ar, j], dg[ar, j]
+        return _finite(df[ar, j]), _finite(dg[ar, j])
 
     # -- one run from one start --------------------------------------------------------------------
     def _run(
@@ -169,7 +177,7 @@ class _FABBase(Attack):
             alpha = (a1 / (a1 + a2)).clamp(0, self.alpha_max)[:, None]
             x1 = ((x1 + self.eta * d1) * (1 - alpha) + (xs + self.eta * d2) * alpha).clamp(0, 1)
             with torch.no_grad():
-                adv = model(x1.view(-1, *shape[1:])).argmax(1) != ys
+                adv = misclassified(model(x1.view(-1, *shape[1:])), ys)
             dist = _norm(x1 - xs, self.norm)
             better = adv & (dist < res[pos])
             res[pos] = torch.where(better, dist, res[pos])
@@ -200,7 +208,7 @@ class _FABBase(Attack):
         out = x.clone()
         with torch.no_grad():
             logits = model(x).float()
-        todo = (logits.argmax(1) == y).nonzero().squeeze(1)
+        todo = (~misclassified(logits, y)).nonzero().squeeze(1)
         best_dist = torch.full((len(x),), float("inf"), device=x.device)
         for target in self._targets(logits):
             for r in range(self.restarts):

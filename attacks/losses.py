@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from harness.errors import UsageError
-from harness.logits import margin
+from harness.logits import margin, misclassified
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -44,7 +44,8 @@ def get_loss(name: str | LossFn) -> LossFn:
 
 
 def predicted_wrong(logits: Tensor, y: Tensor) -> Tensor:
-    return logits.argmax(1) != y
+    """Misclassified, counting a non-finite row of logits as wrong (`harness.logits.misclassified`)."""
+    return misclassified(logits, y)
 
 
 def scaled(loss: LossFn, scale: float) -> LossFn:

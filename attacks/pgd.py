@@ -4,6 +4,9 @@ Hot-path rules followed here: input gradients only (`torch.autograd.grad` on x, 
 no host-device synchronisation inside the step loop except a compaction every ``compact_every``
 steps, which drops samples already misclassified so they stop costing forward/backward passes; the
 per-sample best point (lowest margin z_y - max_{j!=y} z_j) is kept across steps and restarts.
+A candidate on which the model returns NaN/Inf logits has margin -inf (`harness.logits.margin`), so
+it is kept as the best point (it is no correct prediction); its NaN gradient moves nothing (sign(NaN)
+is 0; zeroed before the L2 step), so the next iterate stays finite.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from harness.logits import finite_grad
 from harness.params import Param, Reference
 from harness.registry import ATTACKS
 from harness.rng import stream_seed
@@ -154,7 +158,9 @@ class PGD(Attack):
                 bx = torch.where(_bcast(better, bx), xa.detach(), bx)
             if t == self.steps:
                 break
-            direction = g.sign_() if box is not None else ascent_direction(g, self.norm)  # g is not reused
+            # NaN logits give NaN gradients; the iterate must stay finite. sign(NaN) = 0 already (no extra
+            # kernel on the L-inf hot path); the L2 step normalises, so it zeroes them first.
+            direction = g.sign_() if box is not None else ascent_direction(finite_grad(g), self.norm)  # g not reused
             moved = xa.detach().add(direction, alpha=self.step_size)
             xa = project_ball_box(xs, moved, self.norm, self.eps, box)
             if self.early_stop and (t + 1) % self.compact_every == 0:

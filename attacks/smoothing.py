@@ -12,7 +12,9 @@ draws. A point certified at radius r that the attack flips within r, with the fl
 significant, contradicts the certificate: the engine reports it as an error finding.
 
 Every noise draw is keyed by (seed, phase, block, global sample id) through `harness.rng`, in
-fixed blocks of `BLOCK` draws per sample, so results do not depend on the batch size.
+fixed blocks of `BLOCK` draws per sample, so results do not depend on the batch size. A draw on
+which the base model returns NaN/Inf logits votes for no class: it counts in n but for no c, so it
+lowers the bound on p_A like a wrong vote does.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from harness.logits import finite_rows
 from harness.params import Param
 from harness.registry import ATTACKS, CERTIFIERS
 from harness.rng import keyed_normal, stream_seed
@@ -50,6 +53,11 @@ def cp_upper(k: np.ndarray | int, n: int, alpha: float) -> np.ndarray:
     with np.errstate(invalid="ignore"):
         hi = beta.ppf(1 - alpha, k + 1, np.maximum(n - k, 1e-300))
     return np.where(k < n, hi, 1.0)
+
+
+def _top(counts: Tensor) -> Tensor:
+    """The most frequent class, or -1 where no draw voted (every draw had non-finite logits)."""
+    return torch.where(counts.amax(1) > 0, counts.argmax(1), -1)
 
 
 class NoisyModel(nn.Module):
@@ -123,8 +131,10 @@ class SmoothingL2:
                 xi, ii = x[i : i + per], index[i : i + per]
                 e = keyed_normal(s, ii, (BLOCK, *x.shape[1:]))[:, :m].to(x.dtype)
                 xn = (xi[:, None] + self.sigma * e).reshape(-1, *x.shape[1:])
-                pred = model(xn).argmax(1).view(len(xi), m)
-                out[i : i + per] += torch.nn.functional.one_hot(pred, num_classes).sum(1)
+                z = model(xn)
+                # Non-finite rows vote for an extra, dropped class: no class gets their vote.
+                pred = torch.where(finite_rows(z), z.argmax(1), num_classes).view(len(xi), m)
+                out[i : i + per] += torch.nn.functional.one_hot(pred, num_classes + 1)[..., :num_classes].sum(1)
         return out
 
     def predict(self, counts: Tensor) -> np.ndarray:
@@ -161,7 +171,7 @@ class SmoothingL2:
         emp = np.zeros((len(x), len(self.radii)), np.int8)
         viol = np.zeros((len(x), len(self.radii)), np.int8)
         # Smoothed prediction at the clean point: the majority of the n estimation draws.
-        maj0 = c.argmax(1).cpu().numpy()
+        maj0 = _top(c).cpu().numpy()
         for j, r in enumerate(self.radii):
             if r == 0:
                 emp[:, j] = maj0 == y_np
@@ -184,7 +194,7 @@ class SmoothingL2:
             x_adv = pgd(noisy, xa, ya, index=ia, seed=stream_seed(seed, "pgd", j))
             check_contract(xa, x_adv, ThreatModel("l2", r), who=f"smoothing-l2 attack r={r}")
             cv = self.counts(model, x_adv, ia, self.n_verdict, stream_seed(seed, "verdict", j), num_classes)
-            emp[act, j] = (cv.argmax(1) == ya).cpu().numpy()
+            emp[act, j] = (_top(cv) == ya).cpu().numpy()
             ky = cv.gather(1, ya[:, None]).squeeze(1).cpu().numpy()
             # The certificate says p_y(x_adv) > 1/2; a significant p_y < 1/2 contradicts it.
             contra = cp_upper(ky, self.n_verdict, self.alpha) < 0.5

@@ -10,7 +10,9 @@ transposition) is one draw shared by every sample; unlike the reference, the dra
 sample's trajectory does not depend on which batch or rank it is in, and placing the L-inf window is a
 slice, not a per-sample mask. The initial stripes are drawn per sample (keyed by sample id). A sample
 stops when misclassified: its state is frozen by a device-side mask, and the still-robust set is
-compacted every ``compact_every`` iterations (the only host synchronisation in the loop).
+compacted every ``compact_every`` iterations (the only host synchronisation in the loop). A
+proposal on which the model returns NaN/Inf logits has margin (and loss) -inf: it is accepted as a
+success, since non-finite logits are no correct prediction.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from torch import Tensor, nn
 
 from harness.errors import UsageError
 from harness.logits import margin as logit_margin
+from harness.logits import misclassified
 from harness.params import Param, Reference
 from harness.registry import ATTACKS
 from harness.rng import keyed_uniform, stream_seed
@@ -129,8 +132,10 @@ class Square(Attack):
     def _score(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         logits = model(x).float()
         m = logit_margin(logits, y)
-        loss = m if self.loss == "margin" else -F.cross_entropy(logits, y, reduction="none")
-        return m, loss
+        if self.loss == "margin":
+            return m, m
+        # -CE is NaN on a non-finite row; m is -inf there, the lowest (best) loss.
+        return m, torch.where(torch.isfinite(m), -F.cross_entropy(logits, y, reduction="none"), m)
 
     @torch.no_grad()
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor, *, index: Tensor | None = None, seed: int = 0) -> Tensor:
@@ -138,14 +143,14 @@ class Square(Attack):
         if x.dim() != 4:
             raise UsageError(f"square needs image batches (n, c, h, w), got shape {tuple(x.shape)}")
         out = x.detach().clone()
-        todo = (model(x).argmax(1) == y).nonzero().squeeze(1)
+        todo = (~misclassified(model(x), y)).nonzero().squeeze(1)
         for r in range(self.restarts):
             if len(todo) == 0:
                 break
             xr = self._run(model, x[todo], y[todo], index[todo], stream_seed(seed, "square", r))
             out[todo] = xr
             if r + 1 < self.restarts:
-                todo = todo[(model(xr).argmax(1) == y[todo]).nonzero().squeeze(1)]
+                todo = todo[(~misclassified(model(xr), y[todo])).nonzero().squeeze(1)]
         return out
 
     def _init(self, x: Tensor, index: Tensor, seed: int) -> Tensor:

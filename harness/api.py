@@ -149,14 +149,18 @@ def evaluate(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     trust_torchscript: bool = False,
+    surrogate: Any = None,
     **config: Any,
 ) -> Result:
     """Evaluate a model with a suite; returns the `Result`.
 
     ``model`` and the loading options are as in `load_model` (checkpoint, ``robustbench:<Name>``,
     ``module:factory`` with ``weights``, TorchScript, or a module). With ``name`` the run is written
-    to ``out/name`` (default out: ``runs``) and is resumable. Other keyword arguments are
-    `EvalConfig` fields (batch_size, seed, device, max_samples, ...).
+    to ``out/name`` (default out: ``runs``) and is resumable. ``surrogate`` (an nn.Module, a callable
+    ``factory(model) -> nn.Module`` or ``"module.path:factory"``) gives gradient attacks BPDA
+    gradients for a model without usable ones (``surrogate_mode="transfer"`` attacks it alone);
+    verdicts always come from the model (`harness.surrogate`). Other keyword arguments are
+    `EvalConfig` fields (batch_size, seed, device, max_samples, surrogate_mode, ...).
     """
     from harness.models.external import probe
 
@@ -178,7 +182,7 @@ def evaluate(
     ds = load_dataset(dataset)
     if not isinstance(dataset, ImageDataset):
         probe(m, ds.shape, ds.num_classes, f"model {info['name']!r}")
-    return Evaluation(m, ds, suite, out=out, name=name, config=cfg, model_info=info).run()
+    return Evaluation(m, ds, suite, out=out, name=name, config=cfg, model_info=info, surrogate=surrogate).run()
 
 
 def attack_unit_test(

@@ -1,8 +1,11 @@
 """Sanity checks run with every evaluation (the evaluation checklist, items 1-7; docs/checks.md).
 
-`precheck` runs on the first batch before any attack: fatal contract breaks (wrong logit shape,
-non-finite logits) raise `ModelError`; suspicious properties become findings. With ``full=True`` it
-also runs an unbounded attack (L-inf eps = 1) that any working gradient attack wins. `postcheck`
+`precheck` runs on the first batch before any attack: fatal contract breaks (wrong logit shape or
+dtype, an exception, NaN/Inf logits on every clean image) raise `ModelError`; suspicious properties
+become findings, among them a model that gives no usable input gradient (`gradient_probe`: the
+obfuscated-gradients finding) and one whose logits depend on the rest of the batch. With
+``full=True`` it also runs an unbounded attack (L-inf eps = 1) that any working gradient attack
+wins. `postcheck`
 runs on the aggregated result, using the per-entry counts the engine records (``broken_first``:
 samples an entry broke that no earlier entry of its threat model had broken, and ``below_reference``:
 budget parameters set below the attack's declared reference budget). Findings are reported next to
@@ -12,14 +15,17 @@ the numbers they cast doubt on.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from harness.errors import ModelError
-from harness.logits import margin
+from harness.batching import is_oom
+from harness.errors import HarnessError, ModelError
+from harness.guard import HINT, ModelGuard, first_line
+from harness.logits import finite_rows, margin, misclassified
 from harness.results import Finding, GroupResult, Result
 
 SATURATION_PROB = 1 - 1e-6
@@ -39,12 +45,41 @@ MASKING_REL = 0.10
 MASKING_ABS = 0.03
 STRONG_LOSSES = ("margin", "cw", "dlr")
 STRONG_PREFIXES = ("apgd", "autoattack", "cw-", "fab")
+# Zero margin gradients on more than this fraction: the "gradients" warning.
+ZERO_GRAD_FRACTION = 0.05
+# Zero or non-finite margin gradients on more than this fraction (or none at all): obfuscated gradients.
+OBFUSCATED_FRACTION = 0.5
+# The gradient-free attack added at every threat model when gradients are obfuscated: Square at the
+# budget of AutoAttack standard (Croce & Hein 2020).
+AUTO_SQUARE_QUERIES = 5000
+AUTO_SQUARE_P_INIT = 0.8
+# Batch dependence: allowed |dlogit| between a sample in half the batch and in the full batch,
+# relative to the largest |logit|. Kernels differ by batch size; on GPUs TF32 convolutions (PyTorch's
+# default) carry ~1e-3 relative error, so 1e-2 leaves room. Measured on the zoo (digits MLP): train-mode
+# BatchNorm on the logits differs by 28 % of max |logit|, batch-mean-centred logits by 3.4 %.
+BATCH_RTOL = 1e-2
+BATCH_ATOL = 1e-5
 # The findings `precheck` can raise: what a suite entry's ``when`` may name.
-PRECHECKS = ("train-mode", "stochastic", "probabilities", "gradients", "saturation", "unbounded")
+PRECHECKS = (
+    "train-mode",
+    "stochastic",
+    "probabilities",
+    "gradients",
+    "obfuscated-gradients",
+    "batch-dependent",
+    "saturation",
+    "unbounded",
+)
 
 
-def check_logits(logits: Tensor, n: int, num_classes: int) -> None:
-    """The model contract on one batch: (N, K) finite logits for the dataset's K classes."""
+def check_logits(logits: Any, n: int, num_classes: int, *, some_finite: bool = True) -> None:
+    """The model contract on one batch: (N, K) floating-point logits for the dataset's K classes.
+
+    With ``some_finite`` a batch whose every row holds a NaN or Inf is a broken model (ModelError);
+    non-finite logits on only some rows are left to the per-sample verdict (wrong, with a finding).
+    """
+    if not isinstance(logits, Tensor):
+        raise ModelError(f"model returned {type(logits).__name__}, not a tensor of logits")
     if logits.dim() != 2 or logits.shape[0] != n:
         raise ModelError(
             f"model returned shape {tuple(logits.shape)} for a batch of {n}",
@@ -55,17 +90,134 @@ def check_logits(logits: Tensor, n: int, num_classes: int) -> None:
             f"model returns {logits.shape[1]} logits but the dataset has {num_classes} classes",
             "evaluate on the dataset the model was trained for, or fix num_classes",
         )
-    if not torch.isfinite(logits).all():
-        bad = int((~torch.isfinite(logits)).any(1).sum())
+    if not logits.is_floating_point():
         raise ModelError(
-            f"model returned NaN or Inf logits for {bad} of {n} clean images",
+            f"model returned {logits.dtype} logits", "return floating-point logits (e.g. .float() on the output)"
+        )
+    if some_finite and n and not bool(finite_rows(logits).any()):
+        raise ModelError(
+            f"model returned NaN or Inf logits for all {n} clean images",
             "check the weights (NaN after training?) and the input scaling ([0, 1])",
         )
 
 
+@dataclass(frozen=True)
+class GradientProbe:
+    """Input gradients of a model at clean points: present at all, and how usable (docs/checks.md)."""
+
+    connected: bool  # False: no input gradient at all (the output does not depend on x in autograd)
+    reason: str = ""  # why not connected
+    n: int = 0  # samples with finite logits the fractions are over
+    nonfinite: float = 0.0  # fraction of samples with a non-finite CE input gradient
+    zero: float = 0.0  # fraction with an exactly zero input gradient of the logit margin
+    unusable: float = 0.0  # fraction whose margin gradient is zero or non-finite
+
+    @property
+    def obfuscated(self) -> bool:
+        """Gradient attacks cannot be trusted: no gradient, or none usable on most samples."""
+        return not self.connected or self.unusable > OBFUSCATED_FRACTION
+
+
+def gradient_probe(model: nn.Module, x: Tensor, y: Tensor) -> GradientProbe:
+    """CE and logit-margin input gradients at x, over the samples whose logits are finite.
+
+    Never raises for a non-differentiable model: a forward that fails on an input that requires
+    grad, an output not connected to x (``torch.no_grad()``, ``x.detach()``, numpy) or a backward
+    that fails all give ``connected=False`` with the reason. Out-of-memory passes through.
+    """
+    xg = x.detach().clone().requires_grad_(True)
+    why = "its output is not connected to the input in the autograd graph (a forward under torch.no_grad(), "
+    why += "on x.detach(), or through numpy)"
+    try:
+        with torch.enable_grad():
+            z = model(xg)
+            if not isinstance(z, Tensor) or not z.requires_grad:
+                return GradientProbe(False, why)
+            fin = finite_rows(z.detach())
+            if not bool(fin.any()):
+                return GradientProbe(True, n=0)
+            zf, yf = z[fin], y[fin]
+            (g,) = torch.autograd.grad(
+                F.cross_entropy(zf, yf, reduction="sum"), xg, retain_graph=True, allow_unused=True
+            )
+            # Zero gradients are judged on the logit margin: a saturated softmax zeroes CE gradients
+            # (the saturation finding), while a flat margin means a non-differentiable model.
+            (gm,) = torch.autograd.grad(margin(zf, yf).sum(), xg, allow_unused=True)
+    except Exception as e:
+        if is_oom(e):
+            raise
+        return GradientProbe(False, f"computing its input gradient fails ({first_line(e)})")
+    if g is None or gm is None:
+        return GradientProbe(False, why)
+    g, gm = g[fin].flatten(1), gm[fin].flatten(1)
+    bad = ~torch.isfinite(gm).all(1)
+    zero = gm.abs().amax(1) == 0
+    return GradientProbe(
+        True,
+        n=len(gm),
+        nonfinite=float((~torch.isfinite(g)).any(1).float().mean()),
+        zero=float(zero.float().mean()),
+        unusable=float((bad | zero).float().mean()),
+    )
+
+
+def gradient_findings(probe: GradientProbe) -> list[Finding]:
+    """The ``gradients`` and ``obfuscated-gradients`` findings of a probe."""
+    out: list[Finding] = []
+    if not probe.connected:
+        out.append(
+            Finding(
+                "gradients",
+                "error",
+                f"the model gives no input gradient: {probe.reason}",
+                data={"no_gradient": True, "reason": probe.reason},
+            )
+        )
+    else:
+        if probe.nonfinite > 0:
+            out.append(
+                Finding(
+                    "gradients",
+                    "error",
+                    f"{100 * probe.nonfinite:.1f}% of samples have non-finite input gradients",
+                    data={"nonfinite_fraction": probe.nonfinite},
+                )
+            )
+        if probe.zero > ZERO_GRAD_FRACTION:
+            out.append(
+                Finding(
+                    "gradients",
+                    "warning",
+                    f"{100 * probe.zero:.1f}% of samples have exactly zero input gradient of the logit margin "
+                    "(masked gradients or a non-differentiable layer): gradient attacks cannot move them; "
+                    "run black-box attacks",
+                    data={"zero_fraction": probe.zero},
+                )
+            )
+    if probe.obfuscated:
+        what = (
+            "the model gives no input gradient"
+            if not probe.connected
+            else f"{100 * probe.unusable:.0f}% of samples have a zero or non-finite input gradient"
+        )
+        out.append(
+            Finding(
+                "obfuscated-gradients",
+                "error",
+                f"obfuscated gradients (Athalye et al. 2018): {what}. Gradient attacks "
+                + ("are skipped" if not probe.connected else "cannot be trusted")
+                + f"; Square ({AUTO_SQUARE_QUERIES} queries, p_init {AUTO_SQUARE_P_INIT}) runs at every threat "
+                "model, and the report marks numbers from gradient-free attacks only. For white-box numbers, "
+                "give a differentiable surrogate (--surrogate module:factory) for BPDA",
+                data={"connected": probe.connected, "unusable_fraction": probe.unusable, "reason": probe.reason},
+            )
+        )
+    return out
+
+
 def _majority_correct(model: nn.Module, x: Tensor, y: Tensor, draws: int) -> Tensor:
     with torch.no_grad():
-        return torch.stack([model(x).argmax(1) == y for _ in range(draws)]).float().mean(0) >= 0.5
+        return torch.stack([~misclassified(model(x), y) for _ in range(draws)]).float().mean(0) >= 0.5
 
 
 def unbounded_check(model: nn.Module, x: Tensor, y: Tensor, num_classes: int, eot_samples: int = 1) -> Finding | None:
@@ -78,7 +230,7 @@ def unbounded_check(model: nn.Module, x: Tensor, y: Tensor, num_classes: int, eo
         return None
     attack = PGD("linf", UNBOUNDED_EPS, steps=UNBOUNDED_STEPS, loss="margin", random_start=False)
     attack.eot_samples = eot_samples
-    xa = attack(model, x, y, index=torch.arange(len(x), device=x.device), seed=0)
+    xa = attack(ModelGuard(model), x, y, index=torch.arange(len(x), device=x.device), seed=0)
     acc = float(_majority_correct(model, xa, y, eot_samples).float().mean())
     chance = 1.0 / num_classes
     if acc <= chance:
@@ -93,6 +245,57 @@ def unbounded_check(model: nn.Module, x: Tensor, y: Tensor, num_classes: int, eo
     )
 
 
+def _forward(model: nn.Module, x: Tensor, what: str) -> Any:
+    """model(x) under no_grad; a failure other than out-of-memory is a ModelError."""
+    try:
+        with torch.no_grad():
+            return model(x)
+    except HarnessError:
+        raise
+    except Exception as e:
+        if is_oom(e):
+            raise
+        raise ModelError(f"the model fails on {what} (shape {tuple(x.shape)}): {first_line(e)}", HINT) from e
+
+
+def _same(a: Tensor, b: Tensor) -> bool:
+    """Bitwise-equal logits, NaN equal to NaN (a model NaN on some inputs is not randomised for it)."""
+    return torch.equal(a, b) or bool(((a == b) | (a.isnan() & b.isnan())).all())
+
+
+def batch_dependence(model: nn.Module, x: Tensor, z: Tensor) -> Finding | None:
+    """Logits of the first half of the batch alone vs within the whole batch, on finite rows.
+
+    A sample's logits must not depend on the other samples of its batch (train-mode BatchNorm,
+    batch-level normalisation): the engine compacts batches inside attacks, so such a model's
+    verdicts would depend on batch composition. Float sums differ slightly between batch sizes,
+    so differences up to `BATCH_RTOL` of the largest |logit| (plus `BATCH_ATOL`) are allowed.
+    """
+    h = len(x) // 2
+    if h < 1:
+        return None
+    zh = _forward(model, x[:h], f"a batch of {h} (half of the first batch)")
+    check_logits(zh, h, z.shape[1], some_finite=False)
+    ok = finite_rows(z[:h]) & finite_rows(zh)
+    if not bool(ok.any()):
+        return None
+    a, b = z[:h][ok].double(), zh[ok].double()
+    diff = float((a - b).abs().max())
+    tol = BATCH_ATOL + BATCH_RTOL * float(a.abs().max())
+    if diff <= tol:
+        return None
+    flips = float((a.argmax(1) != b.argmax(1)).float().mean())
+    return Finding(
+        "batch-dependent",
+        "error",
+        f"a sample's logits depend on the other samples in its batch (max |dlogit| {diff:.3g} between the "
+        f"first {h} samples alone and in a batch of {len(x)}; {100 * flips:.1f}% predictions flip): train-mode "
+        "BatchNorm or batch-level statistics inside forward. Attacks shrink batches as samples break, so "
+        "verdicts depend on batch composition; fix the model (eval-mode normalisation) before trusting numbers",
+        data={"max_logit_diff": diff, "tolerance": tol, "flip_rate": flips, "half_batch": h},
+    )
+
+
 def precheck(
     model: nn.Module,
     x: Tensor,
@@ -102,8 +305,14 @@ def precheck(
     *,
     full: bool = False,
     eot_samples: int | None = None,
+    probe: GradientProbe | None = None,
 ) -> list[Finding]:
-    """Checks on the first batch; ``full`` adds the unbounded-eps attack (a few dozen PGD steps)."""
+    """Checks on the first batch; ``full`` adds the unbounded-eps attack (a few dozen PGD steps).
+
+    Raises `ModelError` only when the model breaks the contract for the whole batch (wrong shape
+    or dtype, an exception, NaN/Inf on every clean image); everything else is a finding. ``probe``
+    reuses a `gradient_probe` of the same batch.
+    """
     out: list[Finding] = []
     if was_training:
         out.append(
@@ -113,13 +322,16 @@ def precheck(
                 "model was passed in train mode (BatchNorm/Dropout active); it was evaluated in eval mode",
             )
         )
-    with torch.no_grad():
-        z1 = model(x)
-        check_logits(z1, len(x), num_classes)
-        z2 = model(x)
-    if not torch.equal(z1, z2):
-        diff = float((z1 - z2).abs().max())
-        flips = float((z1.argmax(1) != z2.argmax(1)).float().mean())
+    z1 = _forward(model, x, "the first batch of clean images")
+    check_logits(z1, len(x), num_classes)
+    z2 = _forward(model, x, "the first batch of clean images")
+    check_logits(z2, len(x), num_classes, some_finite=False)
+    fin = finite_rows(z1) & finite_rows(z2)
+    stochastic = not _same(z1, z2)
+    if stochastic:
+        d = (z1[fin] - z2[fin]).abs()
+        diff = float(d.max()) if d.numel() else float("nan")
+        flips = float(((z1.argmax(1) != z2.argmax(1)) | (finite_rows(z1) != finite_rows(z2))).float().mean())
         out.append(
             Finding(
                 "stochastic",
@@ -131,8 +343,13 @@ def precheck(
                 data={"max_logit_diff": diff, "flip_rate": flips},
             )
         )
-    rows = z1.sum(1)
-    if (z1 >= 0).all() and (z1 <= 1).all() and torch.allclose(rows, torch.ones_like(rows), atol=1e-4):
+    else:
+        f = batch_dependence(model, x, z1)
+        if f is not None:
+            out.append(f)
+    zf = z1[fin]
+    rows = zf.sum(1)
+    if len(zf) and (zf >= 0).all() and (zf <= 1).all() and torch.allclose(rows, torch.ones_like(rows), atol=1e-4):
         out.append(
             Finding(
                 "probabilities",
@@ -141,36 +358,10 @@ def precheck(
                 "attacks are weakened; remove the final softmax",
             )
         )
-    xg = x.detach().clone().requires_grad_(True)
-    with torch.enable_grad():
-        z = model(xg)
-        (g,) = torch.autograd.grad(F.cross_entropy(z, y, reduction="sum"), xg, retain_graph=True)
-        # Zero gradients are judged on the logit margin: a saturated softmax zeroes CE gradients
-        # (the saturation finding), while a flat margin means a non-differentiable model.
-        (gm,) = torch.autograd.grad(margin(z, y).sum(), xg)
-    nonfinite = float((~torch.isfinite(g)).flatten(1).any(1).float().mean())
-    zero = float((gm.flatten(1).abs().amax(1) == 0).float().mean())
-    if nonfinite > 0:
-        out.append(
-            Finding(
-                "gradients",
-                "error",
-                f"{100 * nonfinite:.1f}% of samples have non-finite input gradients",
-                data={"nonfinite_fraction": nonfinite},
-            )
-        )
-    if zero > 0.05:
-        out.append(
-            Finding(
-                "gradients",
-                "warning",
-                f"{100 * zero:.1f}% of samples have exactly zero input gradient of the logit margin (masked "
-                "gradients or a non-differentiable layer): gradient attacks cannot move them; run black-box attacks",
-                data={"zero_fraction": zero},
-            )
-        )
-    p = F.softmax(z1.double(), 1).amax(1)
-    sat = float((p > SATURATION_PROB).float().mean())
+    probe = probe if probe is not None else gradient_probe(model, x, y)
+    out += gradient_findings(probe)
+    p = F.softmax(zf.double(), 1).amax(1)
+    sat = float((p > SATURATION_PROB).float().mean()) if len(p) else 0.0
     if sat > 0.5:
         out.append(
             Finding(
@@ -181,8 +372,7 @@ def precheck(
                 data={"saturated_fraction": sat},
             )
         )
-    if full:
-        stochastic = any(f.check == "stochastic" for f in out)
+    if full and probe.connected:
         f = unbounded_check(model, x, y, num_classes, eot_samples or (EOT_AUTO_SAMPLES if stochastic else 1))
         if f is not None:
             out.append(f)
@@ -217,7 +407,8 @@ def _black_box_findings(g: GroupResult, n: int) -> list[Finding]:
     for i, e in enumerate(g.entries):
         if not e.get("black_box") or "broken_first" not in e:
             continue
-        white = [p["key"] for p in g.entries[:i] if not p.get("black_box")]
+        # White-box entries that ran: a skipped one (no input gradient) left nothing to beat.
+        white = [p["key"] for p in g.entries[:i] if not p.get("black_box") and not p.get("skipped")]
         k = int(e["broken_first"])
         if white and k >= max(BLACK_BOX_MIN, math.ceil(BLACK_BOX_FRACTION * n)):
             out.append(

@@ -7,7 +7,16 @@ max-softmax confidence, log p_y and sum p^2 at that point (``c{k}``, ``clean_cal
 temperature-scaled when the suite asks for it). Smoothing entries record the certified radius.
 Worst-case robust accuracy of a threat model is the per-sample AND over its attacks. Every
 adversarial batch is re-verified here (ball, box, finiteness) and scored with the engine's own
-forward pass.
+forward pass; a row of non-finite logits is a wrong prediction (margin -inf, prediction
+`NO_PREDICTION`), reported per entry as a ``nonfinite-logits`` finding.
+
+Hostile models (docs/checks.md): every model call goes through `harness.guard.ModelGuard`, so a
+model that raises during an attack ends in one `ModelError` naming the entry. The input gradients
+are probed on the first batch before anything is planned: without usable ones, gradient attacks
+are skipped (none at all) or distrusted (zero), Square at the AutoAttack-standard budget joins every
+threat model, and each threat model records what its number rests on (``attack_basis``). A
+surrogate (`harness.surrogate`) gives gradient attacks BPDA or transfer gradients; verdicts stay
+the model's.
 
 Work is done chunk by chunk (fixed ranges of dataset positions); each finished chunk is written
 atomically, so an interrupted run resumes at the first missing chunk and, because every random
@@ -34,20 +43,40 @@ from torch import Tensor, nn
 from harness import distributed, environment
 from harness.atomic import lock_file, remove_stale_temps, write_json, write_text
 from harness.batching import CPU_CAP, BatchRunner, autotune_batch_size, is_oom
-from harness.checks import EOT_AUTO_SAMPLES, check_logits, postcheck, precheck
+from harness.checks import (
+    AUTO_SQUARE_P_INIT,
+    AUTO_SQUARE_QUERIES,
+    EOT_AUTO_SAMPLES,
+    GradientProbe,
+    check_logits,
+    gradient_probe,
+    postcheck,
+    precheck,
+)
 from harness.data.base import ImageDataset, check_image_range
-from harness.errors import DataError, HarnessError, UsageError
+from harness.errors import DataError, HarnessError, ModelError, UsageError
 from harness.faults import kill_point
-from harness.logits import margin
+from harness.guard import ModelGuard
+from harness.logits import finite_rows, margin, misclassified
 from harness.paths import safe_join
 from harness.precision import PRECISIONS, SearchModel, frozen
 from harness.records import drop_set_aside, restore_set_aside, result_config_hash, set_aside_outputs
 from harness.results import Accuracy, Finding, GroupResult, Result
 from harness.rng import stream_seed
 from harness.suites import Entry, Suite, load_suite
+from harness.surrogate import BPDA, SurrogateSpec, build_surrogate, check_mode
 from harness.threat import check_contract
 
 CHECK_LEVELS = ("basic", "full")
+# Samples of the first batch the precheck and the gradient probe look at.
+PRECHECK_SAMPLES = 64
+# A surrogate that agrees with the model on fewer clean predictions than this is flagged.
+SURROGATE_MIN_AGREEMENT = 0.5
+OBFUSCATED_WHEN = ("obfuscated-gradients",)
+# The record's prediction for a row of non-finite logits: no class (never equal to a label).
+NO_PREDICTION = -2
+# Label of the Square entries added when gradients are obfuscated (harness.checks.gradient_findings).
+AUTO_SQUARE_LABEL = "square-auto"
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 
 
@@ -74,6 +103,9 @@ class EvalConfig:
     precision: str = "fp32"
     # torch.compile the model for the attack search only; verdicts use the eager model.
     compile: bool = False
+    # With a surrogate (Evaluation(surrogate=...)): "bpda" (real forward, surrogate gradient) or
+    # "transfer" (attack the surrogate, verdict on the real model); see harness.surrogate.
+    surrogate_mode: str = "bpda"
 
     def __post_init__(self) -> None:
         self.batch_size = parse_batch_size(self.batch_size)
@@ -89,6 +121,7 @@ class EvalConfig:
             raise UsageError(f"unknown checks level {self.checks!r}", f"use one of {', '.join(CHECK_LEVELS)}")
         if self.eot_samples is not None and (not isinstance(self.eot_samples, int) or self.eot_samples < 1):
             raise UsageError(f"eot_samples must be a positive integer, not {self.eot_samples!r}")
+        check_mode(self.surrogate_mode)
 
 
 def _positive_int(value: Any, name: str, hint: str) -> int:
@@ -159,6 +192,7 @@ class Evaluation:
         name: str | None = None,
         config: EvalConfig | None = None,
         model_info: dict[str, Any] | None = None,
+        surrogate: SurrogateSpec | None = None,
     ) -> None:
         self.config = config or EvalConfig()
         self.device = distributed.resolve_device(self.config.device)
@@ -175,9 +209,26 @@ class Evaluation:
         for e in self.entries:
             if e.threat is not None:
                 e.threat.validate_for(self.dataset.shape)
-        self.attackers = [e.build() for e in self.entries]
-        # What the attacks call; the verdicts call self.model (eager, fp32).
+        K = self.dataset.num_classes
+        # What the attacks call; the verdicts call self.model (eager, fp32) through self.verdict.
         self.search = SearchModel(self.model, self.config.precision, self.config.compile)
+        # Every model call of attacks, corruptions and verdicts goes through a guard (harness.guard).
+        self.guarded = ModelGuard(self.search, K)
+        self.verdict = ModelGuard(self.model, K)
+        self.surrogate: nn.Module | None = None
+        self.surrogate_info: dict[str, Any] | None = None
+        if surrogate is not None:
+            sur, info = build_surrogate(surrogate, self.model)
+            self.surrogate = sur.to(self.device).eval()
+            self.surrogate_info = {**info, "mode": self.config.surrogate_mode, "sha256_state": model_hash(sur)}
+        self._attack_models: dict[tuple[str, bool], nn.Module] = {}
+        # Input gradients at the first batch decide, before anything is planned, whether gradient
+        # attacks can run at all and whether Square joins every threat model (obfuscated gradients).
+        self.probe = self._probe_gradients()
+        self.attackers = [e.build() for e in self.entries]
+        auto = self._auto_entries()
+        self.entries += auto
+        self.attackers += [e.build() for e in auto]
         self.batch_size: int = self.config.batch_size if isinstance(self.config.batch_size, int) else 0
         self.autotuned: int | None = None  # probed once per Evaluation (one model, one device)
         # Entries whose ``when`` names no finding the precheck raised: not run (set by _precheck).
@@ -191,6 +242,147 @@ class Evaluation:
         self.cal = dict(self.suite.calibration)
         self.temperature: float | None = None
         self.config_hash = self._config_hash()
+
+    # ---- gradients: probe, gradient-free fallback, surrogate -------------------------------------
+    def _first_batch(self) -> tuple[Tensor, Tensor]:
+        x0, y0 = self.dataset.batch(slice(0, min(PRECHECK_SAMPLES, len(self.dataset))))
+        check_image_range(x0, "dataset images")
+        return x0, y0
+
+    def _probe_gradients(self) -> GradientProbe:
+        """`gradient_probe` on the first batch (halved on out-of-memory), seeded for randomised models.
+
+        Seeded so that every rank and every resume of the same evaluation takes the same decision
+        (the decision adds suite entries, so it is part of the config hash).
+        """
+        if len(self.dataset) == 0:
+            return GradientProbe(True)
+        x0, y0 = self._first_batch()
+        n0 = len(x0)
+        devices = [self.device] if self.device.type == "cuda" else []
+        while True:
+            try:
+                with torch.random.fork_rng(devices=devices), frozen(self.model):
+                    torch.manual_seed(0)
+                    return gradient_probe(self.model, x0[:n0].to(self.device), y0[:n0].to(self.device))
+            except Exception as e:
+                if not is_oom(e) or n0 == 1:
+                    raise
+                n0 //= 2
+
+    def _black_box(self, k: int) -> bool:
+        return _is_black_box(self.entries[k].name, self.attackers[k])
+
+    def _auto_entries(self) -> list[Entry]:
+        """Square at the reference budget for every threat model without one, when gradients are obfuscated.
+
+        Each carries ``when = ["obfuscated-gradients"]`` (so result.json says why it is there) and the
+        label `AUTO_SQUARE_LABEL`; it runs after the suite's own entries of its threat model.
+        """
+        if not self.probe.obfuscated:
+            return []
+        gradient_runs = self.probe.connected or self.surrogate is not None
+        groups: dict[str, list[int]] = {}
+        for k, e in enumerate(self.entries):
+            if e.kind == "attack":
+                groups.setdefault(e.group, []).append(k)
+        out = []
+        for members in groups.values():
+            if any(self._runs_reference_square(k, gradient_runs) for k in members):
+                continue
+            e0 = self.entries[members[0]]
+            params = (("n_queries", AUTO_SQUARE_QUERIES), ("p_init", AUTO_SQUARE_P_INIT))
+            out.append(
+                Entry("attack", "square", params, e0.norm, e0.eps, label=AUTO_SQUARE_LABEL, when=OBFUSCATED_WHEN)
+            )
+        return out
+
+    def _runs_reference_square(self, k: int, gradient_runs: bool) -> bool:
+        """Entry k runs Square with at least the reference query budget once gradients are found obfuscated."""
+        e, a = self.entries[k], self.attackers[k]
+        if e.when and not set(e.when) & {"gradients", *OBFUSCATED_WHEN}:
+            return False
+        if e.name == "square":
+            return int(getattr(a, "n_queries", 0)) >= AUTO_SQUARE_QUERIES
+        components = getattr(a, "components", None) or []  # an ensemble (AutoAttack): a gradient attack
+        queries = (getattr(a, "component_params", None) or {}).get("square", {}).get("n_queries", AUTO_SQUARE_QUERIES)
+        return gradient_runs and "square" in components and int(queries) >= AUTO_SQUARE_QUERIES
+
+    def _check_surrogate(self) -> list[Finding]:
+        """The surrogate keeps the model contract and is differentiable; how often it agrees with the model."""
+        assert self.surrogate is not None
+        x0, y0 = self._first_batch()
+        x0, y0 = x0.to(self.device), y0.to(self.device)
+        K = self.dataset.num_classes
+        who = f"the surrogate {self.surrogate_info['source'] if self.surrogate_info else ''}".strip()
+        with frozen(self.surrogate):
+            try:
+                with torch.no_grad():
+                    zs = ModelGuard(self.surrogate, K)(x0)
+                check_logits(zs, len(x0), K)
+            except ModelError as e:
+                raise UsageError(f"{who}: {e.what}", e.hint) from e
+            gp = gradient_probe(self.surrogate, x0, y0)
+        if not gp.connected:
+            raise UsageError(
+                f"{who} gives no input gradient: {gp.reason}",
+                "a surrogate exists to be differentiated: build it without torch.no_grad(), detach() or numpy",
+            )
+        with torch.no_grad():
+            zf = self.verdict(x0)
+        both = finite_rows(zs) & finite_rows(zf)
+        agree = float((zs.argmax(1) == zf.argmax(1))[both].float().mean()) if bool(both.any()) else 0.0
+        mode = self.config.surrogate_mode
+        msg = (
+            f"gradient attacks take their gradients from {who} ({mode}: "
+            + ("real forward pass, surrogate backward pass" if mode == "bpda" else "attack the surrogate")
+            + f"); verdicts come from the model. The surrogate's prediction agrees with the model's on "
+            f"{100 * agree:.1f}% of the first {len(x0)} clean images"
+        )
+        weak = agree < SURROGATE_MIN_AGREEMENT or gp.obfuscated
+        if gp.obfuscated:
+            msg += f"; its own input gradient is zero or non-finite on {100 * gp.unusable:.0f}% of them"
+        if weak:
+            msg += ": a poor surrogate gives weak attacks, so the numbers may overestimate robustness"
+        return [Finding("surrogate", "warning" if weak else "info", msg, data={"agreement": agree, "mode": mode})]
+
+    def _attack_model(self, k: int, eager: bool = False) -> nn.Module:
+        """What attack k searches with: the guarded model, or with a surrogate BPDA / the surrogate."""
+        kind = "model" if self.surrogate is None or self._black_box(k) else self.config.surrogate_mode
+        key = (kind, eager)
+        if key not in self._attack_models:
+            base = self.model if eager else self.search
+            K = self.dataset.num_classes
+            if kind == "bpda":
+                m: nn.Module = ModelGuard(BPDA(base, self.surrogate), K)  # type: ignore[arg-type]
+            elif kind == "transfer":
+                m = ModelGuard(self.surrogate, K)  # type: ignore[arg-type]
+            else:
+                m = self.verdict if eager else self.guarded
+            self._attack_models[key] = m
+        return self._attack_models[key]
+
+    def _gradient_source(self, k: int) -> str | None:
+        """Where attack k's gradients come from: model, surrogate-bpda, surrogate-transfer, none (gradient-free)."""
+        e = self.entries[k]
+        if e.kind != "attack":
+            return None
+        if self._black_box(k):
+            return "none"
+        return "model" if self.surrogate is None else f"surrogate-{self.config.surrogate_mode}"
+
+    def _attack_basis(self, members: list[int]) -> str | None:
+        """What a threat model's number rests on (docs/checks.md): white-box, surrogate, gradient-free, none."""
+        if self.entries[members[0]].kind != "attack":
+            return None
+        ran = {self._gradient_source(k) for k in members if k not in self.skipped}
+        if "model" in ran and not self.probe.obfuscated:
+            return "white-box"
+        if any(str(s).startswith("surrogate") for s in ran):
+            return "surrogate"
+        if "none" in ran:
+            return "gradient-free"
+        return "white-box" if "model" in ran else "none"
 
     def _config_hash(self) -> str:
         from harness import __version__
@@ -208,6 +400,7 @@ class Evaluation:
                 **({"compile": True} if self.config.compile else {}),
                 "version": __version__,
                 **({"calibration": self.cal} if self.cal else {}),
+                **({"surrogate": self.surrogate_info} if self.surrogate_info else {}),
             },
             sort_keys=True,
             default=str,
@@ -247,9 +440,13 @@ class Evaluation:
             check_image_range(x, "dataset images")
             y = y_all[sl].to(self.device)
             ids = ids_all[sl].to(self.device)
-            with torch.no_grad():
-                logits = self.model(x)
-            check_logits(logits, len(x), self.dataset.num_classes)
+            try:
+                with torch.no_grad():
+                    logits = self.verdict(x)
+            except ModelError as e:
+                raise ModelError(f"on clean images: {e.what}", e.hint) from e
+            # NaN/Inf rows are wrong predictions (the aggregate reports them); all-NaN was refused by the precheck.
+            check_logits(logits, len(x), self.dataset.num_classes, some_finite=False)
             status0, margin0, pred, cal0 = self._score(x, y, logits)
             correct = status0.bool()
             cols["clean_pred"][sl] = pred.cpu().numpy()
@@ -258,60 +455,68 @@ class Evaluation:
             for _, members in _groups(self.entries):
                 alive = correct.clone()
                 for k in members:
-                    entry, attacker = self.entries[k], self.attackers[k]
                     t0 = time.perf_counter()
-                    seed = stream_seed(self.config.seed, entry.key)
-                    if entry.kind == "smoothing":
-                        res = attacker.run(self.model, x, y, index=ids, seed=seed, num_classes=self.dataset.num_classes)
-                        cols[f"s{k}"][sl] = (res["pred"] == y.cpu().numpy()).astype(np.int8)
-                        cols[f"m{k}"][sl], cols[f"p{k}"][sl] = res["radius"], res["pred"]
-                        cols[f"a{k}"][sl], cols[f"e{k}"][sl], cols[f"v{k}"][sl] = (
-                            res["pa_lower"],
-                            res["emp"],
-                            res["viol"],
-                        )
-                    elif entry.kind == "corruption":
-                        xc = attacker(x, index=ids, seed=seed)
-                        status, m, p, cal = self._score(xc, y)
-                        cols[f"s{k}"][sl] = status.cpu().numpy()
-                        cols[f"m{k}"][sl] = m.cpu().numpy()
-                        cols[f"p{k}"][sl] = p.cpu().numpy()
-                        cols[f"c{k}"][sl] = cal.cpu().numpy()
-                    elif k in self.skipped:
-                        cols[f"s{k}"][sl] = np.where(alive.cpu().numpy(), 1, -1)  # not attacked: as robust as before
-                    else:
-                        act = alive.nonzero().squeeze(1)
-                        if len(act):
-                            xa = attacker(self.search, x[act], y[act], index=ids[act], seed=seed)
-                            check_contract(x[act], xa, entry.threat, who=entry.key)  # type: ignore[arg-type]
-                            status, m, p, cal = self._score(xa, y[act])
-                            if self.search.precision != "fp32":
-                                redo = self._rerun_fp32(
-                                    attacker, entry, x[act], y[act], ids[act], seed, xa, (status, m, p, cal)
-                                )
-                                cols["reruns"][sl][act[redo].cpu().numpy()] += 1
-                            alive[act] = status.bool()
-                            s_np = np.full(len(x), -1, np.int8)
-                            m_np = np.full(len(x), np.nan, np.float32)
-                            p_np = np.full(len(x), -1, np.int16)
-                            c_np = np.full((len(x), self._cal_width), np.nan, np.float32)
-                            a_np = act.cpu().numpy()
-                            s_np[a_np], m_np[a_np], p_np[a_np] = status.cpu().numpy(), m.cpu().numpy(), p.cpu().numpy()
-                            c_np[a_np] = cal.cpu().numpy()
-                            cols[f"s{k}"][sl], cols[f"m{k}"][sl], cols[f"p{k}"][sl] = s_np, m_np, p_np
-                            cols[f"c{k}"][sl] = c_np
+                    try:
+                        self._entry(k, x, y, ids, sl, alive, cols)
+                    except ModelError as e:
+                        # A model that fails only on perturbed inputs: one line naming the entry.
+                        raise ModelError(f"during {self.entries[k].key}: {e.what}", e.hint) from e
                     if self.device.type == "cuda":
                         torch.cuda.synchronize(self.device)
-                    timing[entry.key] = timing.get(entry.key, 0.0) + time.perf_counter() - t0
+                    key = self.entries[k].key
+                    timing[key] = timing.get(key, 0.0) + time.perf_counter() - t0
                     kill_point("eval:attack")
 
         runner.map(work, n)
         return cols
 
+    def _entry(
+        self, k: int, x: Tensor, y: Tensor, ids: Tensor, sl: slice, alive: Tensor, cols: dict[str, np.ndarray]
+    ) -> None:
+        """Run suite entry k on one batch; write its record columns, and clear ``alive`` where it broke a sample."""
+        entry, attacker = self.entries[k], self.attackers[k]
+        seed = stream_seed(self.config.seed, entry.key)
+        if entry.kind == "smoothing":
+            res = attacker.run(self.verdict, x, y, index=ids, seed=seed, num_classes=self.dataset.num_classes)
+            cols[f"s{k}"][sl] = (res["pred"] == y.cpu().numpy()).astype(np.int8)
+            cols[f"m{k}"][sl], cols[f"p{k}"][sl] = res["radius"], res["pred"]
+            cols[f"a{k}"][sl], cols[f"e{k}"][sl], cols[f"v{k}"][sl] = (
+                res["pa_lower"],
+                res["emp"],
+                res["viol"],
+            )
+        elif entry.kind == "corruption":
+            xc = attacker(x, index=ids, seed=seed)
+            status, m, p, cal = self._score(xc, y)
+            cols[f"s{k}"][sl] = status.cpu().numpy()
+            cols[f"m{k}"][sl] = m.cpu().numpy()
+            cols[f"p{k}"][sl] = p.cpu().numpy()
+            cols[f"c{k}"][sl] = cal.cpu().numpy()
+        elif k in self.skipped:
+            cols[f"s{k}"][sl] = np.where(alive.cpu().numpy(), 1, -1)  # not attacked: as robust as before
+        else:
+            act = alive.nonzero().squeeze(1)
+            if len(act):
+                xa = attacker(self._attack_model(k), x[act], y[act], index=ids[act], seed=seed)
+                check_contract(x[act], xa, entry.threat, who=entry.key)  # type: ignore[arg-type]
+                status, m, p, cal = self._score(xa, y[act])
+                if self.search.precision != "fp32":
+                    redo = self._rerun_fp32(k, x[act], y[act], ids[act], seed, xa, (status, m, p, cal))
+                    cols["reruns"][sl][act[redo].cpu().numpy()] += 1
+                alive[act] = status.bool()
+                s_np = np.full(len(x), -1, np.int8)
+                m_np = np.full(len(x), np.nan, np.float32)
+                p_np = np.full(len(x), -1, np.int16)
+                c_np = np.full((len(x), self._cal_width), np.nan, np.float32)
+                a_np = act.cpu().numpy()
+                s_np[a_np], m_np[a_np], p_np[a_np] = status.cpu().numpy(), m.cpu().numpy(), p.cpu().numpy()
+                c_np[a_np] = cal.cpu().numpy()
+                cols[f"s{k}"][sl], cols[f"m{k}"][sl], cols[f"p{k}"][sl] = s_np, m_np, p_np
+                cols[f"c{k}"][sl] = c_np
+
     def _rerun_fp32(
         self,
-        attacker: Any,
-        entry: Entry,
+        k: int,
         x: Tensor,
         y: Tensor,
         ids: Tensor,
@@ -325,13 +530,14 @@ class Evaluation:
         did not also stop its search early (attacks drop samples they think broken). Updates ``scored``
         and returns the positions re-attacked.
         """
+        entry, attacker = self.entries[k], self.attackers[k]
         status, m, p, cal = scored
         with torch.no_grad():
-            low_wrong = self.search(xa).argmax(1) != y
+            low_wrong = misclassified(self.guarded(xa), y)
         redo = (low_wrong & status.bool()).nonzero().squeeze(1)  # one sync per attacked batch
         if len(redo) == 0:
             return redo
-        xr = attacker(self.model, x[redo], y[redo], index=ids[redo], seed=seed)
+        xr = attacker(self._attack_model(k, eager=True), x[redo], y[redo], index=ids[redo], seed=seed)
         check_contract(x[redo], xr, entry.threat, who=entry.key)  # type: ignore[arg-type]
         s2, m2, p2, c2 = self._score(xr, y[redo])
         status[redo], m[redo], p[redo], cal[redo] = s2, m2, p2, c2
@@ -353,20 +559,23 @@ class Evaluation:
     def _score(self, x_adv: Tensor, y: Tensor, logits: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """The engine's own fp32 verdict on candidate points: (status 1/0, margin, prediction, calibration stats).
 
+        A row of non-finite logits is a wrong prediction: status 0, margin -inf, prediction
+        `NO_PREDICTION`, calibration statistics of the uniform distribution (it says nothing).
         With EOT the verdict is the majority over ``eot`` draws (robust when at least half are
-        correct), the prediction the most frequent class and the margin the mean over draws; the
-        calibration statistics use the mean softmax over draws.
+        correct; a non-finite draw is wrong), the prediction the most frequent class and the margin
+        the mean over draws; the calibration statistics use the mean softmax over draws.
         """
         with torch.no_grad():
             if self.eot == 1:
-                logits = self.model(x_adv.float()) if logits is None else logits
-                pred = logits.argmax(1)
-                return (pred == y).to(torch.int8), _margin(logits, y), pred.to(torch.int16), self._cal(logits, y)
-            draws = [self.model(x_adv.float()) for _ in range(self.eot)]
-        preds = torch.stack([d.argmax(1) for d in draws])
+                logits = self.verdict(x_adv.float()) if logits is None else logits
+                pred = _prediction(logits)
+                return (pred == y).to(torch.int8), _margin(logits, y), pred.to(torch.int16), self._cal(_sane(logits), y)
+            draws = [self.verdict(x_adv.float()) for _ in range(self.eot)]
+        preds = torch.stack([_prediction(d) for d in draws])
         ok = (preds == y).float().mean(0) >= 0.5
         m = torch.stack([_margin(d, y) for d in draws]).mean(0)
-        return ok.to(torch.int8), m, preds.mode(0).values.to(torch.int16), self._cal(draws[0], y, draws)
+        sane = [_sane(d) for d in draws]
+        return ok.to(torch.int8), m, preds.mode(0).values.to(torch.int16), self._cal(sane[0], y, sane)
 
     # ---- the run ----------------------------------------------------------------------------------
     def run(self) -> Result:
@@ -531,8 +740,7 @@ class Evaluation:
         return False
 
     def _precheck(self) -> list:
-        x0, y0 = self.dataset.batch(slice(0, min(64, len(self.dataset))))
-        check_image_range(x0, "dataset images")
+        x0, y0 = self._first_batch()
         n0 = len(x0)
         while True:  # the precheck batch, too, halves on out-of-memory
             try:
@@ -544,19 +752,29 @@ class Evaluation:
                     self.was_training,
                     full=self.config.checks == "full",
                     eot_samples=self.config.eot_samples,
+                    probe=self.probe,
                 )
                 break
             except Exception as e:
                 if not is_oom(e) or n0 == 1:
                     raise
                 n0 //= 2
-        self.search.warm_up(x0[:n0].to(self.device), y0[:n0].to(self.device))
+        if self.surrogate is not None:
+            findings += self._check_surrogate()
+        if self.probe.connected:
+            self.search.warm_up(x0[:n0].to(self.device), y0[:n0].to(self.device))
         fired = {f.check for f in findings if f.severity in ("warning", "error")}
         self.skipped = {
             k: f"runs only on finding {' or '.join(e.when)}; none raised"
             for k, e in enumerate(self.entries)
             if e.when and not fired & set(e.when)
         }
+        if not self.probe.connected and self.surrogate is None:
+            why = "needs input gradients and the model gives none (obfuscated-gradients finding); "
+            why += "pass a differentiable surrogate (--surrogate) for BPDA"
+            for k, e in enumerate(self.entries):
+                if e.kind == "attack" and not self._black_box(k):
+                    self.skipped[k] = why
         self._setup_eot(findings)
         self._fit_temperature()
         return findings
@@ -577,8 +795,8 @@ class Evaluation:
             def step(n: int) -> None:
                 x = torch.rand(n, *self.dataset.shape, generator=gen).to(self.device).requires_grad_(True)
                 y = torch.randint(0, k, (n,), generator=gen).to(self.device)
-                with torch.enable_grad():
-                    torch.autograd.grad(F.cross_entropy(self.search(x), y, reduction="sum"), x)
+                with torch.enable_grad():  # through the guard: a model without input gradient gets a zero one
+                    torch.autograd.grad(F.cross_entropy(self.guarded(x), y, reduction="sum"), x)
 
             with frozen(self.model):
                 self.autotuned = autotune_batch_size(step, cap)
@@ -635,8 +853,11 @@ class Evaluation:
         if self.config.checks == "full":
             from harness.unit_test import attack_unit_test
 
+            # Without any input gradient, through the guard: the suite's gradient attacks then see zero
+            # gradients (and the test says they are too weak) instead of failing inside autograd.
+            ut_model = self.model if self.probe.connected else self.verdict
             ut = attack_unit_test(
-                self.model, self.dataset, self.suite, seed=self.config.seed, device=self.device, eot_samples=self.eot
+                ut_model, self.dataset, self.suite, seed=self.config.seed, device=self.device, eot_samples=self.eot
             )
             result.extra["unit_test"] = ut.to_dict()
             result.findings += ut.findings()
@@ -696,6 +917,32 @@ class Evaluation:
             msg += f"; attacks without EOT support (run on single draws): {', '.join(lacking)}"
         findings.append(Finding("eot", "warning" if lacking else "info", msg, data={"eot_samples": self.eot}))
 
+    def _nonfinite_findings(self, clean: int, per_entry: np.ndarray, n: int) -> list[Finding]:
+        """One finding for non-finite clean logits, one per entry whose points gave non-finite logits."""
+        out = []
+        if clean:
+            out.append(
+                Finding(
+                    "nonfinite-logits",
+                    "error",
+                    _nonfinite_msg(clean, n, "on clean images"),
+                    data={"samples": clean, "n": n, "entry": "clean"},
+                )
+            )
+        for k, e in enumerate(self.entries):
+            if per_entry[k]:
+                where = f"at the points of {e.key}" if e.kind == "attack" else f"on the images of {e.key}"
+                out.append(
+                    Finding(
+                        "nonfinite-logits",
+                        "warning",
+                        _nonfinite_msg(int(per_entry[k]), n, where),
+                        related=e.group,
+                        data={"samples": int(per_entry[k]), "n": n, "entry": e.key},
+                    )
+                )
+        return out
+
     def _aggregate(self, store: Any, findings: list, timing: dict[str, float], runner: BatchRunner) -> Result:
         K = self.dataset.num_classes
         groups = _groups(self.entries)
@@ -707,11 +954,17 @@ class Evaluation:
         e_cum = np.zeros(len(self.entries), np.int64)
         e_first = np.zeros(len(self.entries), np.int64)  # broken by this entry and no earlier one
         e_tried = np.zeros(len(self.entries), np.int64)
-        n = reruns = 0
+        # Samples whose verdict came from non-finite logits (margin -inf in the record; smoothing records radii).
+        e_nonfinite = np.zeros(len(self.entries), np.int64)
+        n = reruns = clean_nonfinite = 0
         for chunk in store.iter_chunks():
             reruns += int(chunk["reruns"].sum()) if "reruns" in chunk else 0
             lab = chunk["label"]
             ok = chunk["clean_pred"] == lab
+            clean_nonfinite += int(np.isneginf(chunk["clean_margin"]).sum())
+            for k, e in enumerate(self.entries):
+                if e.kind != "smoothing":
+                    e_nonfinite[k] += int(np.isneginf(chunk[f"m{k}"]).sum())
             n += len(lab)
             clean_c += int(ok.sum())
             class_n += np.bincount(lab, minlength=K)
@@ -749,13 +1002,17 @@ class Evaluation:
                             "broken_first": int(e_first[k]),
                             "black_box": _is_black_box(self.entries[k].name, self.attackers[k]),
                             **_below_reference(self.attackers[k]),
+                            **({"gradients": self._gradient_source(k)} if first.kind == "attack" else {}),
+                            **({"nonfinite": int(e_nonfinite[k])} if e_nonfinite[k] else {}),
                             "seconds": round(timing.get(self.entries[k].key, 0.0), 4),
                         }
                         for k in members
                     ],
                     per_class=per_class(g_class[gi]),
+                    attack_basis=self._attack_basis(members),
                 )
             )
+        findings = list(findings) + self._nonfinite_findings(clean_nonfinite, e_nonfinite, n)
         return Result(
             name=self.name or "evaluation",
             model=self.model_info,
@@ -771,6 +1028,7 @@ class Evaluation:
                 "oom_backoffs": runner.backoffs,
                 "eot_samples_used": self.eot,
                 "precision_reruns": reruns,
+                **({"surrogate": self.surrogate_info} if self.surrogate_info else {}),
             },
             environment=environment.describe(self.device),
             clean=Accuracy.of(clean_c, n),
@@ -786,6 +1044,13 @@ class Evaluation:
             timing={"attack_s": round(sum(timing.values()), 4)},
             extra={"class_counts": class_n.tolist()},
         )
+
+
+def _nonfinite_msg(count: int, n: int, where: str) -> str:
+    return (
+        f"the model returned NaN or Inf logits {where} for {count} of {n} samples; each counts as a wrong "
+        "prediction (non-finite logits predict nothing)"
+    )
 
 
 def _rows(store: Any, cid: int) -> int:
@@ -823,6 +1088,16 @@ def _margin(logits: Tensor, y: Tensor) -> Tensor:
     return margin(logits, y).float()
 
 
+def _prediction(logits: Tensor) -> Tensor:
+    """argmax, or `NO_PREDICTION` for a row of non-finite logits (never equal to a label)."""
+    return torch.where(finite_rows(logits), logits.argmax(1), NO_PREDICTION)
+
+
+def _sane(logits: Tensor) -> Tensor:
+    """Non-finite rows replaced by zeros (the uniform distribution) for the calibration statistics."""
+    return torch.where(finite_rows(logits)[:, None], logits, 0.0)
+
+
 @contextlib.contextmanager
 def _progress(enabled: bool, total: int, label: str) -> Iterator[Callable[[int], None]]:
     if not enabled:
@@ -858,6 +1133,13 @@ def evaluate(
     name: str | None = None,
     config: EvalConfig | None = None,
     model_info: dict[str, Any] | None = None,
+    surrogate: SurrogateSpec | None = None,
 ) -> Result:
-    """Evaluate ``model`` on ``dataset`` with ``suite``; writes ``out/name/`` when a name is given."""
-    return Evaluation(model, dataset, suite, out=out, name=name, config=config, model_info=model_info).run()
+    """Evaluate ``model`` on ``dataset`` with ``suite``; writes ``out/name/`` when a name is given.
+
+    ``surrogate`` (an nn.Module, a callable ``f(model) -> nn.Module`` or ``"module.path:factory"``)
+    gives gradient attacks a differentiable stand-in (`harness.surrogate`); verdicts stay the model's.
+    """
+    return Evaluation(
+        model, dataset, suite, out=out, name=name, config=config, model_info=model_info, surrogate=surrogate
+    ).run()

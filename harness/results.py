@@ -58,6 +58,10 @@ class GroupResult:
     severity: int | None = None
     entries: list[dict[str, Any]] = field(default_factory=list)
     per_class: list[float] = field(default_factory=list)
+    # Attack groups: what the number rests on. "white-box" (the model's own usable gradients),
+    # "surrogate" (BPDA/transfer gradients of a surrogate, plus gradient-free attacks), "gradient-free"
+    # (only gradient-free attacks: the model's gradients are missing or obfuscated), "none" (nothing ran).
+    attack_basis: str | None = None
 
 
 @dataclass

@@ -44,6 +44,11 @@ def evaluate(
     mean: str | None = typer.Option(None, help="per-channel mean the model expects, e.g. 0.4914,0.4822,0.4465"),
     std: str | None = typer.Option(None, help="per-channel std the model expects (with --mean)"),
     trust_torchscript: bool = typer.Option(False, help="allow a TorchScript file (it runs the code it contains)"),
+    surrogate: str | None = typer.Option(
+        None,
+        help="differentiable stand-in for gradient attacks (BPDA), module.path:factory; called as factory(model)",
+    ),
+    surrogate_mode: str = typer.Option("bpda", help="with --surrogate: bpda (real forward) or transfer"),
     out: Path = typer.Option(Path("runs"), help="output root"),
     name: str | None = typer.Option(None, help="run name (default: model name + suite)"),
     batch_size: str = typer.Option("256", help="images per batch, or auto: the largest that fits (probed once)"),
@@ -88,6 +93,7 @@ def evaluate(
         args += ["--compile"] if compile else []
         optional = {"--threat-model": threat_model, "--model-dir": model_dir, "--weights": weights, "--mean": mean}
         optional |= {"--std": std, "--max-samples": max_samples, "--eot-samples": eot_samples}
+        optional |= {"--surrogate": surrogate, "--surrogate-mode": surrogate_mode if surrogate else None}
         for flag, value in optional.items():
             args += [flag, str(value)] if value is not None else []
         for grid in eps:
@@ -109,6 +115,8 @@ def evaluate(
         mean=parse_floats(mean, "--mean"),
         std=parse_floats(std, "--std"),
         trust_torchscript=trust_torchscript,
+        surrogate=surrogate,
+        surrogate_mode=surrogate_mode,
         batch_size=bs,
         chunk_size=chunk_size,
         seed=seed,

@@ -54,8 +54,8 @@ def is_factory_spec(spec: str) -> bool:
     return bool(FACTORY_SPEC.match(spec)) and not Path(spec).exists()
 
 
-def build_from_factory(spec: str) -> nn.Module:
-    """Import ``module.path`` and call ``factory()``; the result must be an `nn.Module`."""
+def import_factory(spec: str, option: str = "--model") -> Any:
+    """Import ``module.path`` and return its callable ``factory`` (the user's modules resolve from the cwd)."""
     module_name, _, attr = spec.partition(":")
     if "" not in sys.path and str(Path.cwd()) not in sys.path:
         sys.path.insert(0, str(Path.cwd()))  # like `python -m`: the user's own modules resolve from here
@@ -63,13 +63,18 @@ def build_from_factory(spec: str) -> nn.Module:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as e:
         raise UsageError(
-            f"cannot import module {module_name!r} for --model {spec} ({e})",
+            f"cannot import module {module_name!r} for {option} {spec} ({e})",
             "run from the directory that contains it or add it to PYTHONPATH",
         ) from e
     factory = getattr(module, attr, None)
     if factory is None or not callable(factory):
-        raise UsageError(f"module {module_name!r} has no callable {attr!r}", "--model takes module.path:factory")
-    model = factory()
+        raise UsageError(f"module {module_name!r} has no callable {attr!r}", f"{option} takes module.path:factory")
+    return factory
+
+
+def build_from_factory(spec: str) -> nn.Module:
+    """Import ``module.path`` and call ``factory()``; the result must be an `nn.Module`."""
+    model = import_factory(spec)()
     if not isinstance(model, nn.Module):
         raise UsageError(f"{spec}() returned {type(model).__name__}, not a torch.nn.Module")
     return model

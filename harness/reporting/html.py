@@ -11,7 +11,7 @@ import html
 from collections.abc import Mapping, Sequence
 
 from harness.reporting import summary as S
-from harness.results import Accuracy, Finding, Result
+from harness.results import Accuracy, Finding, GroupResult, Result
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 CSS = """
@@ -63,6 +63,12 @@ def _acc(a: Accuracy | None, flags: str = "") -> str:
     )
 
 
+def _basis(g: GroupResult) -> str:
+    """The gradient-free / surrogate marker, with its meaning as a tooltip."""
+    mark = S.basis_mark(g)
+    return f'<span class="basis" title="{h(S.BASIS_TEXT[str(g.attack_basis)])}"> {h(mark)}</span>' if mark else ""
+
+
 def _img(png: bytes | None, alt: str) -> str:
     if not png:
         return ""
@@ -85,7 +91,10 @@ def render_html(
         fk = S.findings_by_key(r)
         have = {g.key: g for g in r.threat_models}
         cells = [f'<td class="l">{h(lab)}</td>', _acc(r.clean, notes.mark(lab, fk.get(S.CLEAN, [])))]
-        cells += [_acc(have[k].accuracy, notes.mark(lab, fk.get(k, []))) if k in have else "<td>–</td>" for k in keys]
+        cells += [
+            _acc(have[k].accuracy, _basis(have[k]) + notes.mark(lab, fk.get(k, []))) if k in have else "<td>–</td>"
+            for k in keys
+        ]
         if has_corr:
             corr_f = [f for c in r.corruptions for f in fk.get(c.key, [])]
             cells.append(_acc(S.mean_corruption(r), notes.mark(lab, corr_f)))
@@ -115,6 +124,7 @@ def render_html(
         "<p>Robust accuracy is the per-sample worst case over all attacks of a threat model; mean corruption "
         "accuracy pools all corruption × severity evaluations.</p>"
         f'<table id="summary-table"><thead>{head}</thead><tbody>{"".join(body_rows)}</tbody></table>'
+        + "".join(f'<p class="meta basis">{h(line)}</p>' for line in S.basis_legend(results))
     )
     if notes.items:
         sev = "error" if any(f.severity == "error" for _, _, f in notes.items) else "warning"
@@ -189,6 +199,15 @@ def _model_section(lab: str, r: Result, figures: Mapping[str, bytes], i: int, he
                 ("device", h(c.get("device"))),
                 ("precision", h(S.precision_text(c))),
                 ("clean accuracy", f"{r.clean.pct_ci()} % ({r.clean.correct}/{r.clean.n})"),
+                *(
+                    (f"robust accuracy at {h(g.key)}", f"{S.basis_mark(g)} comes {h(text)}")
+                    for g, text in S.basis_notes(r)
+                ),
+                *(
+                    (("surrogate", f"{h(c['surrogate'].get('source'))} ({h(c['surrogate'].get('mode'))})"),)
+                    if c.get("surrogate")
+                    else ()
+                ),
             )
         )
         + "</table>"

@@ -52,7 +52,10 @@ def render_markdown(
         fk = S.findings_by_key(r)
         have = {g.key: g for g in r.threat_models}
         row = [_esc(lab), _cell(r.clean, notes.mark(lab, fk.get(S.CLEAN, [])))]
-        row += [_cell(have[k].accuracy, notes.mark(lab, fk.get(k, []))) if k in have else "–" for k in keys]
+        row += [
+            _cell(have[k].accuracy, S.basis_mark(have[k]) + notes.mark(lab, fk.get(k, []))) if k in have else "–"
+            for k in keys
+        ]
         if has_corr:
             corr_f = [f for c in r.corruptions for f in fk.get(c.key, [])]
             row.append(_cell(S.mean_corruption(r), notes.mark(lab, corr_f)))
@@ -90,6 +93,9 @@ def render_markdown(
     ]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     lines.append("")
+    legend = S.basis_legend(results)
+    if legend:
+        lines += [*legend, ""]
     lines += _corruption_summary(results, labels)
     headline = S.headline_threat(results, threat)
     if "tradeoff" in images or headline:
@@ -140,6 +146,11 @@ def _model_section(lab: str, r: Result, images: Mapping[str, str], i: int, headl
         lines.append(
             f"- results use EOT: gradients averaged over {eot} forward passes, verdicts by majority over {eot}"
         )
+    for g, text in S.basis_notes(r):
+        lines.append(f"- robust accuracy at {_esc(g.key)} comes {_esc(text)}")
+    sur = r.config.get("surrogate")
+    if sur:
+        lines.append(f"- gradient attacks used the surrogate {_esc(sur.get('source'))} ({_esc(sur.get('mode'))})")
     for t in (r.extra.get("unit_test") or {}).get("threats", []):
         verdict = "too weak" if t["too_weak"] else "passed"
         lines.append(

@@ -154,6 +154,31 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     return sorted(front, key=lambda i: (points[i][0], -points[i][1]))
 
 
+# Threat-model numbers that do not rest on the model's own gradients (GroupResult.attack_basis):
+# the marker beside the number in the summary tables, and what it means.
+BASIS_MARKS = {"gradient-free": "†", "surrogate": "‡"}
+BASIS_TEXT = {
+    "gradient-free": "from gradient-free attacks only (the model's input gradients are missing or obfuscated)",
+    "surrogate": "from surrogate gradients (BPDA/transfer) and gradient-free attacks only",
+}
+
+
+def basis_mark(g: GroupResult | None) -> str:
+    """The marker for a threat model whose number comes from gradient-free or surrogate attacks only."""
+    return BASIS_MARKS.get(str(g.attack_basis), "") if g is not None else ""
+
+
+def basis_notes(r: Result) -> list[tuple[GroupResult, str]]:
+    """(threat model, what its number rests on) for every number not from the model's own gradients."""
+    return [(g, BASIS_TEXT[str(g.attack_basis)]) for g in r.threat_models if g.attack_basis in BASIS_TEXT]
+
+
+def basis_legend(results: Sequence[Result]) -> list[str]:
+    """One line per marker used in these results: ``† robust accuracy from ...``."""
+    used = {str(g.attack_basis) for r in results for g in r.threat_models}
+    return [f"{BASIS_MARKS[b]} robust accuracy {BASIS_TEXT[b]}" for b in BASIS_MARKS if b in used]
+
+
 def findings_by_key(r: Result) -> dict[str, list[Finding]]:
     """Findings grouped by the number they cast doubt on (`Finding.related`; `CLEAN` for the model)."""
     out: dict[str, list[Finding]] = {}

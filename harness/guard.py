@@ -1,0 +1,56 @@
+"""The model as the engine lets attacks and verdicts call it: its failures become one clear error.
+
+`ModelGuard` wraps every model the engine hands to an attack, a corruption verdict or a certifier.
+An exception raised inside the model's forward becomes a `ModelError` (out-of-memory passes through,
+so that the batch runner can halve the batch); an output that is not an (N, K) floating tensor is a
+`ModelError` too. A model that stops being differentiable on some inputs (a forward under
+``torch.no_grad()``, on ``x.detach()`` or through numpy, only off the data grid) gets an output
+joined to the input with a zero gradient, so the attack sees a zero gradient there and goes on,
+instead of failing inside autograd: the verdict is then whatever the model predicts.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from harness.batching import is_oom
+from harness.errors import HarnessError, ModelError
+
+HINT = "the model must map images (N, C, H, W) in [0, 1] to (N, K) float logits for every input in the threat model"
+
+
+def first_line(e: BaseException) -> str:
+    """``Type: first line of the message`` (at most 300 characters)."""
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"[:300]
+
+
+class ModelGuard(nn.Module):
+    """``model(x)`` with the contract checked on the output's metadata only (no host synchronisation)."""
+
+    def __init__(self, model: nn.Module, num_classes: int | None = None) -> None:
+        super().__init__()
+        self.model = model
+        self.num_classes = num_classes
+        self.training = model.training
+
+    def forward(self, x: Tensor) -> Tensor:
+        try:
+            out = self.model(x)
+        except HarnessError:
+            raise
+        except Exception as e:
+            if is_oom(e):
+                raise
+            raise ModelError(f"the model raised {first_line(e)} on a batch of shape {tuple(x.shape)}", HINT) from e
+        if not isinstance(out, Tensor):
+            raise ModelError(f"the model returned {type(out).__name__}, not a tensor of logits", HINT)
+        if out.dim() != 2 or out.shape[0] != x.shape[0] or (self.num_classes and out.shape[1] != self.num_classes):
+            raise ModelError(f"the model returned shape {tuple(out.shape)} for a batch of shape {tuple(x.shape)}", HINT)
+        if not out.is_floating_point():
+            raise ModelError(f"the model returned {out.dtype} logits", "return floating-point logits")
+        if x.requires_grad and torch.is_grad_enabled() and not out.requires_grad:
+            # Not connected to x: give the attack a zero gradient rather than an autograd error.
+            out = out + 0 * x.flatten(1)[:, :1]
+        return out
