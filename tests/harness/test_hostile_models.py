@@ -248,7 +248,7 @@ def test_logits_times_1e30(base):
 
 def test_log_probabilities_are_logits(base):
     """log_softmax is a per-row shift: no probabilities finding, the same verdicts (up to float ties)."""
-    suite = parse_suite('[[attack]]\nname = "pgd"\neps = 0.1\nparams = { steps = 10 }\n', "lp")
+    suite = parse_suite('[[attack]]\nname = "pgd"\neps = 0.1\nparams = { steps = 20 }\n', "lp")
     res_base, res = run(base, suite), run(zoo.LogProbs(base), suite)
     assert checks(res) == checks(res_base) == set()
     assert res.clean.correct == res_base.clean.correct
