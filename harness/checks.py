@@ -54,6 +54,11 @@ def check_logits(logits: Tensor, n: int, num_classes: int) -> None:
             f"model returns {logits.shape[1]} logits but the dataset has {num_classes} classes",
             "evaluate on the dataset the model was trained for, or fix num_classes",
         )
+    if not logits.is_floating_point():  # integer logits carry no gradient and tie under argmax
+        raise ModelError(
+            f"model returned {str(logits.dtype).removeprefix('torch.')} logits; logits must be floating point",
+            "return the raw float scores of the last layer (e.g. without .long() or .round().int())",
+        )
     if not torch.isfinite(logits).all():
         bad = int((~torch.isfinite(logits)).any(1).sum())
         raise ModelError(

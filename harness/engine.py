@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness import distributed, environment
-from harness.atomic import lock_file, remove_stale_temps, write_json, write_text
+from harness.atomic import ensure_dir, lock_file, remove_stale_temps, temporary_directory, write_json, write_text
 from harness.batching import CPU_CAP, BatchRunner, autotune_batch_size, is_oom
 from harness.checks import EOT_AUTO_SAMPLES, check_logits, postcheck, precheck
 from harness.data.base import ImageDataset, check_image_range
@@ -46,6 +46,7 @@ from harness.suites import Entry, Suite, load_suite
 from harness.threat import check_contract
 
 CHECK_LEVELS = ("basic", "full")
+SEED_MAX = 2**63 - 1  # seeds are hashed into every keyed draw; torch.manual_seed takes up to this
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 
 
@@ -75,12 +76,25 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         self.batch_size = parse_batch_size(self.batch_size)
+        _check_int("chunk_size", self.chunk_size, 1, "the samples per record chunk, e.g. --chunk-size 512")
+        if self.max_samples is not None:
+            _check_int("max_samples", self.max_samples, 1, "omit --max-samples to evaluate the whole dataset")
+        _check_int("seed", self.seed, 0, "e.g. --seed 0", high=SEED_MAX)
+        environment.resolve_device(self.device)  # an unknown or absent device fails here, before any work
         if self.precision not in PRECISIONS:
             raise UsageError(f"unknown precision {self.precision!r}", f"use one of {', '.join(PRECISIONS)}")
         if self.checks not in CHECK_LEVELS:
             raise UsageError(f"unknown checks level {self.checks!r}", f"use one of {', '.join(CHECK_LEVELS)}")
         if self.eot_samples is not None and (not isinstance(self.eot_samples, int) or self.eot_samples < 1):
             raise UsageError(f"eot_samples must be a positive integer, not {self.eot_samples!r}")
+
+
+def _check_int(name: str, value: Any, low: int, hint: str, high: int | None = None) -> None:
+    """``value`` is an int (not a bool) in [low, high]: EvalConfig's declared ranges."""
+    ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+    if not ok or value < low or (high is not None and value > high):
+        bound = f"an integer ≥ {low}" if high is None else f"an integer in [{low}, {high}]"
+        raise UsageError(f"{name} must be {bound}, not {value!r}", hint)
 
 
 def parse_batch_size(value: int | str | None) -> int | str:
@@ -109,7 +123,7 @@ def check_run_name(name: str) -> str:
 @contextlib.contextmanager
 def run_lock(directory: Path) -> Iterator[None]:
     """An exclusive lock on a run directory; a second writer gets `RunLockedError`."""
-    directory.mkdir(parents=True, exist_ok=True)
+    ensure_dir(directory)
     with lock_file(directory / ".lock", f"another process is writing to {directory}"):
         remove_stale_temps(directory)
         remove_stale_temps(directory / "records")
@@ -360,10 +374,8 @@ class Evaluation:
                 return self._run(ctx)
             if ctx.active:
                 raise UsageError("a distributed evaluation needs a run directory", "pass out= and name=")
-            import tempfile
-
-            with tempfile.TemporaryDirectory(prefix="harness-eval-") as tmp:
-                self.dir = Path(tmp)
+            with temporary_directory("harness-eval-") as tmp:
+                self.dir = tmp
                 try:
                     return self._run(ctx)
                 finally:
