@@ -70,7 +70,7 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
             raise UsageError(f"device {device!r}: {why} on this machine", "use --device cpu, or auto")
         if dev.index is not None and dev.index >= n:
             raise UsageError(
-                f"device {device!r}: this machine has {n} CUDA device(s), cuda:0 to cuda:{n - 1}",
+                f"device {device!r}: this machine has {n} CUDA device(s): {', '.join(f'cuda:{i}' for i in range(n))}",
                 "choose one of them (CUDA_VISIBLE_DEVICES renumbers them), or use --device cuda",
             )
     if dev.type == "mps" and not (torch.backends.mps.is_available()):
