@@ -515,3 +515,61 @@ set +e
     assert reason in one_line(err) and "earlier results are intact" in err
     before, after = Path(f"{hashes}.before").read_text(), Path(f"{hashes}.after").read_text()
     assert before == after and "result.json" in before
+
+
+# ---- units: devices on a machine with GPUs, the fault hook ------------------------------------------
+def test_cuda_index_beyond_the_visible_gpus(monkeypatch) -> None:
+    """With one (simulated) GPU: cuda and cuda:0 resolve without touching CUDA, cuda:7 names the real range."""
+    from harness.environment import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert resolve_device("cuda:0") == torch.device("cuda", 0)
+    assert resolve_device(" CUDA ") == torch.device("cuda")
+    assert resolve_device("auto") == torch.device("cuda")
+    with pytest.raises(UsageError, match=r"device 'cuda:7': this machine has 1 CUDA device\(s\): cuda:0"):
+        resolve_device("cuda:7")
+
+
+def test_no_gpu_and_no_mps(monkeypatch) -> None:
+    from harness.environment import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu") and resolve_device(None) == torch.device("cpu")
+    for device, match in [("cuda", "no CUDA"), ("mps", "MPS .* not available"), ("", "unknown device ''")]:
+        with pytest.raises(UsageError, match=match):
+            resolve_device(device)
+
+
+def test_oserror_hook_counts_and_globs(monkeypatch) -> None:
+    """``<point>=<ERRNO>@N``: the glob matches several names; from the N-th hit on the call fails."""
+    import errno
+
+    from harness.faults import fail_point
+
+    monkeypatch.setenv("HARNESS_TEST_OSERROR", "tmpfile:unit-*.json=EROFS@2")
+    fail_point("tmpfile:unit-a.json")  # hit 1: passes
+    fail_point("tmpfile:other.json")  # not matched
+    with pytest.raises(OSError) as e:
+        fail_point("tmpfile:unit-b.json", "/x/unit-b.json")  # hit 2: fails
+    assert e.value.errno == errno.EROFS and e.value.filename == "/x/unit-b.json"
+    with pytest.raises(OSError):
+        fail_point("tmpfile:unit-a.json")  # and from then on
+
+
+def test_a_failed_write_leaves_no_temporary_file_and_the_old_file(tmp_path, monkeypatch) -> None:
+    """ENOSPC while the bytes are written (not only at creation): StorageError, the old file, no .tmp."""
+    import harness.atomic
+    from harness.atomic import write_text
+
+    target = tmp_path / "result.json"
+    write_text(target, "old")
+
+    def full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(harness.atomic.os, "fsync", full)
+    with pytest.raises(StorageError, match=r"could not write .*result.json: No space left on device"):
+        write_text(target, "new")
+    assert target.read_text() == "old" and not list(tmp_path.glob(".*.tmp"))
