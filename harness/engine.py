@@ -46,7 +46,7 @@ from harness.suites import Entry, Suite, load_suite
 from harness.threat import check_contract
 
 CHECK_LEVELS = ("basic", "full")
-SEED_MAX = 2**63 - 1  # seeds are hashed into every keyed draw; torch.manual_seed takes up to this
+SEED_MAX = 2**63 - 1  # seeds are int64: the range every keyed draw and torch generator takes
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 
 

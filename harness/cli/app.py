@@ -88,14 +88,13 @@ def write_error_log(e: BaseException, argv: list[str]) -> Path | None:
         f"command: harness {' '.join(argv)}\n"
         f"cwd: {Path.cwd()}\n\n" + "".join(traceback.format_exception(e))
     )
-    folders = [work_folder(e)]
+    run_folder = work_folder(e)  # gone when it was a temporary one, removed while the error propagated
+    folders = [run_folder] if run_folder is not None and run_folder.is_dir() else []
     try:
         folders.append(default_log_dir())
     except HarnessError:
         pass  # a malformed HARNESS_LOG_DIR: the run folder or stderr
     for folder in folders:
-        if folder is None:
-            continue
         try:
             folder.mkdir(parents=True, exist_ok=True)
             (folder / name).write_text(text, encoding="utf-8")
@@ -134,7 +133,7 @@ def _unexpected(e: Exception, argv: list[str], debug: bool) -> int:
         return int(ExitCode.USAGE)
     message = _first_line(str(e))
     what = f"{type(e).__name__}: {message}" if message else type(e).__name__
-    rerun = "" if debug else " (run `harness --debug ...` to print it)"
+    rerun = " (run `harness --debug ...` to print it)" if log is not None else ""
     err_console.print(
         f"[bold red]internal error:[/] {escape(what)} [dim]— hint:[/] this is a bug in harness, not in your input; "
         f"{escape(where)}{escape(rerun)}; please report it",
