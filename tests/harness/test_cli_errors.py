@@ -400,6 +400,17 @@ def test_internal_error_during_a_run_logs_into_the_run_folder(ws: Workspace, cap
     shutil.rmtree(ws.scratch)
 
 
+def test_internal_error_in_a_temporary_run_logs_into_the_log_folder(ws: Workspace, capsys, monkeypatch, tmp_path):
+    """`check` without --out evaluates in a temporary folder, removed on the way out: the log goes elsewhere."""
+    import harness.engine
+
+    monkeypatch.setattr(harness.engine.Evaluation, "_precheck", _boom)
+    code, _, err = run_cli_in_process(["check", ws.model, "--baseline", ws.baseline, "--device", "cpu"], capsys)
+    assert code == 3
+    log = Path(re.search(r"the traceback is in (\S+\.log)", one_line(err, "internal error: ")).group(1))
+    assert log.parent == tmp_path / "logs" and "_boom" in log.read_text()
+
+
 def test_debug_prints_the_traceback_instead_of_logging(ws: Workspace, capsys, monkeypatch, tmp_path) -> None:
     import harness.gate
 
