@@ -344,6 +344,12 @@ KNOWN = [
     Known("suite", "attack = [0]\n", "params", "TypeError suites/__init__.py parse_suite: 'int' object is not "
           "iterable (attack = [1, 2])", avoid=lambda t: bool(re.search(r"^(attack|corruption|smoothing) = \[[^\]{]",
                                                                        t, re.M))),
+    Known("suite", '[[corruption]]\nname = "brightness"\nseverity = "all"\nparams = 0\n', "params",
+          "TypeError suites/__init__.py:156 resolve: 'int' object is not a mapping (params = 5)",
+          avoid=lambda t: bool(re.search(r'^"?params"? = [^{]', t, re.M))),
+    Known("suite", '[[corruption]]\nname = "brightness"\nseverity = [1]\nparams = { preset = [] }\n', "params",
+          "TypeError attacks/corruption.py:51 __post_init__: unhashable type: 'list' (a corruption parameter's type)",
+          avoid=lambda t: bool(re.search(r'\[\[corruption\]\](\n[^\[\n][^\n]*)*\n"?params"? = \{[^\n]*= [\[{]', t))),
     # train -p: a value that is not a number for a numeric objective parameter reaches the objective as a
     # string (params: -p conversion from the declarations).
     Known("train", "--objective pgd-at -p eps=nan", "params", "TypeError defenses/objectives (str / int), exit 3",
