@@ -198,13 +198,30 @@ BUDGETS = ("steps", "restarts", "n_queries", "n", "n0", "binary_search_steps", "
 CHEAP_ATTACKS = ("fgsm", "pgd", "apgd-ce", "apgd-dlr", "cw-linf", "cw-l2", "square", "fab")
 
 
+def sane(value: Any) -> Any:
+    """A parameter's default as a TOML value (None when it has none, e.g. a None or callable default)."""
+    if isinstance(value, bool | int | str) or (isinstance(value, float) and math.isfinite(value)):
+        return value
+    if isinstance(value, list | tuple) and value and all(sane(v) is not None for v in value):
+        return list(value)
+    return None
+
+
 @st.composite
-def entry(draw, kind: str, names: tuple[str, ...], cheap: bool) -> dict[str, Any]:
+def entry(draw, kind: str, names: tuple[str, ...], cheap: bool, wild: bool) -> dict[str, Any]:
+    """One suite entry. Its structure (name, norm, eps, severity, fields) is always fuzzed; its params
+    are any values when ``wild``, else each chosen parameter at its default (budgets small)."""
     reg_kind = {"attack": "attacks", "corruption": "corruptions", "smoothing": "certifiers"}[kind]
     name = draw(st.one_of(st.sampled_from(names), TEXT))
-    params = {k: draw(VALUES) for k in draw(st.lists(st.sampled_from(_params(reg_kind, name) or ["x"]), max_size=3))}
-    if cheap:
-        params |= {k: draw(st.integers(-1, 3)) for k in BUDGETS if k in _params(reg_kind, name)}
+    keys = draw(st.lists(st.sampled_from(_params(reg_kind, name) or ["x"]), max_size=3))
+    if wild:
+        params = {k: draw(VALUES) for k in keys}
+    else:
+        defaults = _registry(reg_kind).get(name).parameters() if name in _registry(reg_kind) else {}
+        params = {k: sane(defaults.get(k)) for k in keys if k not in ("norm", "eps", "severity")}
+        params = {k: v for k, v in params.items() if v is not None}
+    if cheap or not wild:
+        params |= {k: draw(st.integers(-1 if wild else 1, 3)) for k in BUDGETS if k in _params(reg_kind, name)}
     e: dict[str, Any] = {"name": name}
     if kind == "attack":
         e["norm"] = draw(st.one_of(st.sampled_from(["linf", "l2", "Linf", "L2", "l1"]), SCALARS))
@@ -220,22 +237,22 @@ def entry(draw, kind: str, names: tuple[str, ...], cheap: bool) -> dict[str, Any
 
 
 @st.composite
-def suite_doc(draw, cheap: bool) -> dict[str, Any]:
+def suite_doc(draw, cheap: bool, wild: bool = False) -> dict[str, Any]:
     attacks = CHEAP_ATTACKS if cheap else tuple(_registry("attacks").names())
     doc: dict[str, Any] = {}
     if draw(st.booleans()):
         doc["summary"] = draw(st.one_of(TEXT, SCALARS))
-    doc["attack"] = draw(st.lists(entry("attack", attacks, cheap), max_size=2))
+    doc["attack"] = draw(st.lists(entry("attack", attacks, cheap, wild), max_size=2))
     if draw(st.booleans()):
-        doc["corruption"] = draw(st.lists(entry("corruption", tuple(_registry("corruptions").names()), cheap),
+        doc["corruption"] = draw(st.lists(entry("corruption", tuple(_registry("corruptions").names()), cheap, wild),
                                           max_size=2))  # fmt: skip
     if draw(st.integers(0, 3)) == 0:
-        doc["smoothing"] = draw(st.lists(entry("smoothing", ("smoothing-l2",), cheap), max_size=1))
+        doc["smoothing"] = draw(st.lists(entry("smoothing", ("smoothing-l2",), cheap, wild), max_size=1))
     if draw(st.integers(0, 3)) == 0:
-        keys = draw(st.lists(st.sampled_from(["bootstrap", "bins", "temperature", "x"])))
-        doc["calibration"] = {k: draw(VALUES) for k in keys}
-        if cheap:
-            doc["calibration"]["bootstrap"] = draw(st.integers(-1, 3))
+        keys = draw(st.lists(st.sampled_from(["bootstrap", "bins", "temperature", "x"] if wild else ["bins", "x"])))
+        doc["calibration"] = {k: draw(VALUES if wild else st.integers(1, 15)) for k in keys}
+        if cheap or not wild:
+            doc["calibration"]["bootstrap"] = draw(st.integers(-1 if wild else 1, 3))
     if draw(st.integers(0, 5)) == 0:  # a wrong type for a whole section
         doc[draw(st.sampled_from(["attack", "corruption", "name", "calibration"]))] = draw(VALUES)
     return doc
@@ -246,6 +263,7 @@ SUITE_TEXT = st.one_of(
     st.binary(max_size=40).map(lambda b: b.decode("latin-1")),
     st.text(max_size=40),
 )
+SUITE_TEXT_WILD = suite_doc(cheap=False, wild=True).map(toml_text)
 
 
 def spec_text(name: str, args: dict[str, Any]) -> str:
@@ -347,14 +365,20 @@ KNOWN = [
     Known("suite", '[[corruption]]\nname = "brightness"\nseverity = "all"\nparams = 0\n', "params",
           "TypeError suites/__init__.py:156 resolve: 'int' object is not a mapping (params = 5)",
           avoid=lambda t: bool(re.search(r'^"?params"? = [^{]', t, re.M))),
-    Known("suite", '[[corruption]]\nname = "brightness"\nseverity = [1]\nparams = { preset = [] }\n', "params",
-          "TypeError attacks/corruption.py:51 __post_init__: unhashable type: 'list' (a corruption parameter's type)",
-          avoid=lambda t: bool(re.search(r'\[\[corruption\]\](\n[^\[\n][^\n]*)*\n"?params"? = \{[^\n]*= [\[{]', t))),
-    # train -p: a value that is not a number for a numeric objective parameter reaches the objective as a
-    # string (params: -p conversion from the declarations).
-    Known("train", "--objective pgd-at -p eps=nan", "params", "TypeError defenses/objectives (str / int), exit 3",
-          avoid=lambda t: any(isinstance(parse_value(v), str) for k, v in re.findall(r"-p (\w+)=(\S*)", t)
-                              if k in TRAIN_KEYS and k != "norm")),
+    # Suite parameters of the wrong type or range reach the constructors (params: declared types).
+    Known("suite-params", '[[corruption]]\nname = "brightness"\nseverity = [1]\nparams = { preset = [] }\n',
+          "params", "TypeError attacks/corruption.py:51 __post_init__: unhashable type: 'list'"),
+    Known("suite-params", '[[smoothing]]\nname = "smoothing-l2"\nparams = { sigma = 1, n0 = nan }\n', "params",
+          "ValueError: cannot convert float NaN to integer (smoothing n0)"),
+    Known("suite-params", '[[smoothing]]\nname = "smoothing-l2"\nparams = { sigma = "" }\n', "params",
+          "TypeError: '>' not supported between 'str' and 'int' (smoothing sigma)"),
+    Known("suite-params", '[[smoothing]]\nname = "smoothing-l2"\nparams = { radii = 0 }\n', "params",
+          "TypeError: 'int' object is not iterable (smoothing radii)"),
+    Known("suite-params", 'attack = []\n[calibration]\nbootstrap = 1\nbins = -1.0\n', "params",
+          "evaluate: ValueError 'minlength' must not be negative (calibration bins), exit 3"),
+    # train -p: values are not converted or checked against the objective's declared types (params).
+    Known("train-params", ("pgd-at", [("eps", "nan")]), "params", "TypeError defenses/objectives: str / int, exit 3"),
+    Known("train-params", ("pgd-at", [("norm", "0")]), "params", "AttributeError: 'int' has no 'lower', exit 3"),
     # Checkpoint sidecars: field types are not checked before use (io: CheckpointMeta.from_dict).
     Known("sidecar", R("replace", ("architecture",), 6), "io", "TypeError registry.py:69 close_matches"),
     Known("sidecar", R("replace", ("architecture",), ["mlp"]), "io", "TypeError registry.py:116 get (unhashable)"),
@@ -421,14 +445,15 @@ def avoided(target: str, text: str) -> bool:
     return any(k.avoid is not None and k.avoid(text) for k in known(target))
 
 
-def with_known(target: str, arg: str, **fixed: Any):
+def with_known(target: str, arg: str | Callable[[Any], dict[str, Any]], **fixed: Any):
     """While ``target`` has known failures: its first as an explicit example (so the test fails at once,
     deterministically, in every profile) and a strict xfail naming the lanes."""
 
     def deco(fn):
         ks = [k for k in known(target) if not k.avoid]
         if ks:
-            fn = example(**{arg: ks[0].case}, **fixed)(fn)
+            kwargs = arg(ks[0].case) if callable(arg) else {arg: ks[0].case}
+            fn = example(**kwargs, **fixed)(fn)
             lanes = " and ".join(sorted({k.lane for k in ks}))
             fn = pytest.mark.xfail(
                 strict=True,
@@ -456,9 +481,7 @@ def evaluation_of(ws: Workspace, suite: str):
 @CHEAP
 def test_suite_files_through_the_api(ws: Workspace, text: str) -> None:
     assume(not avoided("suite", text))
-    with ws.scratch() as d:
-        (d / "s.toml").write_bytes(text.encode("utf-8", "surrogateescape"))
-        check_api(lambda: evaluation_of(ws, str(d / "s.toml")))
+    suite_api_case(ws, text)
 
 
 @given(text=suite_doc(cheap=True).map(toml_text))
@@ -467,6 +490,27 @@ def test_suite_files_through_the_api(ws: Workspace, text: str) -> None:
 def test_suite_files_through_the_cli(ws: Workspace, text: str) -> None:
     assume(not avoided("suite", text))
     suite_cli_case(ws, text)
+
+
+@given(text=SUITE_TEXT_WILD)
+@with_known("suite-params", "text")
+@CHEAP
+def test_suite_parameters_through_the_api(ws: Workspace, text: str) -> None:
+    """Any value for any declared parameter of an attack, corruption or certifier, and for [calibration]."""
+    suite_api_case(ws, text)
+
+
+@given(text=suite_doc(cheap=True, wild=True).map(toml_text))
+@with_known("suite-params", "text")
+@COSTLY
+def test_suite_parameters_through_the_cli(ws: Workspace, text: str) -> None:
+    suite_cli_case(ws, text)
+
+
+def suite_api_case(ws: Workspace, text: str) -> None:
+    with ws.scratch() as d:
+        (d / "s.toml").write_bytes(text.encode("utf-8", "surrogateescape"))
+        check_api(lambda: evaluation_of(ws, str(d / "s.toml")))
 
 
 def suite_cli_case(ws: Workspace, text: str) -> None:
@@ -666,13 +710,27 @@ TRAIN_KEYS = ["eps", "steps", "step_size", "alpha", "beta", "tau", "sigma", "lab
 )
 @COSTLY
 def test_cli_numbers_of_train(ws: Workspace, objective: str, values: list, numbers: dict[str, str]) -> None:
-    """`harness train -p KEY=VALUE` and its numbers (one epoch of an MLP on digits when valid)."""
+    """`harness train`'s numbers (one epoch of an MLP on digits when valid); -p values that are numbers."""
     if numbers.get("--epochs") in ("64", "inf"):
         numbers["--epochs"] = "1"  # bounded cost: at most one epoch when valid
-    params = [a for k, v in values for a in ("-p", f"{k}={v}")]
+    params = [a for k, v in values if _is_number(v) and k != "norm" for a in ("-p", f"{k}={v}")]
     args = [a for k, v in numbers.items() for a in (k, v)]
-    assume(not avoided("train", " ".join(params)))
     train_case(ws, ["--objective", objective, *params, *args])
+
+
+def _is_number(text: str) -> bool:
+    return isinstance(parse_value(text), int | float) and not isinstance(parse_value(text), bool)
+
+
+@given(
+    objective=st.sampled_from(["ce", "pgd-at", "trades", "mixup", "logitclip", "gce", "mart", "gaussian-aug"]),
+    values=st.lists(st.tuples(st.one_of(st.sampled_from(TRAIN_KEYS), TEXT), NUMBER_TEXT), min_size=1, max_size=2),
+)
+@with_known("train-params", lambda case: {"objective": case[0], "values": case[1]})
+@COSTLY
+def test_cli_parameters_of_train(ws: Workspace, objective: str, values: list) -> None:
+    """`harness train -p KEY=VALUE` with any text as the value (one epoch of an MLP on digits when valid)."""
+    train_case(ws, ["--objective", objective, *[a for k, v in values for a in ("-p", f"{k}={v}")]])
 
 
 def train_case(ws: Workspace, args: list[str]) -> None:
@@ -688,8 +746,13 @@ def replay(ws: Workspace, k: Known) -> None:
             (d / "s.toml").write_text(k.case)
             check_api(lambda: evaluation_of(ws, str(d / "s.toml")))
         suite_cli_case(ws, k.case)
-    elif k.target == "train":
-        train_case(ws, k.case.split(" "))
+    elif k.target == "train-params":
+        train_case(ws, ["--objective", k.case[0], *[a for key, v in k.case[1] for a in ("-p", f"{key}={v}")]])
+    elif k.target == "suite-params":
+        with ws.scratch() as d:
+            (d / "s.toml").write_text(k.case)
+            check_api(lambda: evaluation_of(ws, str(d / "s.toml")))
+        suite_cli_case(ws, k.case)
     elif k.target == "sidecar":
         with ws.scratch() as d:
             path = _sidecar_case(ws, d, k.case)
