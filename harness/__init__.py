@@ -33,10 +33,14 @@ _API = {
 
 
 def __getattr__(name: str) -> Any:  # lazy, so `import harness.errors` stays light and cycle-free
-    if name in _API:
-        import importlib
+    import importlib
+    import importlib.util
 
+    if name in _API:
         return getattr(importlib.import_module(_API[name]), name)
+    # Submodules as attributes, as the docs use them: `import harness; harness.api.train(...)`.
+    if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module 'harness' has no attribute {name!r}")
 
 

@@ -63,9 +63,11 @@ def load_model(
     normalised input. With an `ImageDataset` (or a RobustBench model) one forward pass checks the
     output against the classes.
     """
+    from harness.environment import resolve_device
     from harness.models import external, zoo
     from harness.models.checkpoint import TORCH_SUFFIXES, load_checkpoint, weights_path
 
+    device = resolve_device(device)  # an unknown or absent device is one line, before anything loads
     ds = dataset if isinstance(dataset, ImageDataset) else None
     ds_name = ds.name if ds is not None else (_dataset_name(dataset) if dataset else None)
     if not zoo.is_zoo_spec(spec) and (threat_model is not None or model_dir is not None):

@@ -90,9 +90,10 @@ def check_logits(logits: Any, n: int, num_classes: int, *, some_finite: bool = T
             f"model returns {logits.shape[1]} logits but the dataset has {num_classes} classes",
             "evaluate on the dataset the model was trained for, or fix num_classes",
         )
-    if not logits.is_floating_point():
+    if not logits.is_floating_point():  # integer logits carry no gradient and tie under argmax
         raise ModelError(
-            f"model returned {logits.dtype} logits", "return floating-point logits (e.g. .float() on the output)"
+            f"model returned {str(logits.dtype).removeprefix('torch.')} logits; logits must be floating point",
+            "return the raw float scores of the last layer (e.g. without .long() or .round().int())",
         )
     if some_finite and n and not bool(finite_rows(logits).any()):
         raise ModelError(

@@ -152,7 +152,9 @@ def setup(device: torch.device) -> DistContext:
 
     if not dist.is_available():
         raise UsageError("this PyTorch build has no torch.distributed", "run with one process")
-    timeout = datetime.timedelta(seconds=float(os.environ.get("HARNESS_DIST_TIMEOUT_S", DEFAULT_TIMEOUT_S)))
+    from harness import environment
+
+    timeout = datetime.timedelta(seconds=environment.env("HARNESS_DIST_TIMEOUT_S", DEFAULT_TIMEOUT_S))
     owns = False
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"

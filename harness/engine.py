@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness import distributed, environment
-from harness.atomic import lock_file, remove_stale_temps, write_json, write_text
+from harness.atomic import ensure_dir, lock_file, remove_stale_temps, temporary_directory, write_json, write_text
 from harness.batching import CPU_CAP, BatchRunner, autotune_batch_size, is_oom
 from harness.checks import (
     AUTO_SQUARE_P_INIT,
@@ -77,6 +77,7 @@ OBFUSCATED_WHEN = ("obfuscated-gradients",)
 NO_PREDICTION = -2
 # Label of the Square entries added when gradients are obfuscated (harness.checks.gradient_findings).
 AUTO_SQUARE_LABEL = "square-auto"
+SEED_MAX = 2**63 - 1  # seeds are int64: the range every keyed draw and torch generator takes
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 
 
@@ -109,12 +110,13 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         self.batch_size = parse_batch_size(self.batch_size)
-        self.chunk_size = _positive_int(self.chunk_size, "chunk_size", "e.g. --chunk-size 512")
+        _check_int("chunk_size", self.chunk_size, 1, "the samples per record chunk, e.g. --chunk-size 512")
         if self.max_samples is not None:
-            self.max_samples = _positive_int(self.max_samples, "max_samples", "e.g. --max-samples 1000, or omit it")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)):
-            raise UsageError(f"seed must be an integer, not {self.seed!r}", "e.g. --seed 0")
-        self.seed = int(self.seed)
+            _check_int("max_samples", self.max_samples, 1, "omit --max-samples to evaluate the whole dataset")
+        _check_int("seed", self.seed, 0, "e.g. --seed 0", high=SEED_MAX)
+        self.chunk_size, self.seed = int(self.chunk_size), int(self.seed)  # numpy integers become ints
+        self.max_samples = None if self.max_samples is None else int(self.max_samples)
+        environment.resolve_device(self.device)  # an unknown or absent device fails here, before any work
         if self.precision not in PRECISIONS:
             raise UsageError(f"unknown precision {self.precision!r}", f"use one of {', '.join(PRECISIONS)}")
         if self.checks not in CHECK_LEVELS:
@@ -124,11 +126,16 @@ class EvalConfig:
         check_mode(self.surrogate_mode)
 
 
-def _positive_int(value: Any, name: str, hint: str) -> int:
-    """``value`` if it is an integer >= 1 (a bool, float or string is not), else a `UsageError`."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise UsageError(f"{name} must be a positive integer, not {value!r}", hint)
-    return int(value)
+def _check_int(name: str, value: Any, low: int, hint: str, high: int | None = None) -> None:
+    """``value`` is an int (not a bool) in [low, high]: EvalConfig's declared ranges."""
+    ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+    if not ok or value < low or (high is not None and value > high):
+        bound = (
+            ("a positive integer" if low == 1 else f"an integer ≥ {low}")
+            if high is None
+            else f"an integer in [{low}, {high}]"
+        )
+        raise UsageError(f"{name} must be {bound}, not {value!r}", hint)
 
 
 def parse_batch_size(value: int | str | None) -> int | str:
@@ -157,7 +164,7 @@ def check_run_name(name: str) -> str:
 @contextlib.contextmanager
 def run_lock(directory: Path) -> Iterator[None]:
     """An exclusive lock on a run directory; a second writer gets `RunLockedError`."""
-    directory.mkdir(parents=True, exist_ok=True)
+    ensure_dir(directory)
     with lock_file(directory / ".lock", f"another process is writing to {directory}"):
         remove_stale_temps(directory)
         remove_stale_temps(directory / "records")
@@ -586,10 +593,8 @@ class Evaluation:
                 return self._run(ctx)
             if ctx.active:
                 raise UsageError("a distributed evaluation needs a run directory", "pass out= and name=")
-            import tempfile
-
-            with tempfile.TemporaryDirectory(prefix="harness-eval-") as tmp:
-                self.dir = Path(tmp)
+            with temporary_directory("harness-eval-") as tmp:
+                self.dir = tmp
                 try:
                     return self._run(ctx)
                 finally:

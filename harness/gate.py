@@ -17,7 +17,6 @@ import base64
 import io
 import json
 import math
-import tempfile
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from xml.etree import ElementTree as ET
 
 import numpy as np
 
-from harness.atomic import write_json, write_text
+from harness.atomic import append_text, temporary_directory, write_json, write_text
 from harness.errors import DataError, UsageError
 from harness.paths import safe_join
 from harness.stats import mcnemar_one_sided
@@ -677,9 +676,7 @@ class GateReport:
             return
         p = Path(path)
         if append:
-            p.parent.mkdir(parents=True, exist_ok=True)
-            with open(p, "a", encoding="utf-8") as f:
-                f.write(self.markdown() + "\n")
+            append_text(p, self.markdown() + "\n")
         else:
             write_text(p, self.markdown())
 
@@ -828,7 +825,7 @@ def evaluate_for_baseline(
     if out is not None:
         evaluate(model, ds, suite_obj, out=out, name=name, overwrite=True, **kw)
         return read_run(safe_join(out, name, what="run name"))
-    with tempfile.TemporaryDirectory(prefix="harness-check-") as tmp:
+    with temporary_directory("harness-check-") as tmp:
         evaluate(model, ds, suite_obj, out=tmp, name=name, **kw)
         outcome = read_run(Path(tmp) / name)
     outcome.source = (

@@ -62,11 +62,10 @@ def assert_robust(
             batch_size=batch_size,
         )
     else:
-        import tempfile
-
         from harness.api import evaluate
+        from harness.atomic import temporary_directory
 
-        with tempfile.TemporaryDirectory(prefix="harness-assert-") as tmp:
+        with temporary_directory("harness-assert-") as tmp:
             evaluate(
                 model,
                 dataset if dataset is not None else "digits",

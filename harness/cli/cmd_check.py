@@ -7,7 +7,9 @@ from pathlib import Path
 
 import typer
 
-from .app import app, console
+from harness.errors import ExitCode, HarnessError
+
+from .app import app, console, print_error
 
 
 @app.command()
@@ -35,8 +37,9 @@ def check(
 ) -> None:
     """Fail (exit 1) when the model is significantly less robust than the baseline or below a floor.
 
-    Exit codes: 0 pass, 1 regression or floor breach, 2 usage or input error (including a suite,
-    dataset or sample mismatch with the baseline).
+    Exit codes: 0 pass, 1 regression or floor breach, 2 usage, input or storage error (including a
+    suite, dataset or sample mismatch with the baseline, and a --junit/--summary file that cannot be
+    written after a pass), 3 internal error, 130 interrupted.
     """
     from harness.gate import check as gate_check
     from harness.gate import parse_floors
@@ -64,12 +67,20 @@ def check(
         console.print(f"[red]{line}[/]", highlight=False)
     if report.passed and any(c.improved for c in report.checks):
         console.print("significantly better than the baseline: consider updating it (docs/ci.md)")
-    if junit is not None:
-        report.write_junit(junit)
-    if summary is not None:
-        report.write_summary(summary)
-    step = os.environ.get("GITHUB_STEP_SUMMARY")
-    if step:
-        report.write_summary(step, append=True)
+    # Every output is attempted; one that cannot be written is an error line after the verdict. The
+    # exit code stays the verdict's when it is a regression (1), else a storage error (2): never 1.
+    writes = [(junit, report.write_junit), (summary, report.write_summary)]
+    writes.append((os.environ.get("GITHUB_STEP_SUMMARY") or None, lambda p: report.write_summary(p, append=True)))
+    failed = False
+    for path, write in writes:
+        if path is None:
+            continue
+        try:
+            write(path)
+        except HarnessError as e:
+            print_error(e)
+            failed = True
     if not report.passed:
-        raise typer.Exit(1)
+        raise typer.Exit(int(ExitCode.REGRESSION))
+    if failed:
+        raise typer.Exit(int(ExitCode.USAGE))

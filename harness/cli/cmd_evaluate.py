@@ -73,7 +73,7 @@ def evaluate(
     """
     from harness import distributed
     from harness.api import evaluate as api_evaluate
-    from harness.engine import parse_batch_size
+    from harness.engine import EvalConfig
     from harness.suites import parse_eps_grid
 
     if (checkpoint is None) == (model is None):
@@ -84,7 +84,12 @@ def evaluate(
     spec = checkpoint if checkpoint is not None else model
     assert spec is not None
     run_name = name or default_run_name(spec, suite)
-    bs = parse_batch_size(batch_size)
+    # The numbers and the device are checked once, here, also before --nproc launches any rank.
+    cfg = EvalConfig(
+        batch_size=batch_size, chunk_size=chunk_size, seed=seed, device=device, max_samples=max_samples,
+        eot_samples=eot_samples, checks=checks, precision=precision,
+    )  # fmt: skip
+    bs = cfg.batch_size
     if nproc is not None:
         # Every rank runs this same command without --nproc; torchrun sets RANK/WORLD_SIZE.
         args = ["evaluate", "--model", spec, "--dataset", dataset, "--suite", suite, "--out", str(out)]

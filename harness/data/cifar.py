@@ -7,7 +7,6 @@ numpy arrays, lists, dicts, bytes, str and numbers, and refuses any other object
 from __future__ import annotations
 
 import io
-import os
 import pickle
 from pathlib import Path
 from typing import Any
@@ -54,7 +53,9 @@ def safe_unpickle(data: bytes, what: str) -> Any:
 
 
 def default_root(name: str) -> Path:
-    return Path(os.environ.get("HARNESS_DATA", "data")) / name
+    from harness.environment import env
+
+    return Path(env("HARNESS_DATA")) / name
 
 
 def _missing(root: Path, expected: list[str], name: str) -> DataError:

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from harness.errors import CheckpointError, UsageError
+from harness.errors import CheckpointError, ModelError, UsageError
 
 from .base import Normalize
 from .checkpoint import load_state_dict_file, load_weights_into
@@ -66,6 +66,11 @@ def import_factory(spec: str, option: str = "--model") -> Any:
             f"cannot import module {module_name!r} for {option} {spec} ({e})",
             "run from the directory that contains it or add it to PYTHONPATH",
         ) from e
+    except Exception as e:  # the user's module fails while being imported: its error, in one line
+        raise ModelError(
+            f"importing {module_name!r} for {option} {spec} raised {_one_line(e)}",
+            "fix the module (python -c 'import " + module_name + "' shows the traceback)",
+        ) from e
     factory = getattr(module, attr, None)
     if factory is None or not callable(factory):
         raise UsageError(f"module {module_name!r} has no callable {attr!r}", f"{option} takes module.path:factory")
@@ -74,10 +79,26 @@ def import_factory(spec: str, option: str = "--model") -> Any:
 
 def build_from_factory(spec: str) -> nn.Module:
     """Import ``module.path`` and call ``factory()``; the result must be an `nn.Module`."""
-    model = import_factory(spec)()
+    factory = import_factory(spec)
+    module_name, _, attr = spec.partition(":")
+    try:
+        model = factory()
+    except Exception as e:  # any error of the user's code is the model's, not the harness's
+        raise ModelError(
+            f"the model factory {spec}() raised {_one_line(e)}",
+            f"fix the factory: it must build the network with no arguments (python -c 'import {module_name}; "
+            f"{module_name}.{attr}()' shows the traceback)",
+        ) from e
     if not isinstance(model, nn.Module):
         raise UsageError(f"{spec}() returned {type(model).__name__}, not a torch.nn.Module")
     return model
+
+
+def _one_line(e: BaseException) -> str:
+    """``TypeName: first line of the message`` (at most 300 characters)."""
+    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    text = f"{type(e).__name__}: {first}" if first else type(e).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def is_torchscript(path: Path) -> bool:
@@ -188,15 +209,14 @@ def maybe_normalize(
 def probe(model: nn.Module, shape: tuple[int, ...] | list[int], num_classes: int, where: str) -> None:
     """One forward pass on two blank images: clear errors for wrong channels, sizes or class counts."""
     from harness.checks import check_logits
-    from harness.errors import ModelError
 
     x = torch.full((2, *shape), 0.5, device=next((p.device for p in model.parameters()), torch.device("cpu")))
     try:
         with torch.no_grad():
             z = model(x)
-    except (RuntimeError, ValueError, TypeError) as e:
+    except Exception as e:  # whatever the user's forward raises: the model fails the contract
         raise ModelError(
-            f"{where} fails on a batch of shape {tuple(x.shape)}: {str(e).strip().splitlines()[0]}",
+            f"{where} fails on a batch of shape {tuple(x.shape)}: {_one_line(e)}",
             "the model must take images (N, C, H, W) in [0, 1] of the dataset's shape",
         ) from e
     if not isinstance(z, Tensor):

@@ -17,3 +17,22 @@ def seven_classes() -> nn.Module:
 
 def not_a_module() -> str:
     return "nope"
+
+
+def raising_factory() -> nn.Module:
+    """A factory that fails, as user code does (a missing file, a server that is down)."""
+    raise RuntimeError("weights server unreachable")
+
+
+class _IntLogits(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = small_net()
+
+    def forward(self, x):
+        return (self.net(x) * 100).long()  # "logits" as int64: no gradient, ties under argmax
+
+
+def int_logits() -> nn.Module:
+    """Returns int64 logits: refused with one ModelError line."""
+    return _IntLogits()

@@ -10,12 +10,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def cli(*args: str, kill_at: str | None = None, cwd: str | Path | None = None, timeout: float = 300):
-    """``python -m harness *args``; ``kill_at`` sets the test-only ``HARNESS_TEST_KILL_AT`` hook."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "COLUMNS": "200"}
-    env.pop("HARNESS_TEST_KILL_AT", None)
+def cli(
+    *args: str,
+    kill_at: str | None = None,
+    cwd: str | Path | None = None,
+    timeout: float = 300,
+    env: dict[str, str] | None = None,
+):
+    """``python -m harness *args``; ``kill_at``: the test-only HARNESS_TEST_KILL_AT hook; ``env``: more variables"""
+    base = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "COLUMNS": "200"}
+    base.pop("HARNESS_TEST_KILL_AT", None)
     if kill_at:
-        env["HARNESS_TEST_KILL_AT"] = kill_at
+        base["HARNESS_TEST_KILL_AT"] = kill_at
+    env = {**base, **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "harness", *map(str, args)],
         cwd=cwd or ROOT,
