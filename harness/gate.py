@@ -66,14 +66,16 @@ def encode_ids(ids: np.ndarray) -> str:
 
 def decode_ids(text: str, n: int) -> np.ndarray:
     """Inverse of `encode_ids`."""
+    stream = zlib.decompressobj()
     try:
-        raw = zlib.decompress(base64.b64decode(text, validate=True))
+        # At most the n ids promised (plus a byte to notice more): a small zlib bomb allocates nothing.
+        raw = stream.decompress(base64.b64decode(text, validate=True), 8 * n + 1)
     except (ValueError, TypeError, zlib.error) as e:
         raise DataError(f"baseline sample ids are not valid ({e})", "re-create the baseline") from e
-    deltas = np.frombuffer(raw, dtype="<i8")
-    if len(deltas) != n:
-        raise DataError(f"baseline holds {len(deltas)} sample ids, expected {n}", "re-create the baseline")
-    return np.cumsum(deltas).astype(np.int64)
+    if len(raw) != 8 * n or not stream.eof:
+        what = "more" if len(raw) > 8 * n else f"{len(raw) // 8}" if stream.eof else "a truncated stream of"
+        raise DataError(f"baseline holds {what} sample ids, expected {n}", "re-create the baseline")
+    return np.cumsum(np.frombuffer(raw, dtype="<i8")).astype(np.int64)
 
 
 # ---- per-sample outcomes of one evaluation --------------------------------------------------------
@@ -101,7 +103,7 @@ def read_run(run_dir: str | Path) -> Outcome:
     Attack group bit = clean correct AND every entry of the threat model left the sample robust
     (status 1); corruption group bit = the corrupted image is classified correctly.
     """
-    from harness.records import check_result_matches_record, open_record, read_index
+    from harness.records import RERUN, check_result_matches_record, open_record, read_index
     from harness.results import Result
 
     d = Path(run_dir)
@@ -125,7 +127,11 @@ def read_run(run_dir: str | Path) -> Outcome:
     for k, e in enumerate(entries):
         groups.setdefault(e["group"], []).append(k)
     ids, clean, gbits = [], [], {g: [] for g in groups}
+    columns = ["id", "clean_pred", "label", *(f"s{k}" for k in range(len(entries)))]
     for chunk in store.iter_chunks():
+        lacking = [c for c in columns if c not in chunk]
+        if lacking:
+            raise DataError(f"the record in {rec} has no column(s) {lacking[:5]} for its index", RERUN)
         ok = chunk["clean_pred"] == chunk["label"]
         ids.append(chunk["id"].astype(np.int64))
         clean.append(ok)
@@ -238,41 +244,71 @@ class Baseline:
                 "re-create the baseline with this version (docs/ci.md: updating a baseline)",
             )
         try:
-            samples, tol = d["samples"], d.get("tolerances", {})
-            if samples.get("encoding") != IDS_ENCODING or d.get("bits_encoding") != BITS_ENCODING:
-                raise UsageError(f"{where}: unknown encoding of ids or bits", "re-create the baseline")
-            n = int(samples["n"])
-            b = cls(
-                model=dict(d.get("model", {})),
-                dataset=dict(d["dataset"]),
-                suite=dict(d["suite"]),
-                seed=int(d["seed"]),
-                ids=decode_ids(samples["ids"], n),
-                metrics=list(d["metrics"]),
-                tolerance=float(tol.get("tolerance", DEFAULT_TOLERANCE)),
-                alpha=float(tol.get("alpha", DEFAULT_ALPHA)),
-                min_robust={str(k): float(v) for k, v in tol.get("min_robust", {}).items()},
-                harness_version=str(d.get("harness_version", "")),
-                created=str(d.get("created", "")),
-                source_run=str(d.get("source_run", "")),
-                path=where,
-                calibration={str(k): float(v) for k, v in d.get("calibration", {}).get("ece", {}).items()},
-            )
-            for i, m in enumerate(b.metrics):
-                if not isinstance(m, dict) or not all(isinstance(m.get(k), str) for k in ("key", "kind", "bits")):
-                    raise UsageError(f"{where}: metric #{i + 1} lacks a key, kind or bits string", "re-create it")
-                if isinstance(m.get("correct"), bool) or not isinstance(m.get("correct"), int):
-                    raise UsageError(f"{where}: metric {m['key']!r} has no integer 'correct' count", "re-create it")
-                bits = unpack_bits(m["bits"], n)
-                if int(bits.sum()) != int(m["correct"]):
-                    raise DataError(
-                        f"{where}: metric {m['key']!r} says {m['correct']} correct but its bits hold {int(bits.sum())}",
-                        "the baseline was edited by hand; re-create it",
-                    )
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
-            raise UsageError(f"{where} is not a valid baseline ({type(e).__name__}: {e})", "re-create it") from e
+            b = cls._from_checked(d, where)
+        except (TypeError, ValueError) as e:
+            raise UsageError(
+                f"{where}: {e}", "the baseline is torn or was edited; re-create it with `harness baseline`"
+            ) from None
         validate_thresholds(b.tolerance, b.alpha, b.min_robust)
         return b
+
+    @classmethod
+    def _from_checked(cls, d: dict[str, Any], where: str) -> Baseline:
+        """Every field's type and range checked (a TypeError or ValueError naming the field otherwise)."""
+        from harness.data.base import MAX_SAMPLES
+
+        samples, tol = _object(d.get("samples"), "samples"), _object(d.get("tolerances", {}), "tolerances")
+        if samples.get("encoding") != IDS_ENCODING or d.get("bits_encoding") != BITS_ENCODING:
+            raise UsageError(f"{where}: unknown encoding of ids or bits", "re-create the baseline")
+        n = _count(samples.get("n"), "samples.n")
+        if n > MAX_SAMPLES:
+            raise ValueError(f"samples.n is {n}, more than the {MAX_SAMPLES} samples the harness reads")
+        if not isinstance(samples.get("ids"), str):
+            raise TypeError("samples.ids is not a string")
+        dataset, suite = _object(d.get("dataset"), "dataset"), _object(d.get("suite"), "suite")
+        if not isinstance(dataset.get("spec"), str) or not isinstance(dataset.get("sha256"), str | None):
+            raise TypeError("dataset.spec or dataset.sha256 is not a string")
+        listed = [suite.get(k) for k in ("attacks", "corruptions") if suite.get(k) is not None]
+        if not all(_objects(v) for v in [suite.get("entries", []), *listed]):
+            raise TypeError("suite.entries, suite.attacks or suite.corruptions is not a list of objects")
+        seed = d.get("seed")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"seed is {seed!r}, not an integer")
+        metrics = d.get("metrics")
+        if not _objects(metrics):
+            raise TypeError("metrics is not a list of objects")
+        for i, m in enumerate(metrics):
+            if not all(isinstance(m.get(k), str) for k in ("key", "kind", "bits")):
+                raise TypeError(f"metric #{i + 1} lacks a key, kind or bits string")
+            correct = _count(m.get("correct"), f"metric {m['key']!r} correct")
+            bits = unpack_bits(m["bits"], n)
+            if int(bits.sum()) != correct:
+                raise DataError(
+                    f"{where}: metric {m['key']!r} says {correct} correct but its bits hold {int(bits.sum())}",
+                    "the baseline was edited by hand; re-create it",
+                )
+        keys = [m["key"] for m in metrics]
+        if "clean" not in keys or len(set(keys)) != len(keys):
+            raise ValueError(f"metric keys {keys} lack 'clean' or repeat one")
+        calibration = _object(_object(d.get("calibration", {}), "calibration").get("ece", {}), "calibration.ece")
+        return cls(
+            model=_object(d.get("model", {}), "model"),
+            dataset=dataset,
+            suite=suite,
+            seed=seed,
+            ids=decode_ids(samples.get("ids"), n),
+            metrics=list(metrics),
+            tolerance=_real(tol.get("tolerance", DEFAULT_TOLERANCE), "tolerance"),
+            alpha=_real(tol.get("alpha", DEFAULT_ALPHA), "alpha"),
+            min_robust={
+                str(k): _real(v, f"floor {k}") for k, v in _object(tol.get("min_robust", {}), "min_robust").items()
+            },
+            harness_version=str(d.get("harness_version", "")),
+            created=str(d.get("created", "")),
+            source_run=str(d.get("source_run", "")),
+            path=where,
+            calibration={str(k): _fraction(v, f"calibration ECE {k}") for k, v in calibration.items()},
+        )
 
     @classmethod
     def load(cls, path: str | Path) -> Baseline:
@@ -284,6 +320,35 @@ class Baseline:
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise UsageError(f"{p} is not valid JSON ({e})") from e
         return cls.from_dict(d, str(p))
+
+
+def _object(v: Any, what: str) -> dict[str, Any]:
+    if not isinstance(v, dict):
+        raise TypeError(f"{what} is {type(v).__name__}, not an object")
+    return dict(v)
+
+
+def _objects(v: Any) -> bool:
+    return isinstance(v, list) and all(isinstance(x, dict) for x in v)
+
+
+def _count(v: Any, what: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise TypeError(f"{what} is {v!r}, not an integer >= 0")
+    return v
+
+
+def _real(v: Any, what: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise TypeError(f"{what} is {v!r}, not a number")
+    return float(v)
+
+
+def _fraction(v: Any, what: str) -> float:
+    x = _real(v, what)
+    if not 0.0 <= x <= 1.0:
+        raise ValueError(f"{what} is {v!r}, not a fraction in [0, 1]")
+    return x
 
 
 def validate_thresholds(tolerance: float, alpha: float, min_robust: dict[str, float]) -> None:
@@ -723,6 +788,12 @@ def compare(
     if baseline is not None:
         check_samples(baseline, outcome.ids, outcome.dataset.get("sha256"), outcome.source or "the evaluation")
         check_suite(baseline, outcome.entries, outcome.source or "the evaluation")
+        lacking = [k for k in keys if k not in baseline.metric_keys()]
+        if lacking:
+            raise UsageError(
+                f"the baseline {baseline.path} has no bits for metric(s) {lacking} of the same suite",
+                "it was edited by hand; re-create it (docs/ci.md: updating a baseline)",
+            )
     checks = []
     for m in outcome.metrics:
         cur = outcome.bits[m["key"]]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import shutil
 import zipfile
@@ -166,13 +167,24 @@ def read_index(directory: str | Path) -> dict[str, Any]:
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
                 problems.append(f"{key} is {v!r}, not an integer >= {low}")
         entries = idx.get("entries", [])
-        if not isinstance(entries, list) or not all(
-            isinstance(e, dict) and isinstance(e.get("group"), str) and isinstance(e.get("kind"), str) for e in entries
-        ):
-            problems.append("entries is not a list of objects with a group and a kind")
+        if not isinstance(entries, list) or not all(_valid_entry(e) for e in entries):
+            problems.append(
+                "entries is not a list of objects with a group and a kind (an attack's with a norm and an eps)"
+            )
     if problems:
         raise DataError(f"{p} is not a valid record index: {'; '.join(problems)}", RERUN)
     return idx
+
+
+def _valid_entry(e: Any) -> bool:
+    """One entry of an index as `Entry.describe` writes it: what the readers of a record rely on."""
+    if not isinstance(e, dict) or not isinstance(e.get("group"), str):
+        return False
+    if e.get("kind") == "attack":
+        eps = e.get("eps")
+        number = isinstance(eps, int | float) and not isinstance(eps, bool)
+        return isinstance(e.get("norm"), str) and number and math.isfinite(eps) and eps >= 0
+    return e.get("kind") in ("corruption", "smoothing")
 
 
 def open_record(directory: str | Path) -> RecordStore:

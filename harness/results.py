@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from harness.atomic import write_json
 from harness.errors import UsageError
+from harness.schema import ANY, COUNT, FINITE, FRACTION, INT, NUMBER, STR, Leaf, ListOf, MapOf, Obj, Opt, conform
 from harness.stats import wilson
 
 RESULT_SCHEMA = 1
@@ -132,10 +134,14 @@ class Result:
         for key in ("record", "timing", "extra"):
             if not isinstance(d.get(key, {}), dict):
                 raise TypeError(f"{key} is not an object")
-        if not _numbers(d.get("per_class_clean", [])):
-            raise TypeError("per_class_clean is not a list of numbers")
+        if not _fractions(d.get("per_class_clean", [])):
+            raise TypeError("per_class_clean is not a list of fractions in [0, 1] (NaN: class absent)")
+        conform(d, _PARTS, "result")
         d["clean"] = _acc(d["clean"])
         d["groups"] = [_group(g) for g in _objects(d.get("groups", []))]
+        n_classes = len(d.get("per_class_clean", []))
+        if any(g.per_class and len(g.per_class) != n_classes for g in d["groups"]):
+            raise ValueError(f"a group's per_class does not hold the {n_classes} classes of per_class_clean")
         d["findings"] = [_finding(f) for f in _objects(d.get("findings", []))]
         return cls(**d)
 
@@ -159,12 +165,98 @@ class Result:
 _RERUN = "it is torn or was edited; run the same `harness evaluate` again to recompute it from the record"
 
 
+# The nested parts of a result that its readers (reports, comparisons, exports, the gate) index or
+# format, with the shapes the engine writes them in; other keys are free.
+_ACCURACY = Obj(
+    {"correct": COUNT, "n": COUNT, "accuracy": FRACTION, "ci95": ListOf(FRACTION, length=2)},
+    required=("correct", "n", "accuracy", "ci95"),
+)
+_RELIABILITY = Obj(
+    {"edges": ListOf(FINITE, min_length=1), "accuracy": ListOf(Opt(FRACTION))},
+    required=("edges", "accuracy"),
+    rule=(lambda d: len(d["edges"]) == len(d["accuracy"]) + 1, "edges must be one more than the bins"),
+)
+_CAL_STATS = {
+    **dict.fromkeys(("ece", "ece_adaptive", "nll", "brier", "conf_errors"), Opt(NUMBER)),
+    "ci95": MapOf(Opt(ListOf(Opt(NUMBER)))),
+    "reliability": _RELIABILITY,
+}
+_CAL_GROUP = Obj(
+    {**_CAL_STATS, "scaled": Obj(_CAL_STATS, required=("reliability",)), "severity": Opt(INT)},
+    required=("reliability",),
+    rule=(
+        lambda d: d.get("kind") != "corruption" or isinstance(d.get("severity"), int),
+        "a corruption needs a severity",
+    ),
+)
+
+
+def _clean_ece(cal: dict[str, Any]) -> bool:
+    """The clean group is there, with its ECE (and the temperature-scaled one) a number."""
+    clean = cal["groups"].get("clean")
+    return clean is not None and all(_is_number(g.get("ece")) for g in (clean, clean.get("scaled", clean)))
+
+
+_PARTS = Obj(
+    {
+        "model": Obj({"condition": Opt(MapOf(ANY)), "objective_params": Opt(MapOf(ANY))}),
+        "dataset": Obj({"name": STR, "info": Opt(MapOf(ANY))}, required=("name",)),
+        "config": Obj({"surrogate": Opt(MapOf(ANY)), "eot_samples_used": Opt(INT)}),
+        "environment": Obj({"versions": MapOf(ANY)}),
+        "groups": ListOf(
+            Obj(
+                {"entries": ListOf(Obj({"key": STR, "cumulative": _ACCURACY, "seconds": NUMBER},
+                                       required=("key", "cumulative"))),
+                 "eps": Opt(Leaf("a finite number >= 0", lambda v: _is_number(v) and 0 <= v < math.inf))},
+            )
+        ),
+        "extra": Obj(
+            {
+                "class_counts": ListOf(COUNT),
+                "calibration": Opt(
+                    Obj(
+                        {"groups": MapOf(_CAL_GROUP),
+                         "temperature": Opt(Obj({"value": NUMBER}, required=("value", "split", "n")))},
+                        required=("groups",),
+                        rule=(_clean_ece, "the clean group or its ECE is missing"),
+                    )
+                ),
+                "certified": Opt(
+                    MapOf(
+                        Obj(
+                            {"config": Obj({"sigma": NUMBER, "alpha": NUMBER}, required=(
+                                "sigma", "n0", "n", "alpha", "attack_steps", "eot_samples", "n_verdict")),
+                             "abstain": NUMBER,
+                             "table": ListOf(Obj({"radius": FINITE, "certified": _ACCURACY, "empirical": _ACCURACY},
+                                                 required=("radius", "certified", "empirical", "violations"))),
+                             "curve": ListOf(ListOf(FINITE, length=2), min_length=1)},
+                            required=("config", "abstain", "table", "curve"),
+                        )
+                    )
+                ),
+                "unit_test": Opt(
+                    Obj({"threats": ListOf(Obj({"fraction": NUMBER},
+                                               required=("key", "found", "valid", "fraction", "too_weak")))})
+                ),
+                "corruptions": Opt(
+                    Obj(dict.fromkeys(("mean_accuracy", "mce", "relative_mce"), Opt(NUMBER)))
+                ),
+            }
+        ),
+    }
+)  # fmt: skip
+
 _GROUP_OPTIONAL = {"norm": str, "corruption": str, "severity": int, "eps": (int, float)}
 _FINDING_OPTIONAL = {"related": str}
 
 
-def _numbers(v: Any) -> bool:
-    return isinstance(v, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _fractions(v: Any) -> bool:
+    """A list of per-class accuracies: each in [0, 1], or NaN for a class with no samples."""
+    return isinstance(v, list) and all(_is_number(x) and (0 <= x <= 1 or math.isnan(x)) for x in v)
 
 
 def _check_types(d: dict[str, Any], required: tuple[str, ...], optional: dict[str, Any], what: str) -> None:
@@ -181,8 +273,8 @@ def _group(g: dict[str, Any]) -> GroupResult:
     _check_types(g, ("key", "kind"), _GROUP_OPTIONAL, "group")
     if not isinstance(g.get("entries", []), list) or not all(isinstance(e, dict) for e in g.get("entries", [])):
         raise TypeError("group entries are not a list of objects")
-    if not _numbers(g.get("per_class", [])):
-        raise TypeError("group per_class is not a list of numbers")
+    if not _fractions(g.get("per_class", [])):
+        raise TypeError("group per_class is not a list of fractions in [0, 1] (NaN: class absent)")
     return GroupResult(**{**g, "accuracy": _acc(g["accuracy"])})
 
 
@@ -202,7 +294,9 @@ def _objects(items: Any) -> list[dict[str, Any]]:
 def _acc(a: dict[str, Any]) -> Accuracy:
     if not isinstance(a, dict):
         raise TypeError(f"an accuracy is {type(a).__name__}, not an object")
-    vals = (a["correct"], a["n"], a["accuracy"], *a["ci95"])
-    if len(a["ci95"]) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
-        raise TypeError(f"accuracy {a!r} does not hold numbers correct, n, accuracy and a ci95 pair")
+    correct, n, acc, ci = a["correct"], a["n"], a["accuracy"], a["ci95"]
+    counts = all(isinstance(v, int) and not isinstance(v, bool) for v in (correct, n)) and 0 <= correct <= n
+    fractions = isinstance(ci, list | tuple) and len(ci) == 2 and all(_is_number(v) and 0 <= v <= 1 for v in (acc, *ci))
+    if not (counts and fractions and ci[0] <= ci[1]):
+        raise TypeError(f"accuracy {a!r} does not hold counts 0 <= correct <= n, an accuracy and a ci95 in [0, 1]")
     return Accuracy(a["correct"], a["n"], a["accuracy"], tuple(a["ci95"]))  # type: ignore[arg-type]

@@ -11,8 +11,10 @@ under ``-m slow``, also run in a real ``python -m harness`` process.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
+import math
 import os
 import shutil
 import struct
@@ -167,6 +169,10 @@ class Workspace:
         b["metrics"][0]["kee"] = b["metrics"][0].pop("key")
         self.renamed = root / "renamed-key.json"
         self.renamed.write_text(json.dumps(b))
+        self.bad_baselines: dict[str, Path] = {}
+        for case, edit in BASELINE_DAMAGE.items():
+            self.bad_baselines[case] = root / f"baseline-{case}.json"
+            self.bad_baselines[case].write_text(json.dumps(edit(json.loads(self.baseline.read_text()))))
 
     def snapshot(self) -> dict[str, str]:
         """sha256 of the earlier run (record included), the checkpoints, and a listing of the outside folder."""
@@ -194,6 +200,19 @@ def _dataset_named(name: str) -> Callable[[dict], dict]:
     return lambda obj: {**obj, "dataset": {**obj["dataset"], "name": name}}
 
 
+def _replace_in(path: tuple, value: object) -> Callable[[dict], dict]:
+    """The document with the value at ``path`` (keys and list indices) replaced."""
+
+    def edit(doc: dict) -> dict:
+        node = doc
+        for step in path[:-1]:
+            node = node[step]
+        node[path[-1]] = value
+        return doc
+
+    return edit
+
+
 def _truncate_chunk(d: Path) -> None:
     p = d / "records" / "chunk-000001.npz"
     p.write_bytes(p.read_bytes()[:100])
@@ -215,6 +234,36 @@ DAMAGE: dict[str, Callable[[Path], None]] = {
     "dataset-name-traversal": _edit_json("result.json", _dataset_named("../../../../x")),
     "dataset-name-absolute": _edit_json("result.json", _dataset_named("/tmp/harness-export-escape")),
     "record-path-traversal": _edit_json("result.json", lambda r: {**r, "record": {**r["record"], "path": "../x"}}),
+    "per-class-inf": _edit_json("result.json", _set("per_class_clean", [math.inf])),
+    "per-class-above-1": _edit_json("result.json", lambda r: {**r, "per_class_clean": [10, *r["per_class_clean"][1:]]}),
+    "class-count-null": _edit_json("result.json", lambda r: {**r, "extra": {**r["extra"], "class_counts": [None]}}),
+    "group-per-class-short": _edit_json(
+        "result.json", lambda r: {**r, "groups": [{**r["groups"][0], "per_class": [0.5]}, *r["groups"][1:]]}),
+    "versions-null": _edit_json("result.json", _replace_in(("environment", "versions"), None)),
+    "group-eps-inf": _edit_json("result.json", _replace_in(("groups", 0, "eps"), math.inf)),
+    "entry-without-cumulative": _edit_json(
+        "result.json", lambda r: {**r, "groups": [{**r["groups"][0], "entries": [
+            {k: v for k, v in r["groups"][0]["entries"][0].items() if k != "cumulative"}]}, *r["groups"][1:]]}),
+    "reliability-short": _edit_json(
+        "result.json", _replace_in(("extra", "calibration", "groups", "clean", "reliability", "accuracy"), [])),
+    "index-entry-without-norm": _edit_json(
+        "records/index.json", lambda i: {**i, "entries": [{k: v for k, v in i["entries"][0].items() if k != "norm"},
+                                                          *i["entries"][1:]]}),
+    "index-entry-added": _edit_json("records/index.json", lambda i: {**i, "entries": [*i["entries"], i["entries"][0]]}),
+}  # fmt: skip
+
+
+# Baselines with a field of the wrong type or range (written next to the good one).
+BASELINE_DAMAGE: dict[str, Callable[[dict], dict]] = {
+    "entries-null": _replace_in(("suite", "entries"), None),
+    "entry-not-object": _replace_in(("suite", "entries", 0), 0.9),
+    "samples-n-inf": _replace_in(("samples", "n"), math.inf),
+    "seed-inf": _replace_in(("seed",), math.inf),
+    "metrics-object": _replace_in(("metrics",), {}),
+    "metric-dropped": lambda b: {**b, "metrics": [m for m in b["metrics"] if m["key"] != "linf-0.3"]},
+    "samples-n-10^12": _replace_in(("samples", "n"), 10**12),
+    # 130 KB of base64 that inflate to 100 MB of ids: refused after the promised n ids are read.
+    "ids-zlib-bomb": _replace_in(("samples", "ids"), base64.b64encode(zlib.compress(b"\0" * 10**8, 9)).decode()),
 }
 
 
@@ -294,6 +343,16 @@ def _compare(case: str):
     from harness.reporting import compare_runs
 
     return lambda ws: compare_runs([ws.earlier, ws.damaged[case]])
+
+
+def _check_baseline(case: str) -> Callable[[Workspace], list]:
+    return lambda ws: ["check", ws.earlier, "--baseline", ws.bad_baselines[case]]
+
+
+def _check_baseline_api(case: str):
+    from harness.gate import check
+
+    return lambda ws: check(ws.earlier, ws.bad_baselines[case])
 
 
 def _nothing_at(*names: str) -> Callable[[Workspace], None]:
@@ -435,6 +494,53 @@ ROWS = [
     Row("baseline-renamed-key", UsageError, r"renamed-key\.json: metric #1 lacks a key, kind or bits string",
         cli=lambda ws: ["check", ws.earlier, "--baseline", ws.renamed],
         api=lambda ws: __import__("harness.gate", fromlist=["x"]).check(ws.earlier, ws.renamed)),
+    Row("baseline-entries-null", UsageError, r"suite\.entries, suite\.attacks or suite\.corruptions is not a list",
+        cli=_check_baseline("entries-null"), api=_check_baseline_api("entries-null")),
+    Row("baseline-entry-not-object", UsageError, r"suite\.entries, .* is not a list of objects",
+        cli=_check_baseline("entry-not-object"), api=_check_baseline_api("entry-not-object")),
+    Row("baseline-samples-n-inf", UsageError, r"samples\.n is inf, not an integer >= 0",
+        cli=_check_baseline("samples-n-inf"), api=_check_baseline_api("samples-n-inf")),
+    Row("baseline-samples-n-10^12", UsageError, r"samples\.n is 1000000000000, more than the 100000000 samples",
+        cli=_check_baseline("samples-n-10^12"), api=_check_baseline_api("samples-n-10^12")),
+    Row("baseline-ids-zlib-bomb", DataError, r"baseline holds more sample ids, expected 40",
+        cli=_check_baseline("ids-zlib-bomb"), api=_check_baseline_api("ids-zlib-bomb")),
+    Row("baseline-seed-inf", UsageError, r"seed is inf, not an integer",
+        cli=_check_baseline("seed-inf"), api=_check_baseline_api("seed-inf")),
+    Row("baseline-metrics-object", UsageError, r"metrics is not a list of objects",
+        cli=_check_baseline("metrics-object"), api=_check_baseline_api("metrics-object")),
+    Row("baseline-metric-dropped", UsageError, r"has no bits for metric\(s\) \['linf-0\.3'\] of the same suite",
+        cli=_check_baseline("metric-dropped"), api=_check_baseline_api("metric-dropped")),
+    Row("report-per-class-inf", UsageError, r"per_class_clean is not a list of fractions in \[0, 1\]",
+        cli=lambda ws: ["report", ws.damaged["per-class-inf"], "--out", ws.root / "report-out"],
+        api=_report("per-class-inf"), after=_nothing_at("report-out")),
+    Row("report-per-class-above-1", UsageError, r"per_class_clean is not a list of fractions in \[0, 1\]",
+        cli=lambda ws: ["report", ws.damaged["per-class-above-1"], "--out", ws.root / "report-out"],
+        api=_report("per-class-above-1"), after=_nothing_at("report-out")),
+    Row("report-class-count-null", UsageError, r"result\.extra\.class_counts\[0\] is None, not an integer >= 0",
+        cli=lambda ws: ["report", ws.damaged["class-count-null"], "--out", ws.root / "report-out"],
+        api=_report("class-count-null"), after=_nothing_at("report-out")),
+    Row("report-group-per-class-short", UsageError, r"a group's per_class does not hold the 10 classes",
+        cli=lambda ws: ["report", ws.damaged["group-per-class-short"], "--out", ws.root / "report-out"],
+        api=_report("group-per-class-short"), after=_nothing_at("report-out")),
+    Row("report-versions-null", UsageError, r"result\.environment\.versions is None, not an object",
+        cli=lambda ws: ["report", ws.damaged["versions-null"], "--out", ws.root / "report-out"],
+        api=_report("versions-null"), after=_nothing_at("report-out")),
+    Row("export-group-eps-inf", UsageError, r"result\.groups\[0\]\.eps is inf, not a finite number >= 0",
+        cli=lambda ws: ["export", ws.damaged["group-eps-inf"], "--out", ws.root / "export-out"],
+        api=_export(_damaged("group-eps-inf")), after=_nothing_at("export-out")),
+    Row("report-entry-without-cumulative", UsageError, r"result\.groups\[0\]\.entries\[0\] has no cumulative",
+        cli=lambda ws: ["report", ws.damaged["entry-without-cumulative"], "--out", ws.root / "report-out"],
+        api=_report("entry-without-cumulative"), after=_nothing_at("report-out")),
+    Row("report-reliability-short", UsageError, r"clean\.reliability: edges must be one more than the bins",
+        cli=lambda ws: ["report", ws.damaged["reliability-short"], "--out", ws.root / "report-out"],
+        api=_report("reliability-short"), after=_nothing_at("report-out")),
+    Row("index-entry-without-norm", DataError,
+        r"index\.json is not a valid record index: entries .* \(an attack's with a norm and an eps\)",
+        cli=lambda ws: ["check", ws.damaged["index-entry-without-norm"], "--baseline", ws.baseline],
+        api=lambda ws: __import__("harness.gate", fromlist=["x"]).read_run(ws.damaged["index-entry-without-norm"])),
+    Row("index-entry-added", DataError, r"records has no column\(s\) \['s2'\] for its index",
+        cli=lambda ws: ["check", ws.damaged["index-entry-added"], "--baseline", ws.baseline],
+        api=lambda ws: __import__("harness.gate", fromlist=["x"]).read_run(ws.damaged["index-entry-added"])),
 ]  # fmt: skip
 
 # Rows that also run in a real process by default (one per class of input); all of them under -m slow.

@@ -14,11 +14,6 @@ bounding huge sizes is tested where it is implemented (harness/data, checkpoints
 
 Profiles: the default (``fast``) runs a few examples per target, well under a minute in all;
 ``HYPOTHESIS_PROFILE=ci`` runs `CI_EXAMPLES` per costly target and twice that per cheap one.
-
-Inputs that still fail in code another lane owns are listed in `KNOWN` with the lane and the
-failing frame: each is an ``xfail(strict=True)`` case of `test_known_failure_still_fails` (it
-XPASSes, and so fails, once that lane's fix lands: delete the entry then), and an explicit example
-of its target's generated test, which is itself a strict xfail while its target has known entries.
 """
 
 from __future__ import annotations
@@ -29,7 +24,6 @@ import io
 import json
 import math
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -39,7 +33,7 @@ from typing import Any
 
 import pytest
 import torch
-from hypothesis import HealthCheck, assume, example, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from harness.errors import HarnessError
@@ -334,137 +328,6 @@ MUTATIONS = st.builds(
 )
 
 
-# ---- known failures in other lanes' code -----------------------------------------------------------------
-@dataclass(frozen=True)
-class Known:
-    """A failure the fuzzer found in code another lane owns: the input, the lane, where it breaks."""
-
-    target: str  # suite | sidecar | dataset | baseline | result | index
-    case: Any  # the input: TOML or a spec string, a Mutation for the JSON files
-    lane: str
-    where: str  # the exception and its innermost frame, as found
-    # A narrow class: the generated test skips the inputs this predicate (on the input's text) accepts
-    # and stays on; without one the class is broad and the target's generated test is a strict xfail.
-    avoid: Callable[[str], bool] | None = None
-
-    @property
-    def reason(self) -> str:
-        return f"{self.lane} lane: {self.where}"
-
-
-R, D = Mutation, "delete"
-KNOWN = [
-    # Suites: an attack's params may not repeat its norm or eps; sections must hold tables (params:
-    # suite field validation).
-    Known("suite", '[[attack]]\nname = "pgd"\nnorm = "linf"\neps = 0.1\nparams = { eps = 0.2, steps = 2 }\n',
-          "params", "TypeError suites/__init__.py:115 Entry.build: Registry.create() got multiple values for 'eps'",
-          avoid=lambda t: bool(re.search(r'params"? = \{([^\n]*,)? "?(eps|norm)"? =', t))),
-    Known("suite", "attack = [0]\n", "params", "TypeError suites/__init__.py parse_suite: 'int' object is not "
-          "iterable (attack = [1, 2])", avoid=lambda t: bool(re.search(r"^(attack|corruption|smoothing) = \[[^\]{]",
-                                                                       t, re.M))),
-    Known("suite", '[[corruption]]\nname = "brightness"\nseverity = "all"\nparams = 0\n', "params",
-          "TypeError suites/__init__.py:156 resolve: 'int' object is not a mapping (params = 5)",
-          avoid=lambda t: bool(re.search(r'^"?params"? = [^{]', t, re.M))),
-    # Suite parameters of the wrong type or range reach the constructors (params: declared types).
-    Known("suite-params", '[[corruption]]\nname = "brightness"\nseverity = [1]\nparams = { preset = [] }\n',
-          "params", "TypeError attacks/corruption.py:51 __post_init__: unhashable type: 'list'"),
-    Known("suite-params", '[[smoothing]]\nname = "smoothing-l2"\nparams = { sigma = 1, n0 = nan }\n', "params",
-          "ValueError: cannot convert float NaN to integer (smoothing n0)"),
-    Known("suite-params", '[[smoothing]]\nname = "smoothing-l2"\nparams = { sigma = "" }\n', "params",
-          "TypeError: '>' not supported between 'str' and 'int' (smoothing sigma)"),
-    Known("suite-params", '[[smoothing]]\nname = "smoothing-l2"\nparams = { radii = 0 }\n', "params",
-          "TypeError: 'int' object is not iterable (smoothing radii)"),
-    Known("suite-params", 'attack = []\n[calibration]\nbootstrap = 1\nbins = -1.0\n', "params",
-          "evaluate: ValueError 'minlength' must not be negative (calibration bins), exit 3"),
-    # train -p: values are not converted or checked against the objective's declared types (params).
-    Known("train-params", ("pgd-at", [("eps", "nan")]), "params", "TypeError defenses/objectives: str / int, exit 3"),
-    Known("train-params", ("pgd-at", [("norm", "0")]), "params", "AttributeError: 'int' has no 'lower', exit 3"),
-    # Checkpoint sidecars: field types are not checked before use (io: CheckpointMeta.from_dict).
-    Known("sidecar", R("replace", ("architecture",), 6), "io", "TypeError registry.py:69 close_matches"),
-    Known("sidecar", R("replace", ("architecture",), ["mlp"]), "io", "TypeError registry.py:116 get (unhashable)"),
-    Known("sidecar", R("replace", ("arch_args",), None), "io", "TypeError checkpoint.py:84 build_model"),
-    Known("sidecar", R("replace", ("input_shape",), "ab"), "io", "TypeError external.py:206 probe"),
-    Known("sidecar", R("replace", ("input_shape", 1), -2), "io", "RuntimeError external.py:206 probe"),
-    Known("sidecar", R("replace", ("input_shape",), []), "io", "IndexError api.py:126 load_model"),
-    Known("sidecar", R("replace", ("input_shape",), 11), "io", "TypeError api.py:126 load_model"),
-    # Architecture arguments from a sidecar: declared types at the registry boundary (params).
-    Known("sidecar", R("replace", ("arch_args", "num_classes"), 0.5), "params", "TypeError models/small.py:34"),
-    Known("sidecar", R("replace", ("arch_args", "hidden"), [{}]), "params", "TypeError models/small.py:31"),
-    Known("sidecar", R("replace", ("arch_args", "in_channels"), ""), "params", "TypeError models/base.py:32"),
-    # Dataset specs: required and typed dataset arguments (params: registry boundary; io: the loaders).
-    Known("dataset", "npy", "params", "TypeError registry.py:142 create: missing required argument 'x'"),
-    Known("dataset", "npy:name=abc,x=nope.npy", "params",
-          "TypeError api.py:33: Registry.create() got multiple values for argument 'name'"),
-    Known("dataset", "cifar10c:corruption=4", "params", "TypeError registry.py:69 close_matches"),
-    Known("dataset", "digits:size=nan", "params", "TypeError data/digits.py:53"),
-    Known("dataset", "digits:size=True", "params", "TypeError data/digits.py:53 (a bool taken as a size)"),
-    Known("dataset", 'digits:channels={"a": 1}', "params", "TypeError data/digits.py:55"),
-    Known("dataset", "synthetic:size=False", "io", "RuntimeError data/synthetic.py:30"),
-    Known("dataset", "synthetic:num_classes=-8.25", "io", "RuntimeError data/synthetic.py:29"),
-    Known("dataset", "synthetic:channels=[0.5]", "io", "TypeError rng.py:53 keyed_bits"),
-    Known("dataset", "synthetic:n=[1]", "io", "TypeError data/synthetic.py:33"),
-    Known("dataset", "cifar10:root=empty,split={}", "io", "TypeError data/cifar.py:104 _load"),
-    # Baselines: field types and required keys (io: Baseline.from_dict, check_suite).
-    Known("baseline", R("replace", ("suite", "entries"), None), "io", "TypeError gate.py:414 _canon"),
-    Known("baseline", R("replace", ("suite", "entries", 0), 0.9), "io", "AttributeError gate.py:421"),
-    Known("baseline", R("replace", ("samples", "n"), math.inf), "io", "OverflowError gate.py:246 from_dict"),
-    Known("baseline", R("replace", ("seed",), math.inf), "io", "OverflowError gate.py:251 from_dict"),
-    Known("baseline", R(D, ("metrics", 1, "key")), "io", "KeyError gate.py:206 (a renamed baseline key)"),
-    Known("baseline", R("replace", ("metrics",), {}), "io", "KeyError gate.py:203 bits"),
-    # result.json: nothing is validated (io: Result.from_dict, gate.read_run, reporting).
-    Known("result", R("root", value=None), "io", "AttributeError results.py:107 from_dict (result.json null)"),
-    Known("result", R("replace", ("config",), None), "io", "AttributeError gate.py:162 read_run"),
-    Known("result", R("replace", ("model",), 1), "io", "TypeError gate.py:163 read_run"),
-    Known("result", R("replace", ("dataset",), 0.5), "io", "TypeError gate.py:160 read_run"),
-    Known("result", R("replace", ("extra",), None), "io", "AttributeError gate.py:167 read_run"),
-    Known("result", R("replace", ("name",), -2.5), "io", "compare: rich NotRenderableError (exit 3)"),
-    Known("result", R("replace", ("clean", "accuracy"), True), "io", "report: ValueError 'xerr' negative (exit 3)"),
-    Known("result", R("replace", ("per_class_clean",), [math.inf]), "io", "report: OverflowError (exit 3)"),
-    Known("result", R("replace", ("per_class_clean", 5), 10), "io", "report: ValueError math domain (exit 3)"),
-    Known("result", R("replace", ("environment",), "c"), "io", "report: AttributeError 'str'.get (exit 3)"),
-    # records/index.json: nothing is validated (io: records.open_record, RecordStore, gate.read_run).
-    Known("index", R("truncate", keep=0.0), "io", "JSONDecodeError records.py:126 open_record (empty index)"),
-    Known("index", R("root", value=9), "io", "TypeError records.py:127 open_record"),
-    Known("index", R("root", value={}), "io", "KeyError records.py:127 open_record"),
-    Known("index", R("replace", ("n_total",), []), "io", "TypeError records.py:32 RecordStore"),
-    Known("index", R("replace", ("chunk_size",), {}), "io", "TypeError records.py:31 RecordStore"),
-    Known("index", R("replace", ("chunk_size",), 0), "io", "ZeroDivisionError records.py:36 (chunk_size: 0)"),
-    Known("index", R("replace", ("chunk_size",), math.inf), "io", "OverflowError records.py:31"),
-    Known("index", R("replace", ("entries",), [1e-9]), "io", "TypeError gate.py:128 read_run"),
-    Known("index", R(D, ("entries", 0, "group")), "io", "KeyError gate.py:128 read_run"),
-    Known("index", R(D, ("entries", 0, "norm")), "io", "KeyError gate.py:147 read_run"),
-]  # fmt: skip
-
-
-def known(target: str) -> list[Known]:
-    return [k for k in KNOWN if k.target == target]
-
-
-def avoided(target: str, text: str) -> bool:
-    """The input belongs to a narrow known class of ``target`` (see `Known.avoid`)."""
-    return any(k.avoid is not None and k.avoid(text) for k in known(target))
-
-
-def with_known(target: str, arg: str | Callable[[Any], dict[str, Any]], **fixed: Any):
-    """While ``target`` has known failures: its first as an explicit example (so the test fails at once,
-    deterministically, in every profile) and a strict xfail naming the lanes."""
-
-    def deco(fn):
-        ks = [k for k in known(target) if not k.avoid]
-        if ks:
-            kwargs = arg(ks[0].case) if callable(arg) else {arg: ks[0].case}
-            fn = example(**kwargs, **fixed)(fn)
-            lanes = " and ".join(sorted({k.lane for k in ks}))
-            fn = pytest.mark.xfail(
-                strict=True,
-                reason=f"{lanes} lane(s): {len(ks)} known failure(s) of {target} inputs (KNOWN); remove this "
-                "mark once test_known_failure_still_fails has no case left for the target",
-            )(fn)
-        return fn
-
-    return deco
-
-
 # ---- the targets -------------------------------------------------------------------------------------------
 def evaluation_of(ws: Workspace, suite: str):
     """What `Evaluation` does before any work: parse the suite, resolve its eps, build and validate every entry."""
@@ -477,23 +340,18 @@ def evaluation_of(ws: Workspace, suite: str):
 
 
 @given(text=SUITE_TEXT)
-@with_known("suite", "text")
 @CHEAP
 def test_suite_files_through_the_api(ws: Workspace, text: str) -> None:
-    assume(not avoided("suite", text))
     suite_api_case(ws, text)
 
 
 @given(text=suite_doc(cheap=True).map(toml_text))
-@with_known("suite", "text")
 @COSTLY
 def test_suite_files_through_the_cli(ws: Workspace, text: str) -> None:
-    assume(not avoided("suite", text))
     suite_cli_case(ws, text)
 
 
 @given(text=SUITE_TEXT_WILD)
-@with_known("suite-params", "text")
 @CHEAP
 def test_suite_parameters_through_the_api(ws: Workspace, text: str) -> None:
     """Any value for any declared parameter of an attack, corruption or certifier, and for [calibration]."""
@@ -501,7 +359,6 @@ def test_suite_parameters_through_the_api(ws: Workspace, text: str) -> None:
 
 
 @given(text=suite_doc(cheap=True, wild=True).map(toml_text))
-@with_known("suite-params", "text")
 @COSTLY
 def test_suite_parameters_through_the_cli(ws: Workspace, text: str) -> None:
     suite_cli_case(ws, text)
@@ -525,7 +382,6 @@ DATASET_SPECS = dataset_spec(PATHS)
 
 
 @given(spec=DATASET_SPECS)
-@with_known("dataset", "spec")
 @CHEAP
 def test_dataset_specs_through_the_api(ws: Workspace, spec: str) -> None:
     from harness.api import load_dataset
@@ -535,7 +391,6 @@ def test_dataset_specs_through_the_api(ws: Workspace, spec: str) -> None:
 
 
 @given(spec=DATASET_SPECS)
-@with_known("dataset", "spec")
 @COSTLY
 def test_dataset_specs_through_the_cli(ws: Workspace, spec: str) -> None:
     with ws.scratch() as d, contextlib.chdir(ws.root):
@@ -550,7 +405,6 @@ def _sidecar_case(ws: Workspace, d: Path, m: Mutation) -> Path:
 
 
 @given(m=MUTATIONS)
-@with_known("sidecar", "m")
 @CHEAP
 def test_sidecars_through_the_api(ws: Workspace, m: Mutation) -> None:
     from harness.api import load_model
@@ -561,7 +415,6 @@ def test_sidecars_through_the_api(ws: Workspace, m: Mutation) -> None:
 
 
 @given(m=MUTATIONS)
-@with_known("sidecar", "m")
 @COSTLY
 def test_sidecars_through_the_cli(ws: Workspace, m: Mutation) -> None:
     with ws.scratch() as d:
@@ -570,7 +423,6 @@ def test_sidecars_through_the_cli(ws: Workspace, m: Mutation) -> None:
 
 
 @given(m=MUTATIONS)
-@with_known("baseline", "m")
 @CHEAP
 def test_baselines_through_the_cli_and_api(ws: Workspace, m: Mutation) -> None:
     """`harness check RUN --baseline B` reads the run (no evaluation): exit 0, 1 or 2; the API likewise."""
@@ -622,7 +474,6 @@ def result_case(ws: Workspace, m: Mutation, how: str) -> None:
 
 
 @given(m=MUTATIONS, how=st.sampled_from(READERS))
-@with_known("result", "m", how="all")
 @CHEAP
 def test_result_files_through_the_cli_and_api(ws: Workspace, m: Mutation, how: str) -> None:
     result_case(ws, m, how)
@@ -645,7 +496,6 @@ def index_case(ws: Workspace, m: Mutation, how: str, cut_chunk: int | None = Non
 
 
 @given(m=MUTATIONS, how=st.sampled_from([*READERS, "resume"]), cut_chunk=st.one_of(st.none(), st.integers(0, 200)))
-@with_known("index", "m", how="all", cut_chunk=None)
 @CHEAP
 def test_index_files_through_the_cli_and_api(ws: Workspace, m: Mutation, how: str, cut_chunk: int | None) -> None:
     """A damaged record index (and maybe a truncated chunk) read by report/compare/export/check, or resumed into."""
@@ -726,7 +576,6 @@ def _is_number(text: str) -> bool:
     objective=st.sampled_from(["ce", "pgd-at", "trades", "mixup", "logitclip", "gce", "mart", "gaussian-aug"]),
     values=st.lists(st.tuples(st.one_of(st.sampled_from(TRAIN_KEYS), TEXT), NUMBER_TEXT), min_size=1, max_size=2),
 )
-@with_known("train-params", lambda case: {"objective": case[0], "values": case[1]})
 @COSTLY
 def test_cli_parameters_of_train(ws: Workspace, objective: str, values: list) -> None:
     """`harness train -p KEY=VALUE` with any text as the value (one epoch of an MLP on digits when valid)."""
@@ -737,45 +586,3 @@ def train_case(ws: Workspace, args: list[str]) -> None:
     with ws.scratch() as d:
         check_cli(["train", "--model", "mlp", "--epochs", "1", *args, "--out", d / "m", "--device", "cpu",
                    "--no-progress"])  # fmt: skip
-
-
-# ---- every known failure, one strict xfail each (it XPASSes once the owning lane's fix lands) ---------------
-def replay(ws: Workspace, k: Known) -> None:
-    if k.target == "suite":
-        with ws.scratch() as d:
-            (d / "s.toml").write_text(k.case)
-            check_api(lambda: evaluation_of(ws, str(d / "s.toml")))
-        suite_cli_case(ws, k.case)
-    elif k.target == "train-params":
-        train_case(ws, ["--objective", k.case[0], *[a for key, v in k.case[1] for a in ("-p", f"{key}={v}")]])
-    elif k.target == "suite-params":
-        with ws.scratch() as d:
-            (d / "s.toml").write_text(k.case)
-            check_api(lambda: evaluation_of(ws, str(d / "s.toml")))
-        suite_cli_case(ws, k.case)
-    elif k.target == "sidecar":
-        with ws.scratch() as d:
-            path = _sidecar_case(ws, d, k.case)
-            check_api(lambda: __import__("harness.api", fromlist=["x"]).load_model(path))
-            check_cli(["evaluate", path, "--suite", ws.fgsm, "--out", d, "--max-samples", "6", *EVAL])
-    elif k.target == "dataset":
-        with ws.scratch() as d, contextlib.chdir(ws.root):
-            check_api(lambda: __import__("harness.api", fromlist=["x"]).load_dataset(k.case))
-            check_cli(["evaluate", ws.model, "--dataset", k.case, "--suite", ws.fgsm, "--out", d,
-                       "--max-samples", "6", *EVAL])  # fmt: skip
-    elif k.target == "baseline":
-        baseline_case(ws, k.case)
-    elif k.target == "result":
-        result_case(ws, k.case, "all")
-    elif k.target == "index":
-        index_case(ws, k.case, "all")
-    else:
-        raise AssertionError(k.target)
-
-
-@pytest.mark.parametrize(
-    "k", [pytest.param(k, id=f"{k.target}-{i}", marks=pytest.mark.xfail(strict=True, reason=k.reason))
-          for i, k in enumerate(KNOWN)],
-)  # fmt: skip
-def test_known_failure_still_fails(ws: Workspace, k: Known) -> None:
-    replay(ws, k)
