@@ -167,9 +167,17 @@ _RERUN = "it is torn or was edited; run the same `harness evaluate` again to rec
 
 # The nested parts of a result that its readers (reports, comparisons, exports, the gate) index or
 # format, with the shapes the engine writes them in; other keys are free.
+def _derived(a: dict[str, Any]) -> bool:
+    """An accuracy is k of n: its fraction and Wilson interval are those of its counts (`Accuracy.of`)."""
+    k, n = a["correct"], a["n"]
+    want = (k / n if n else 0.0, *wilson(k, n)) if k <= n else ()
+    return len(want) == 3 and all(abs(x - y) <= 1e-9 for x, y in zip((a["accuracy"], *a["ci95"]), want))
+
+
 _ACCURACY = Obj(
     {"correct": COUNT, "n": COUNT, "accuracy": FRACTION, "ci95": ListOf(FRACTION, length=2)},
     required=("correct", "n", "accuracy", "ci95"),
+    rule=(_derived, "its accuracy and ci95 do not follow from correct and n"),
 )
 _RELIABILITY = Obj(
     {"edges": ListOf(FINITE, min_length=1), "accuracy": ListOf(Opt(FRACTION))},
@@ -203,11 +211,15 @@ _PARTS = Obj(
         "dataset": Obj({"name": STR, "info": Opt(MapOf(ANY))}, required=("name",)),
         "config": Obj({"surrogate": Opt(MapOf(ANY)), "eot_samples_used": Opt(INT)}),
         "environment": Obj({"versions": MapOf(ANY)}),
+        "clean": _ACCURACY,
         "groups": ListOf(
             Obj(
-                {"entries": ListOf(Obj({"key": STR, "cumulative": _ACCURACY, "seconds": NUMBER},
+                {"accuracy": _ACCURACY,
+                 "attack_basis": Opt(STR),
+                 "entries": ListOf(Obj({"key": STR, "cumulative": _ACCURACY, "seconds": NUMBER},
                                        required=("key", "cumulative"))),
                  "eps": Opt(Leaf("a finite number >= 0", lambda v: _is_number(v) and 0 <= v < math.inf))},
+                required=("accuracy",),
             )
         ),
         "extra": Obj(
@@ -243,7 +255,8 @@ _PARTS = Obj(
                 ),
             }
         ),
-    }
+    },
+    required=("clean",),
 )  # fmt: skip
 
 _GROUP_OPTIONAL = {"norm": str, "corruption": str, "severity": int, "eps": (int, float)}
@@ -292,11 +305,5 @@ def _objects(items: Any) -> list[dict[str, Any]]:
 
 
 def _acc(a: dict[str, Any]) -> Accuracy:
-    if not isinstance(a, dict):
-        raise TypeError(f"an accuracy is {type(a).__name__}, not an object")
-    correct, n, acc, ci = a["correct"], a["n"], a["accuracy"], a["ci95"]
-    counts = all(isinstance(v, int) and not isinstance(v, bool) for v in (correct, n)) and 0 <= correct <= n
-    fractions = isinstance(ci, list | tuple) and len(ci) == 2 and all(_is_number(v) and 0 <= v <= 1 for v in (acc, *ci))
-    if not (counts and fractions and ci[0] <= ci[1]):
-        raise TypeError(f"accuracy {a!r} does not hold counts 0 <= correct <= n, an accuracy and a ci95 in [0, 1]")
+    """An accuracy whose shape `conform` has checked (`_ACCURACY`)."""
     return Accuracy(a["correct"], a["n"], a["accuracy"], tuple(a["ci95"]))  # type: ignore[arg-type]

@@ -239,6 +239,7 @@ DAMAGE: dict[str, Callable[[Path], None]] = {
     "class-count-null": _edit_json("result.json", lambda r: {**r, "extra": {**r["extra"], "class_counts": [None]}}),
     "group-per-class-short": _edit_json(
         "result.json", lambda r: {**r, "groups": [{**r["groups"][0], "per_class": [0.5]}, *r["groups"][1:]]}),
+    "clean-accuracy-edited": _edit_json("result.json", _replace_in(("clean", "accuracy"), 0)),
     "versions-null": _edit_json("result.json", _replace_in(("environment", "versions"), None)),
     "group-eps-inf": _edit_json("result.json", _replace_in(("groups", 0, "eps"), math.inf)),
     "entry-without-cumulative": _edit_json(
@@ -522,6 +523,9 @@ ROWS = [
     Row("report-group-per-class-short", UsageError, r"a group's per_class does not hold the 10 classes",
         cli=lambda ws: ["report", ws.damaged["group-per-class-short"], "--out", ws.root / "report-out"],
         api=_report("group-per-class-short"), after=_nothing_at("report-out")),
+    Row("report-clean-accuracy-edited", UsageError, r"result\.clean: its accuracy and ci95 do not follow from correct",
+        cli=lambda ws: ["report", ws.damaged["clean-accuracy-edited"], "--out", ws.root / "report-out"],
+        api=_report("clean-accuracy-edited"), after=_nothing_at("report-out")),
     Row("report-versions-null", UsageError, r"result\.environment\.versions is None, not an object",
         cli=lambda ws: ["report", ws.damaged["versions-null"], "--out", ws.root / "report-out"],
         api=_report("versions-null"), after=_nothing_at("report-out")),
