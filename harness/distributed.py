@@ -165,6 +165,10 @@ def setup(device: torch.device) -> DistContext:
     Uses an existing default process group when the caller made one; otherwise initialises one
     (NCCL on GPU, gloo on CPU) and destroys it in `DistContext.close`. Object exchanges always go
     through a gloo group, which needs no device and works beside NCCL.
+
+    The group's keys in the rendezvous store are prefixed with the attempt (torchrun's restart
+    count): torchrun serves every attempt from the same agent store, so without the prefix the
+    ranks of a restarted job read the addresses the killed attempt published and fail to connect.
     """
     _, world, local = env_world()
     if world == 1:
@@ -179,7 +183,9 @@ def setup(device: torch.device) -> DistContext:
         backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        dist.init_process_group(backend=backend, timeout=timeout)
+        store, rank, size = next(dist.rendezvous("env://", timeout=timeout))
+        store = dist.PrefixStore(f"harness/attempt-{current_attempt()}/", store)
+        dist.init_process_group(backend=backend, store=store, rank=rank, world_size=size, timeout=timeout)
         owns = True
     backend = dist.get_backend()
     group = None if backend == "gloo" else dist.new_group(backend="gloo", timeout=timeout)

@@ -34,3 +34,18 @@ def test_same_verdicts_across_batch_sizes_on_this_kernel_path(capability, checkp
     got = json.loads(p.stdout.strip().splitlines()[-1])
     assert got["capability"].lower() == capability  # the variable took effect
     assert got["attacks"] == 8 and got["columns"] == 6
+
+
+def test_gate_compares_verdicts_not_bits_across_batch_sizes(tmp_path):
+    """A baseline made at one batch size passes a run at another: the gate pairs verdicts, sample by sample."""
+    from harness.api import evaluate
+    from harness.gate import compare, make_baseline, read_run
+    from tests.harness.dist_helpers import tiny_checkpoint
+
+    ckpt = tiny_checkpoint(tmp_path / "mlp")
+    for name, bs in (("base", 64), ("other", 7)):
+        evaluate(ckpt, "digits", "quick", out=tmp_path, name=name, max_samples=96, batch_size=bs, progress=False)
+    base = make_baseline(tmp_path / "base", dataset="digits")
+    report = compare(read_run(tmp_path / "other"), base)
+    assert report.passed and report.checks
+    assert all(c.lost == c.gained == 0 for c in report.checks)
