@@ -209,12 +209,24 @@ def analyse(case: tuple[str, str, int], paths: dict[tuple[str, int], Path], rule
             m = [float(runs[key][1][f"m{k}"][i]) for key in keys]
             where.append({"entry": e["key"], "sample": i, "status": s[:, i].tolist(), "margins": m})
     ties = {f"{c}/b{b}": runs[(c, b)][0].get("ties") for c, b in keys}
+    # Floats: samples whose margin at some entry is not bit-identical in all runs, and the largest gap.
+    float_rows = np.zeros(n, bool)
+    max_gap = 0.0
+    for k in range(len(meta0["entries"])):
+        m = np.stack([runs[key][1][f"m{k}"].astype(np.float64) for key in keys])
+        same = (m == m[0]) | (np.isnan(m) & np.isnan(m[0]))
+        float_rows |= ~same.all(0)
+        gap = np.abs(m - m[0])
+        if np.isfinite(gap).any():
+            max_gap = max(max_gap, float(np.nanmax(gap)))
     return {
         "case": {"model": case[0], "suite": case[1], "samples": n},
         "rule": rule,
         "runs": {f"{c}/b{b}": {k: runs[(c, b)][0][k] for k in RUN_META} for c, b in keys},
         "groups": per_group,
         "samples_with_any_difference": int(any_flip.sum()),
+        "samples_with_margin_not_bit_identical": int(float_rows.sum()),
+        "max_margin_gap": max_gap,
         "entry_differences": where,
         "ties": ties,
     }
