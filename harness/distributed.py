@@ -477,7 +477,11 @@ def launch_error(errors_dir: Path, run_dir: Path, nproc: int, launch_id: str, rc
     """The one error a failed launch raises: the first rank error of the last attempt, or the vanished rank."""
     reports = read_error_reports(errors_dir)
     attempt = max([last_attempt(run_dir, nproc, launch_id)] + [int(r.get("attempt") or 0) for r in reports])
-    mine = [r for r in reports if int(r.get("attempt") or 0) == attempt]
+    # A rank's own error first; RankFailedError is rank 0 (or a peer) relaying that error.
+    mine = sorted(
+        (r for r in reports if int(r.get("attempt") or 0) == attempt),
+        key=lambda r: r.get("kind") == RankFailedError.__name__,
+    )
     if mine:
         first = mine[0]
         same = all(r["what"] == first["what"] for r in mine) and len(mine) == nproc

@@ -180,6 +180,15 @@ def test_launch_error_is_the_first_failure_of_the_last_attempt(tmp_path, monkeyp
     assert e.what == "rank 1: no file digits.npz" and e.hint == "put it in data/"
 
 
+def test_launch_error_prefers_the_failing_rank_over_the_rank_relaying_it(tmp_path, monkeypatch):
+    errs = tmp_path / "errors"
+    errs.mkdir()
+    _report(errs, monkeypatch, 0, 0, RankFailedError("distributed evaluation failed: rank 1 failed: bad"))
+    _report(errs, monkeypatch, 1, 0, DataError("bad", "fix the file"))
+    e = launch_error(errs, tmp_path / "run", 2, "L1", 1, tmp_path / "stderr.log")
+    assert isinstance(e, DataError) and (e.what, e.hint) == ("rank 1: bad", "fix the file")
+
+
 def test_launch_error_of_a_bug_keeps_the_internal_exit_code(tmp_path, monkeypatch):
     errs = tmp_path / "errors"
     errs.mkdir()
