@@ -8,10 +8,10 @@ candidate point robust only when the margin exceeds the tie tolerance, and count
 margin is within it ("ties") so that reports can say how many verdicts the rule decided.
 
 The tolerance is ``TIE_ULPS`` float32 ulps of the sample's logit scale (max_j |z_j|): 2**10 ulps,
-about 1.2e-4 relative. Measured kernel noise on the benchmark CNNs is at most a few dozen ulps of
-that scale between capabilities, batch sizes and thread counts (docs/reliability.md), so the
-rule leaves a factor of more than ten to spare; a margin of 1.2e-4 relative is far below anything
-an attack or a report distinguishes.
+about 1.2e-4 relative. The kernel noise measured on the digits CNNs between CPU capabilities,
+batch sizes and thread counts is at most 12 ulps of that scale (docs/reliability.md); the rest is
+headroom for deeper models and GPU convolution algorithms. A margin of 1.2e-4 relative is far below
+anything an attack or a report distinguishes.
 """
 
 from __future__ import annotations
