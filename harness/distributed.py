@@ -13,39 +13,60 @@ atomically and verified on resume, so sharding is a matter of who computes which
 Results do not depend on the number of ranks: every random draw is keyed by (seed, global sample
 id, suite entry) and a chunk is computed the same way whichever rank computes it.
 
+Results do not depend on the number of ranks at verdict level; the records are bit-identical
+when every rank uses the kernel configuration of the single process (same CPU capability and
+threads per process: `launch` gives each rank one thread unless OMP_NUM_THREADS says otherwise,
+so a single process matches it with OMP_NUM_THREADS=1; docs/reliability.md).
+
 Faults. Every rank keeps a status file ``<run>/.ranks/rank-K.json`` (running / done / failed /
-terminated). A rank that raises reports its error through the exchange and rank 0 names it; a rank
-that dies outright (killed, segfault) never reports, torchrun then stops the others, and the
-launcher (`launch`) or the surviving ranks read the status files to name the rank that vanished.
-Finished chunks are kept, so running the same command again computes only the missing ones; under
-``torchrun --max-restarts`` that happens automatically.
+terminated) stamped with its launch and its attempt (torchrun's restart count). A rank that raises
+reports its error through the exchange and rank 0 names it; a rank that dies outright (killed,
+segfault) never reports, torchrun then stops the others, and the launcher (`launch`) or the
+surviving ranks read the status files of the current attempt to name the rank that vanished (a
+status left by an earlier attempt names a process that no longer exists: it is waited on briefly,
+then reported as not started). Finished chunks are kept, so running the same command again
+computes only the missing ones; under ``torchrun --max-restarts`` that happens automatically.
+
+`launch` keeps the ranks' and torchrun's stderr in a log and, when the job fails, prints one line:
+the first error a rank reported (its exit code too: 2 for a user error, the internal-error code
+for a bug), or the rank that vanished.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
 from harness.atomic import write_json
 from harness.errors import HarnessError, UsageError
 
+T = TypeVar("T")
 # A rank waits for the slowest one at the final exchange: the timeout must cover a whole shard.
 DEFAULT_TIMEOUT_S = 7 * 24 * 3600
 STATUS_DIR = ".ranks"
 LAUNCH_ENV = "HARNESS_LAUNCH_ID"
+# Set by `launch`: the folder where each rank writes the error that stopped it (rank-K-aN.json).
+ERRORS_ENV = "HARNESS_LAUNCH_ERRORS"
+RESTART_ENV = "TORCHELASTIC_RESTART_COUNT"
+# How long a rank that reads another rank's status from an earlier attempt waits for the new one.
+NEW_RANK_WAIT_S = 10.0
 
 
 class RankFailedError(HarnessError):
@@ -144,6 +165,10 @@ def setup(device: torch.device) -> DistContext:
     Uses an existing default process group when the caller made one; otherwise initialises one
     (NCCL on GPU, gloo on CPU) and destroys it in `DistContext.close`. Object exchanges always go
     through a gloo group, which needs no device and works beside NCCL.
+
+    The group's keys in the rendezvous store are prefixed with the attempt (torchrun's restart
+    count): torchrun serves every attempt from the same agent store, so without the prefix the
+    ranks of a restarted job read the addresses the killed attempt published and fail to connect.
     """
     _, world, local = env_world()
     if world == 1:
@@ -160,7 +185,9 @@ def setup(device: torch.device) -> DistContext:
         backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        dist.init_process_group(backend=backend, timeout=timeout)
+        store, rank, size = next(dist.rendezvous("env://", timeout=timeout))
+        store = dist.PrefixStore(f"harness/attempt-{current_attempt()}/", store)
+        dist.init_process_group(backend=backend, store=store, rank=rank, world_size=size, timeout=timeout)
         owns = True
     backend = dist.get_backend()
     group = None if backend == "gloo" else dist.new_group(backend="gloo", timeout=timeout)
@@ -168,6 +195,14 @@ def setup(device: torch.device) -> DistContext:
 
 
 # ---- rank status files -------------------------------------------------------------------------------
+def current_attempt() -> int:
+    """This process's attempt: torchrun's restart count (0 for the first attempt and outside torchrun)."""
+    try:
+        return max(0, int(os.environ.get(RESTART_ENV, "0")))
+    except ValueError:
+        return 0
+
+
 def status_path(run_dir: Path, rank: int) -> Path:
     return Path(run_dir) / STATUS_DIR / f"rank-{rank}.json"
 
@@ -181,46 +216,101 @@ def write_status(run_dir: Path, rank: int, state: str, **extra: Any) -> None:
             "host": socket.gethostname(),
             "pid": os.getpid(),
             "launch": os.environ.get(LAUNCH_ENV),
-            "restart": os.environ.get("TORCHELASTIC_RESTART_COUNT"),
+            "restart": os.environ.get(RESTART_ENV),
+            "attempt": current_attempt(),
             **extra,
         },
     )
 
 
-def read_statuses(run_dir: Path, world: int, launch_id: str | None = None) -> list[dict[str, Any] | None]:
-    """Each rank's status (None when absent, unreadable, or written by another launch)."""
+def _attempt_of(status: dict[str, Any]) -> int:
+    try:
+        return int(status.get("attempt", status.get("restart") or 0))
+    except (TypeError, ValueError):
+        return 0
+
+
+def _belongs(status: dict[str, Any], launch_id: str | None, attempt: int | None) -> bool:
+    """True when ``status`` was written by ``launch_id`` (any, if None) in ``attempt`` (any, if None)."""
+    if launch_id is not None and status.get("launch") != launch_id:
+        return False
+    return attempt is None or _attempt_of(status) == attempt
+
+
+def read_statuses(
+    run_dir: Path, world: int, launch_id: str | None = None, attempt: int | None = None
+) -> list[dict[str, Any] | None]:
+    """Each rank's status (None when absent, unreadable, or written by another launch or attempt)."""
     out: list[dict[str, Any] | None] = []
     for r in range(world):
         try:
             d = json.loads(status_path(run_dir, r).read_text())
         except (OSError, json.JSONDecodeError, UnicodeDecodeError):
             d = None
-        if not isinstance(d, dict) or (launch_id is not None and d.get("launch") != launch_id):
+        if not isinstance(d, dict) or not _belongs(d, launch_id, attempt):
             d = None
         out.append(d)
     return out
 
 
-def diagnose(run_dir: Path, world: int, launch_id: str | None = None, exclude: int | None = None) -> str | None:
+def last_attempt(run_dir: Path, world: int, launch_id: str | None) -> int:
+    """The latest attempt of ``launch_id`` any rank wrote a status for (0 when none did)."""
+    return max((_attempt_of(s) for s in read_statuses(run_dir, world, launch_id) if s), default=0)
+
+
+def diagnose(
+    run_dir: Path,
+    world: int,
+    launch_id: str | None = None,
+    exclude: int | None = None,
+    attempt: int | None = None,
+    wait_s: float = 0.0,
+) -> str | None:
     """A sentence naming the ranks that failed (their error) or vanished (no final status), if any.
 
-    ``exclude`` is the asking rank, alive by definition.
+    Only statuses of ``attempt`` count (default: the latest attempt of the launch): a status left
+    by an earlier attempt names a process torchrun already replaced. A rank without a status of
+    this attempt is waited on for up to ``wait_s`` seconds (it may be starting), then reported as
+    not started. ``exclude`` is the asking rank, alive by definition.
     """
-    sts = read_statuses(run_dir, world, launch_id)
-    if exclude is not None:
-        sts[exclude] = {"rank": exclude, "state": "asking"}
+    if attempt is None:
+        attempt = last_attempt(run_dir, world, launch_id)
+    deadline = time.monotonic() + max(0.0, wait_s)
+    while True:
+        sts = read_statuses(run_dir, world, launch_id, attempt)
+        if exclude is not None:
+            sts[exclude] = {"rank": exclude, "state": "asking"}
+        if all(sts) or time.monotonic() >= deadline:
+            break
+        time.sleep(0.2)
     if launch_id is not None and not any(sts):
         return None  # this launch never got past the start (its ranks printed why)
     parts = [f"rank {s['rank']} failed: {s.get('error', 'unknown error')}" for s in sts if s and s["state"] == "failed"]
-    vanished = [r for r, s in enumerate(sts) if s is None or s.get("state") == "running"]
+    vanished = [r for r, s in enumerate(sts) if s is not None and s.get("state") == "running"]
     if vanished:
-        where = lambda r: f" (pid {sts[r]['pid']} on {sts[r]['host']})" if sts[r] else ""
-        names = ", ".join(f"rank {r}{where(r)}" for r in vanished)
+        names = ", ".join(f"rank {r} (pid {sts[r]['pid']} on {sts[r]['host']})" for r in vanished)  # type: ignore[index]
         parts.append(f"{names} stopped without reporting (killed or crashed)")
+    absent = [r for r, s in enumerate(sts) if s is None]
+    if absent:
+        which = f" of attempt {attempt}" if attempt else ""
+        names = ", ".join(f"rank {r}" for r in absent)
+        parts.append(f"{names} never reported{which} (did not start, or was killed while starting)")
     return "; ".join(parts) or None
 
 
 RERUN_HINT = "finished chunks are kept: run the same command again to compute only the missing ones"
+
+
+def peer_failure(run_dir: Path, ctx: DistContext, wait_s: float = 0.0) -> str | None:
+    """From inside a rank: which other ranks of this launch and attempt failed or vanished."""
+    return diagnose(
+        run_dir,
+        ctx.world_size,
+        os.environ.get(LAUNCH_ENV),
+        exclude=ctx.rank,
+        attempt=current_attempt(),
+        wait_s=wait_s,
+    )
 
 
 @contextlib.contextmanager
@@ -232,7 +322,7 @@ def terminate_handler(run_dir: Path, ctx: DistContext) -> Iterator[None]:
 
     def on_term(signum: int, frame: Any) -> None:
         write_status(run_dir, ctx.rank, "terminated")
-        cause = diagnose(run_dir, ctx.world_size, exclude=ctx.rank)
+        cause = peer_failure(run_dir, ctx)
         msg = f"rank {ctx.rank} stopped by the launcher" + (f" because {cause}" if cause else "")
         print(f"error: {msg}; {RERUN_HINT}", file=sys.stderr, flush=True)
         raise SystemExit(128 + signum)
@@ -265,17 +355,176 @@ def torchrun_command(nproc: int, args: Sequence[str], *, max_restarts: int = 0) 
 
 
 def launch(nproc: int, args: Sequence[str], run_dir: Path, *, max_restarts: int = 0) -> None:
-    """Run ``harness ARGS`` on ``nproc`` local ranks through torchrun; on failure name the rank."""
+    """Run ``harness ARGS`` on ``nproc`` local ranks through torchrun; on failure raise one clear error.
+
+    The ranks' stdout (progress, the results table) passes through; their stderr and torchrun's go
+    to a log, replayed on success. On failure the error is the first one a rank reported (with its
+    exit code: 2 for a user error, the internal-error code for a bug), else the rank that vanished.
+    """
     if nproc < 1:
         raise UsageError(f"--nproc must be at least 1, not {nproc}")
     if inside_torchrun():
         raise UsageError("--nproc given inside a torchrun job", "drop --nproc: torchrun already chose the ranks")
     launch_id = uuid.uuid4().hex
-    env = {**os.environ, LAUNCH_ENV: launch_id}
+    work = Path(tempfile.mkdtemp(prefix="harness-launch-"))
+    errors_dir = work / "errors"
+    errors_dir.mkdir()
+    env = {**os.environ, LAUNCH_ENV: launch_id, ERRORS_ENV: str(errors_dir)}
+    # One thread per rank: ranks share the cores. A single process matches the ranks' records bit
+    # for bit with the same OMP_NUM_THREADS (docs/reliability.md).
     env.setdefault("OMP_NUM_THREADS", "1")
-    rc = subprocess.call(torchrun_command(nproc, args, max_restarts=max_restarts), env=env)  # noqa: S603
-    if rc != 0:
-        cause = (
-            diagnose(run_dir, nproc, launch_id) or f"torchrun exited with status {rc} (see the ranks' messages above)"
-        )
-        raise RankFailedError(f"distributed evaluation failed: {cause}", RERUN_HINT)
+    log = work / "stderr.log"
+    try:
+        with open(log, "wb") as err:
+            rc = subprocess.call(torchrun_command(nproc, args, max_restarts=max_restarts), env=env, stderr=err)  # noqa: S603
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    if rc == 0:
+        _replay(log)
+        shutil.rmtree(work, ignore_errors=True)
+        return
+    error = launch_error(errors_dir, run_dir, nproc, launch_id, rc, log)
+    if error.exit_code == int(UsageError.exit_code) and not isinstance(error, RankFailedError):
+        shutil.rmtree(work, ignore_errors=True)  # a user error: the one line says everything
+    raise error
+
+
+def _replay(log: Path) -> None:
+    """Copy what the ranks wrote to stderr (warnings) to this process's stderr."""
+    try:
+        data = log.read_bytes()
+    except OSError:
+        return
+    if data:
+        sys.stderr.write(data.decode(errors="replace"))
+        sys.stderr.flush()
+
+
+# ---- errors reported by the ranks of a launch -------------------------------------------------------------
+def internal_exit_code() -> int:
+    """The exit code of an unexpected (non-`HarnessError`) failure, as the CLI gives it."""
+    from harness import errors
+
+    code = getattr(getattr(errors, "ExitCode", None), "INTERNAL", None)
+    return int(code) if code is not None else 1
+
+
+@contextlib.contextmanager
+def reporting_errors() -> Iterator[None]:
+    """On a rank started by `launch`: record the exception that stops this rank for the launcher, then re-raise.
+
+    A no-op elsewhere. The record holds what, hint, exit code and time, so the launcher can print
+    the first failure as one line with the rank's own exit code.
+    """
+    folder = os.environ.get(ERRORS_ENV)
+    try:
+        yield
+    except BaseException as e:
+        if folder and not isinstance(e, (SystemExit, KeyboardInterrupt)):
+            with contextlib.suppress(Exception):
+                write_error_report(Path(folder), e)
+        raise
+
+
+def reporting(fn: Callable[..., T]) -> Callable[..., T]:
+    """``fn`` run under `reporting_errors` (for a one-line change at a rank's entry point)."""
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> T:
+        with reporting_errors():
+            return fn(*args, **kwargs)
+
+    return run
+
+
+def write_error_report(folder: Path, e: BaseException) -> None:
+    """Write ``e`` as this rank's error report for the current attempt (what, hint, exit code, time)."""
+    rank = int(os.environ.get("RANK", "0") or 0)
+    internal = not isinstance(e, HarnessError)
+    if isinstance(e, HarnessError):
+        what, hint, code = e.what, e.hint, int(e.exit_code)
+    else:
+        lines = str(e).strip().splitlines()
+        what, hint, code = f"{type(e).__name__}: {lines[0]}" if lines else type(e).__name__, None, internal_exit_code()
+    write_json(
+        folder / f"rank-{rank}-a{current_attempt()}.json",
+        {
+            "rank": rank,
+            "attempt": current_attempt(),
+            "time": time.time(),
+            "kind": type(e).__name__,
+            "what": what,
+            "hint": hint,
+            "exit_code": code,
+            "internal": internal,
+        },
+    )
+
+
+def read_error_reports(folder: Path) -> list[dict[str, Any]]:
+    """The ranks' error reports, earliest first (unreadable ones skipped)."""
+    out = []
+    for p in Path(folder).glob("rank-*-a*.json"):
+        try:
+            d = json.loads(p.read_text())
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+            continue
+        if isinstance(d, dict) and isinstance(d.get("what"), str) and isinstance(d.get("exit_code"), int):
+            out.append(d)
+    return sorted(out, key=lambda d: (float(d.get("time") or 0), int(d.get("rank") or 0)))
+
+
+def launch_error(errors_dir: Path, run_dir: Path, nproc: int, launch_id: str, rc: int, log: Path) -> HarnessError:
+    """The one error a failed launch raises: the first rank error of the last attempt, or the vanished rank."""
+    reports = read_error_reports(errors_dir)
+    attempt = max([last_attempt(run_dir, nproc, launch_id)] + [int(r.get("attempt") or 0) for r in reports])
+    # A rank's own error first; RankFailedError is rank 0 (or a peer) relaying that error.
+    mine = sorted(
+        (r for r in reports if int(r.get("attempt") or 0) == attempt),
+        key=lambda r: r.get("kind") == RankFailedError.__name__,
+    )
+    if mine:
+        first = mine[0]
+        same = all(r["what"] == first["what"] for r in mine) and len(mine) == nproc
+        where = "" if same else f"rank {first['rank']}: "
+        if first.get("internal"):
+            err: HarnessError = RankFailedError(
+                f"internal error on rank {first['rank']}: {first['what']}",
+                f"this is a bug in harness, not in your input; the ranks' output is in {log}; please report it",
+            )
+        else:
+            cls = _error_class(str(first.get("kind")))
+            err = cls(f"{where}{first['what']}", first.get("hint"))
+        err.exit_code = int(first["exit_code"])
+        return err
+    cause = diagnose(run_dir, nproc, launch_id, attempt=attempt)
+    if cause is None:
+        line = _first_error_line(log)
+        if line is not None:  # a rank stopped before its entry point, with the CLI's one-line message
+            err = HarnessError(*line[1])
+            err.exit_code = line[0]
+            return err
+        cause = f"torchrun exited with status {rc} before any rank reported"
+    return RankFailedError(f"distributed evaluation failed: {cause}", f"{RERUN_HINT}; the ranks' output is in {log}")
+
+
+def _first_error_line(log: Path) -> tuple[int, tuple[str, str | None]] | None:
+    """(exit code, (what, hint)) of the first ``error: ...`` / ``internal error: ...`` line a rank printed."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        for prefix, code in (("error: ", int(UsageError.exit_code)), ("internal error: ", internal_exit_code())):
+            if line.startswith(prefix):
+                what, _, hint = line[len(prefix) :].partition(" — hint: ")
+                return code, (what.strip(), hint.strip() or None)
+    return None
+
+
+def _error_class(name: str) -> type[HarnessError]:
+    import harness.errors as errors
+
+    cls = getattr(errors, name, None) or globals().get(name)
+    return cls if isinstance(cls, type) and issubclass(cls, HarnessError) else HarnessError

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import re
 import time
@@ -57,7 +58,7 @@ from harness.data.base import ImageDataset, check_image_range
 from harness.errors import DataError, HarnessError, ModelError, UsageError
 from harness.faults import kill_point
 from harness.guard import ModelGuard
-from harness.logits import finite_rows, margin, misclassified
+from harness.logits import finite_rows, misclassified
 from harness.paths import safe_join
 from harness.precision import PRECISIONS, SearchModel, frozen
 from harness.records import drop_set_aside, restore_set_aside, result_config_hash, set_aside_outputs
@@ -66,6 +67,7 @@ from harness.rng import stream_seed
 from harness.suites import Entry, Suite, load_suite
 from harness.surrogate import BPDA, SurrogateSpec, build_surrogate, check_mode
 from harness.threat import check_contract
+from harness.ties import TIE_ULPS, decide, ieee_fp32
 
 CHECK_LEVELS = ("basic", "full")
 # Samples of the first batch the precheck and the gradient probe look at.
@@ -426,11 +428,15 @@ class Evaluation:
             "clean_pred": np.zeros(n, np.int16),
             "clean_margin": np.zeros(n, np.float32),
             "clean_cal": np.zeros((n, self._cal_width), np.float32),
+            "clean_tie": np.zeros(n, np.int8),
+            # The batch plan: the batch size in force when each sample was computed (it halves on OOM).
+            "batch": np.zeros(n, np.int32),
         }
         for k in range(len(self.entries)):
             cols[f"s{k}"] = np.full(n, -1, np.int8)
             cols[f"m{k}"] = np.full(n, np.nan, np.float32)
             cols[f"p{k}"] = np.full(n, -1, np.int16)
+            cols[f"t{k}"] = np.zeros(n, np.int8)  # 1: the verdict rests on a float-level tie (harness/ties.py)
             if self.entries[k].kind == "smoothing":
                 R = len(self.attackers[k].radii)
                 cols[f"e{k}"], cols[f"v{k}"] = np.zeros((n, R), np.int8), np.zeros((n, R), np.int8)
@@ -448,14 +454,16 @@ class Evaluation:
             y = y_all[sl].to(self.device)
             ids = ids_all[sl].to(self.device)
             try:
-                with torch.no_grad():
+                with torch.no_grad(), ieee_fp32():
                     logits = self.verdict(x)
             except ModelError as e:
                 raise ModelError(f"on clean images: {e.what}", e.hint) from e
             # NaN/Inf rows are wrong predictions (the aggregate reports them); all-NaN was refused by the precheck.
             check_logits(logits, len(x), self.dataset.num_classes, some_finite=False)
-            status0, margin0, pred, cal0 = self._score(x, y, logits)
+            status0, margin0, pred, cal0, tie0 = self._score(x, y, logits)
             correct = status0.bool()
+            cols["batch"][sl] = runner.batch_size
+            cols["clean_tie"][sl] = tie0.cpu().numpy()
             cols["clean_pred"][sl] = pred.cpu().numpy()
             cols["clean_margin"][sl] = margin0.cpu().numpy()
             cols["clean_cal"][sl] = cal0.cpu().numpy()
@@ -494,8 +502,9 @@ class Evaluation:
             )
         elif entry.kind == "corruption":
             xc = attacker(x, index=ids, seed=seed)
-            status, m, p, cal = self._score(xc, y)
+            status, m, p, cal, tie = self._score(xc, y)
             cols[f"s{k}"][sl] = status.cpu().numpy()
+            cols[f"t{k}"][sl] = tie.cpu().numpy()
             cols[f"m{k}"][sl] = m.cpu().numpy()
             cols[f"p{k}"][sl] = p.cpu().numpy()
             cols[f"c{k}"][sl] = cal.cpu().numpy()
@@ -506,9 +515,9 @@ class Evaluation:
             if len(act):
                 xa = attacker(self._attack_model(k), x[act], y[act], index=ids[act], seed=seed)
                 check_contract(x[act], xa, entry.threat, who=entry.key)  # type: ignore[arg-type]
-                status, m, p, cal = self._score(xa, y[act])
+                status, m, p, cal, tie = self._score(xa, y[act])
                 if self.search.precision != "fp32":
-                    redo = self._rerun_fp32(k, x[act], y[act], ids[act], seed, xa, (status, m, p, cal))
+                    redo = self._rerun_fp32(k, x[act], y[act], ids[act], seed, xa, (status, m, p, cal, tie))
                     cols["reruns"][sl][act[redo].cpu().numpy()] += 1
                 alive[act] = status.bool()
                 s_np = np.full(len(x), -1, np.int8)
@@ -518,7 +527,10 @@ class Evaluation:
                 a_np = act.cpu().numpy()
                 s_np[a_np], m_np[a_np], p_np[a_np] = status.cpu().numpy(), m.cpu().numpy(), p.cpu().numpy()
                 c_np[a_np] = cal.cpu().numpy()
+                t_np = np.zeros(len(x), np.int8)
+                t_np[a_np] = tie.cpu().numpy()
                 cols[f"s{k}"][sl], cols[f"m{k}"][sl], cols[f"p{k}"][sl] = s_np, m_np, p_np
+                cols[f"t{k}"][sl] = t_np
                 cols[f"c{k}"][sl] = c_np
 
     def _rerun_fp32(
@@ -529,7 +541,7 @@ class Evaluation:
         ids: Tensor,
         seed: int,
         xa: Tensor,
-        scored: tuple[Tensor, Tensor, Tensor, Tensor],
+        scored: tuple[Tensor, Tensor, Tensor, Tensor, Tensor],
     ) -> Tensor:
         """Re-attack in fp32 the samples whose low-precision search ended on a point only it calls misclassified.
 
@@ -538,7 +550,7 @@ class Evaluation:
         and returns the positions re-attacked.
         """
         entry, attacker = self.entries[k], self.attackers[k]
-        status, m, p, cal = scored
+        status, m, p, cal, tie = scored
         with torch.no_grad():
             low_wrong = misclassified(self.guarded(xa), y)
         redo = (low_wrong & status.bool()).nonzero().squeeze(1)  # one sync per attacked batch
@@ -546,8 +558,8 @@ class Evaluation:
             return redo
         xr = attacker(self._attack_model(k, eager=True), x[redo], y[redo], index=ids[redo], seed=seed)
         check_contract(x[redo], xr, entry.threat, who=entry.key)  # type: ignore[arg-type]
-        s2, m2, p2, c2 = self._score(xr, y[redo])
-        status[redo], m[redo], p[redo], cal[redo] = s2, m2, p2, c2
+        s2, m2, p2, c2, t2 = self._score(xr, y[redo])
+        status[redo], m[redo], p[redo], cal[redo], tie[redo] = s2, m2, p2, c2, t2
         return redo
 
     @property
@@ -563,26 +575,35 @@ class Evaluation:
             return raw
         return torch.cat([raw, prob_stats(logits, y, self.temperature, draws=draws)], 1)
 
-    def _score(self, x_adv: Tensor, y: Tensor, logits: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """The engine's own fp32 verdict on candidate points: (status 1/0, margin, prediction, calibration stats).
+    def _score(
+        self, x_adv: Tensor, y: Tensor, logits: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """The engine's own fp32 verdict on candidate points: (status 1/0, margin, prediction, calibration stats, tie).
 
-        A row of non-finite logits is a wrong prediction: status 0, margin -inf, prediction
-        `NO_PREDICTION`, calibration statistics of the uniform distribution (it says nothing).
-        With EOT the verdict is the majority over ``eot`` draws (robust when at least half are
-        correct; a non-finite draw is wrong), the prediction the most frequent class and the margin
-        the mean over draws; the calibration statistics use the mean softmax over draws.
+        A point is robust only when the true class wins by more than the float-level tie tolerance
+        (harness/ties.py), so the verdict does not depend on the kernel path; ``tie`` marks the
+        points whose |margin| is within it. A row of non-finite logits is a wrong prediction:
+        status 0, margin -inf, prediction `NO_PREDICTION`, calibration statistics of the uniform
+        distribution (it says nothing). With EOT the verdict is the majority over ``eot`` draws
+        (robust when at least half are; a non-finite draw is not), the prediction the most frequent
+        class, the margin the mean over draws and ``tie`` set when any draw is a tie; the
+        calibration statistics use the mean softmax over draws.
         """
-        with torch.no_grad():
+        with torch.no_grad(), ieee_fp32():
             if self.eot == 1:
                 logits = self.verdict(x_adv.float()) if logits is None else logits
-                pred = _prediction(logits)
-                return (pred == y).to(torch.int8), _margin(logits, y), pred.to(torch.int16), self._cal(_sane(logits), y)
+                ok, m, tie = decide(logits, y)
+                pred = _prediction(logits).to(torch.int16)
+                return ok.to(torch.int8), m.float(), pred, self._cal(_sane(logits), y), tie.to(torch.int8)
             draws = [self.verdict(x_adv.float()) for _ in range(self.eot)]
+        decided = [decide(d, y) for d in draws]
         preds = torch.stack([_prediction(d) for d in draws])
-        ok = (preds == y).float().mean(0) >= 0.5
-        m = torch.stack([_margin(d, y) for d in draws]).mean(0)
+        ok = torch.stack([r for r, _, _ in decided]).float().mean(0) >= 0.5
+        m = torch.stack([mm.float() for _, mm, _ in decided]).mean(0)
+        tie = torch.stack([t for _, _, t in decided]).any(0)
         sane = [_sane(d) for d in draws]
-        return ok.to(torch.int8), m, preds.mode(0).values.to(torch.int16), self._cal(sane[0], y, sane)
+        pred = preds.mode(0).values.to(torch.int16)
+        return ok.to(torch.int8), m, pred, self._cal(sane[0], y, sane), tie.to(torch.int8)
 
     # ---- the run ----------------------------------------------------------------------------------
     def run(self) -> Result:
@@ -674,7 +695,7 @@ class Evaluation:
                 if own_error is None:
                     distributed.write_status(self.dir, ctx.rank, "terminated")
                 cause = (
-                    distributed.diagnose(self.dir, ctx.world_size, exclude=ctx.rank)
+                    distributed.peer_failure(self.dir, ctx, wait_s=distributed.NEW_RANK_WAIT_S)
                     or f"the rank exchange failed ({e})"
                 )
                 raise distributed.RankFailedError(
@@ -961,11 +982,20 @@ class Evaluation:
         e_tried = np.zeros(len(self.entries), np.int64)
         # Samples whose verdict came from non-finite logits (margin -inf in the record; smoothing records radii).
         e_nonfinite = np.zeros(len(self.entries), np.int64)
+        e_ties = np.zeros(len(self.entries), np.int64)  # broken at a float-level tie (harness/ties.py)
+        g_ties = np.zeros(len(groups), np.int64)  # group verdicts that rest on a tie
+        clean_ties = 0
+        plan: list[Any] = []  # per chunk: the batch size used, or the sizes in order after an OOM back-off
         n = reruns = clean_nonfinite = 0
         for chunk in store.iter_chunks():
             reruns += int(chunk["reruns"].sum()) if "reruns" in chunk else 0
+            if "batch" in chunk:
+                sizes = [int(b) for b, _ in itertools.groupby(chunk["batch"].tolist())]
+                plan.append(sizes[0] if len(sizes) == 1 else sizes)
             lab = chunk["label"]
             ok = chunk["clean_pred"] == lab
+            tie0 = chunk["clean_tie"].astype(bool) if "clean_tie" in chunk else np.zeros(len(lab), bool)
+            clean_ties += int(tie0.sum())
             clean_nonfinite += int(np.isneginf(chunk["clean_margin"]).sum())
             for k, e in enumerate(self.entries):
                 if e.kind != "smoothing":
@@ -975,16 +1005,23 @@ class Evaluation:
             class_n += np.bincount(lab, minlength=K)
             class_clean += np.bincount(lab[ok], minlength=K)
             for gi, (_, members) in enumerate(groups):
-                alive = ok.copy() if self.entries[members[0]].kind == "attack" else np.ones(len(lab), bool)
+                attack = self.entries[members[0]].kind == "attack"
+                alive = ok.copy() if attack else np.ones(len(lab), bool)
+                on_tie = ok & tie0 if attack else np.zeros(len(lab), bool)
                 for k in members:
                     s_k = chunk[f"s{k}"]
+                    t_k = (chunk[f"t{k}"] == 1) & (s_k == 0) if f"t{k}" in chunk else np.zeros(len(lab), bool)
                     e_first[k] += int((s_k == 0).sum())
                     e_tried[k] += int((s_k >= 0).sum())
+                    e_ties[k] += int(t_k.sum())
+                    on_tie |= alive & t_k  # broken first by this entry, at a tie
                     alive &= s_k == 1
                     e_cum[k] += int(alive.sum())
                 g_correct[gi] += int(alive.sum())
+                g_ties[gi] += int(on_tie.sum())
                 g_class[gi] += np.bincount(lab[alive], minlength=K)
         per_class = lambda c: [float(a / b) if b else float("nan") for a, b in zip(c, class_n)]
+        tie_groups = {gkey: int(g_ties[gi]) for gi, (gkey, _) in enumerate(groups)}
         out_groups = []
         for gi, (gkey, members) in enumerate(groups):
             first = self.entries[members[0]]
@@ -1018,6 +1055,7 @@ class Evaluation:
                 )
             )
         findings = list(findings) + self._nonfinite_findings(clean_nonfinite, e_nonfinite, n)
+        findings += _tie_findings(clean_ties, tie_groups)
         return Result(
             name=self.name or "evaluation",
             model=self.model_info,
@@ -1031,6 +1069,14 @@ class Evaluation:
                 "autotuned_batch_size": self.autotuned,
                 **self.search.describe(),
                 "oom_backoffs": runner.backoffs,
+                # Bitwise-identical records need the same batch plan and kernel configuration (docs/reliability.md).
+                "batch_plan": {
+                    "batch_size": self.config.batch_size,
+                    "used": sorted({b for c in plan for b in (c if isinstance(c, list) else [c])}, reverse=True),
+                    "per_chunk": plan,
+                },
+                "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                "threads": torch.get_num_threads(),
                 "eot_samples_used": self.eot,
                 "precision_reruns": reruns,
                 **({"surrogate": self.surrogate_info} if self.surrogate_info else {}),
@@ -1047,8 +1093,33 @@ class Evaluation:
                 "entries": [e.key for e in self.entries],
             },
             timing={"attack_s": round(sum(timing.values()), 4)},
-            extra={"class_counts": class_n.tolist()},
+            extra={
+                "class_counts": class_n.tolist(),
+                "ties": {
+                    "tolerance_ulps": TIE_ULPS,
+                    "clean": clean_ties,
+                    "groups": tie_groups,
+                    "entries": {self.entries[k].key: int(e_ties[k]) for k in range(len(self.entries))},
+                },
+            },
         )
+
+
+def _tie_findings(clean: int, groups: dict[str, int]) -> list[Finding]:
+    """An info finding when some verdicts rest on a float-level tie (decided by the tie rule, harness/ties.py)."""
+    tied = {g: n for g, n in groups.items() if n}
+    if not clean and not tied:
+        return []
+    parts = [f"{n} at {g}" for g, n in tied.items()] + ([f"{clean} clean"] if clean else [])
+    return [
+        Finding(
+            "ties",
+            "info",
+            f"verdicts at a float-level tie (|margin| within {TIE_ULPS} float32 ulps of the logit scale), "
+            f"counted as not robust: {', '.join(parts)}; on other hardware their argmax could go either way",
+            data={"clean": clean, "groups": tied, "tolerance_ulps": TIE_ULPS},
+        )
+    ]
 
 
 def _nonfinite_msg(count: int, n: int, where: str) -> str:
@@ -1087,10 +1158,6 @@ def _below_reference(attacker: Any) -> dict[str, Any]:
 def _config_of(obj: Any) -> dict[str, Any]:
     cfg = getattr(obj, "config", None)
     return cfg() if callable(cfg) else {}
-
-
-def _margin(logits: Tensor, y: Tensor) -> Tensor:
-    return margin(logits, y).float()
 
 
 def _prediction(logits: Tensor) -> Tensor:

@@ -108,6 +108,7 @@ def evaluate(
         args += ["--progress" if progress else "--no-progress"]
         distributed.launch(nproc, args, out / run_name, max_restarts=max_restarts)
         return
+    api_evaluate = distributed.reporting(api_evaluate)  # a rank of --nproc: its error goes to the launcher
     res = api_evaluate(
         spec,
         dataset,

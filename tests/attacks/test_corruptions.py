@@ -34,6 +34,21 @@ def digits_batch() -> torch.Tensor:
     return digits().x[:10].clone()
 
 
+def assert_close_across_batch_plans(a: torch.Tensor, b: torch.Tensor) -> None:
+    """Corruption outputs of one sample under two batch plans (other kernel sums: docs/reliability.md).
+
+    A corruption is a fixed sequence of float operations per pixel, with no feedback, so batch-shape
+    dependent kernels (convolutions, interpolation) move a pixel by a few float32 ulps: 2e-6 is 16
+    ulps of 1.0. Corruptions that quantise to 1/255 after such a kernel (glass blur, spatter) move a
+    pixel by one step where its pre-rounding value is within that noise of a step boundary: about
+    2 x 255 x 1e-6, 1 pixel in 2000, so at most 1 in 1000 may differ, by one step.
+    """
+    d = (a - b).abs()
+    off = d > 2e-6
+    assert (d[off] <= 1 / 255 + 2e-6).all(), float(d.max())
+    assert float(off.float().mean()) <= 1e-3, int(off.sum())
+
+
 def test_all_nineteen_registered():
     assert len(NAMES) == 19
     assert {"gaussian_noise", "frost", "jpeg_compression", "speckle_noise", "spatter", "saturate"} <= set(NAMES)
@@ -51,7 +66,7 @@ def test_contract_shape_range_determinism_batch_independence(name, colour_batch,
         # a sample's corruption depends on its id only: other batch sizes and orders give the same
         perm = torch.tensor([3, 0, 7, 1, 9, 2, 8, 4, 6, 5, *range(10, len(x))])
         parts = [c(x[perm][i : i + 3], index=ids[perm][i : i + 3], seed=7) for i in range(0, len(x), 3)]
-        torch.testing.assert_close(torch.cat(parts), y[perm], atol=2e-6, rtol=0)
+        assert_close_across_batch_plans(torch.cat(parts), y[perm])
         if name not in DETERMINISTIC:
             assert not torch.equal(y, c(x, index=ids, seed=8)), "another seed must give other draws"
 

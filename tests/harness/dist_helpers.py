@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -37,20 +38,43 @@ def tiny_checkpoint(path: Path, hidden: int = 32, steps: int = 60, seed: int = 0
     return save_checkpoint(path, m.eval(), CheckpointMeta("mlp", args, "digits", 10, [1, 8, 8], objective="ce"))
 
 
-def env(extra_path: Path | None = None) -> dict[str, str]:
+def env(extra_path: Path | None = None, capability: str | None = None) -> dict[str, str]:
+    """The subprocess environment: this checkout first on the path, one thread, and a CPU capability if given."""
     e = dict(os.environ)
     e["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + ([str(extra_path)] if extra_path else []))
     e["OMP_NUM_THREADS"] = "1"
     e["MKL_NUM_THREADS"] = "1"
     e.pop("GITHUB_STEP_SUMMARY", None)
+    if capability is not None:
+        e["ATEN_CPU_CAPABILITY"] = capability
     return e
 
 
-def harness(args: list[str], *, extra_path: Path | None = None, cwd: Path | None = None, timeout: int = 300):
+@functools.lru_cache(maxsize=1)
+def cpu_capabilities() -> list[str]:
+    """``default`` (the scalar kernels) and the best capability torch picks on this machine, if other.
+
+    The best is asked of a fresh interpreter without ATEN_CPU_CAPABILITY (the variable is read at import).
+    """
+    clean = {k: v for k, v in os.environ.items() if k != "ATEN_CPU_CAPABILITY"}
+    code = "import torch; print(torch.backends.cpu.get_cpu_capability())"
+    p = subprocess.run([sys.executable, "-c", code], env=clean, capture_output=True, text=True, timeout=120, check=True)
+    best = p.stdout.strip().lower()
+    return ["default"] + ([best] if best and best != "default" else [])
+
+
+def harness(
+    args: list[str],
+    *,
+    extra_path: Path | None = None,
+    cwd: Path | None = None,
+    timeout: int = 300,
+    capability: str | None = None,
+):
     """``python -m harness ARGS`` in a subprocess; returns the CompletedProcess (text)."""
     return subprocess.run(
         [sys.executable, "-m", "harness", *args],
-        env=env(extra_path),
+        env=env(extra_path, capability),
         cwd=cwd or ROOT,
         capture_output=True,
         text=True,
@@ -58,11 +82,18 @@ def harness(args: list[str], *, extra_path: Path | None = None, cwd: Path | None
     )
 
 
-def torchrun(nproc: int, args: list[str], *, extra_path: Path | None = None, timeout: int = 300):
+def torchrun(
+    nproc: int, args: list[str], *, extra_path: Path | None = None, timeout: int = 300, capability: str | None = None
+):
     """``python -m torch.distributed.run --standalone --nproc-per-node N -m harness ARGS``."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
     return subprocess.run(
-        [*cmd, "-m", "harness", *args], env=env(extra_path), cwd=ROOT, capture_output=True, text=True, timeout=timeout
+        [*cmd, "-m", "harness", *args],
+        env=env(extra_path, capability),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -70,23 +101,38 @@ def record_chunks(run_dir: Path) -> dict[str, dict[str, np.ndarray]]:
     return chunk_files(run_dir / "records")
 
 
-def assert_same_record(a: Path, b: Path, margin_rtol: float = 0.0) -> None:
-    """Identical per-sample records, chunk by chunk and column by column (NaN equal to NaN).
+def assert_same_record(a: Path, b: Path) -> None:
+    """Bit-identical per-sample records, chunk by chunk and column by column (NaN equal to NaN).
 
-    Bitwise unless ``margin_rtol`` > 0: then the float margin columns may differ by that relative
-    tolerance (the model's own kernels round differently for different batch shapes), every
-    status, prediction, id and label column still bitwise.
+    Promised only for the same batch plan and kernel configuration (CPU capability, threads per
+    process, device), whatever the resume point, chunk order or number of ranks (docs/reliability.md).
     """
     ra, rb = record_chunks(a), record_chunks(b)
     assert ra and list(ra) == list(rb)
     for name in ra:
         assert sorted(ra[name]) == sorted(rb[name]), name
         for col in ra[name]:
-            x, y = ra[name][col], rb[name][col]
-            if margin_rtol and x.dtype.kind == "f":
-                assert np.allclose(x, y, rtol=margin_rtol, atol=margin_rtol, equal_nan=True), (name, col)
-            else:
-                assert np.array_equal(x, y, equal_nan=True), (name, col)
+            assert np.array_equal(ra[name][col], rb[name][col], equal_nan=True), (name, col)
+
+
+def assert_same_verdicts(a: Path, b: Path) -> None:
+    """Records of two batch plans or kernel configurations: the same ids, labels and verdicts.
+
+    Every status (robust / broken / not attacked) and tie flag per sample and entry, and the clean
+    verdict; floats (margins, calibration) and the adversarial points behind them are not compared:
+    they differ with the kernel sums (docs/reliability.md).
+    """
+    ra, rb = record_chunks(a), record_chunks(b)
+    assert ra and list(ra) == list(rb)
+    for name in ra:
+        x, y = ra[name], rb[name]
+        for col in ("id", "label"):
+            assert np.array_equal(x[col], y[col]), (name, col)
+        assert np.array_equal(x["clean_pred"] == x["label"], y["clean_pred"] == y["label"]), (name, "clean")
+        verdicts = [c for c in x if c[0] in "st" and c[1:].isdigit()]
+        assert verdicts and sorted(verdicts) == sorted(c for c in y if c[0] in "st" and c[1:].isdigit())
+        for col in verdicts:
+            assert np.array_equal(x[col], y[col]), (name, col)
 
 
 def fault_plugin(directory: Path) -> Path:

@@ -68,6 +68,34 @@ def test_auto_batch_size_in_an_evaluation_is_the_largest_that_fits(oom):
     fixed = api.evaluate(model, "digits", "quick", batch_size=16, **kw)
     # results do not depend on the batch size (every random draw is keyed by sample id)
     assert [g.accuracy.correct for g in auto.groups] == [g.accuracy.correct for g in fixed.groups]
+    assert auto.config["batch_plan"] == {"batch_size": "auto", "used": [limit], "per_chunk": [limit]}
+    assert fixed.config["batch_plan"] == {"batch_size": 16, "used": [16], "per_chunk": [16]}
+
+
+class OOMOnOneImage(nn.Module):
+    """Out of memory for a batch of more than ``limit`` images that holds ``image`` (one sample's pixels)."""
+
+    def __init__(self, inner: nn.Module, image: torch.Tensor, limit: int) -> None:
+        super().__init__()
+        self.inner, self.image, self.limit = inner, image.flatten(), limit
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if len(x) > self.limit and (x.flatten(1) == self.image).all(1).any():
+            raise OOMS[0]()
+        return self.inner(x)
+
+
+def test_the_batch_plan_records_a_back_off_inside_a_chunk():
+    """Chunks of 24 at batch 12; the second batch of chunk 0 runs out of memory, so it is redone at 6."""
+    ds = api.load_dataset("digits")
+    image = ds.batch(slice(15, 16))[0][0]
+    model = OOMOnOneImage(MemoryLimited(10**9), image, limit=6).eval()
+    kw = dict(eps={"linf": (0.1,)}, max_samples=48, chunk_size=24, progress=False)
+    res = api.evaluate(model, ds, "quick", batch_size=12, **kw)
+    assert res.config["batch_plan"] == {"batch_size": 12, "used": [12, 6], "per_chunk": [[12, 6], 6]}
+    assert res.config["oom_backoffs"] == 1 and res.config["final_batch_size"] == 6
+    plain = api.evaluate(MemoryLimited(10**9).eval(), ds, "quick", batch_size=12, **kw)
+    assert [g.accuracy.correct for g in res.groups] == [g.accuracy.correct for g in plain.groups]
 
 
 def test_auto_batch_size_is_probed_once_per_evaluation(tmp_path):

@@ -140,8 +140,15 @@ def test_engine_records_calibration_and_temperature_scaling(tmp_path):
     assert "scaled" in clean and clean["scaled"]["accuracy"] == clean["accuracy"]
     # Same numbers with another batch size (keyed randomness, per-sample statistics).
     r2 = evaluate(model, ds, parse_suite(SUITE, "t"), out=tmp_path, name="b", config=EvalConfig(batch_size=7, **cfg))
-    # Floats agree to rounding (BLAS sums differ with the batch shape), counts exactly.
-    _assert_close(r2.extra["calibration"], cal)
+    # Another batch plan: the verdicts (accuracies, n) are promised equal (docs/reliability.md); the
+    # confidences move by a few float32 ulps, so bin counts and the statistics over bins agree exactly
+    # and to 1e-5 as long as no confidence is within rounding of a fixed bin edge k/15 (the adaptive
+    # edges are sample confidences themselves, so they move with them).
+    if _near_bin_edges(tmp_path / "a") + _near_bin_edges(tmp_path / "b") == 0:
+        _assert_close(r2.extra["calibration"], cal)
+    for g, d in cal["groups"].items():
+        got = r2.extra["calibration"]["groups"][g]
+        assert (got["n"], got["accuracy"]) == (d["n"], d["accuracy"])
     # The gate: ECE may not rise more than the tolerance over the baseline's.
     from harness.gate import compare, make_baseline, read_run
 
@@ -153,6 +160,22 @@ def test_engine_records_calibration_and_temperature_scaling(tmp_path):
     rep = compare(out, base, max_ece_rise=0.01)
     assert not rep.passed and "clean: ECE rose" in rep.ece_reasons()[0]
     assert compare(out, base, max_ece_rise=0.06).passed
+
+
+def _near_bin_edges(run, n_bins: int = 15, tol: float = 1e-5) -> int:
+    """Confidences (raw and temperature-scaled, clean and per entry) within ``tol`` of a bin edge."""
+    from harness.records import open_record
+
+    store = open_record(run / "records")
+    edges = np.arange(1, n_bins) / n_bins
+    near = 0
+    for chunk in store.iter_chunks():
+        for col, v in chunk.items():
+            if col == "clean_cal" or (col[0] == "c" and col[1:].isdigit()):
+                conf = v[:, [0, 3]].ravel() if v.shape[1] > 3 else v[:, 0]
+                conf = conf[np.isfinite(conf)]
+                near += int((np.abs(conf[:, None] - edges[None]) <= tol).any(1).sum())
+    return near
 
 
 def _assert_close(a, b):

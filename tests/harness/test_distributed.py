@@ -1,18 +1,33 @@
-"""Data-parallel evaluation: 2 gloo ranks under torchrun give the single-process record bit for bit;
-batch size changes no verdict (margins to float rounding); a dying rank is named, a rerun computes
-only the missing chunks, and torchrun --max-restarts recovers."""
+"""Data-parallel evaluation: 2 gloo ranks under torchrun give the record of one process with the same
+kernel configuration (CPU capability, one thread) bit for bit, under the scalar and the best CPU
+capability; batch size changes no verdict; a dying rank is named, a rerun computes only the missing
+chunks, torchrun --max-restarts recovers, and a failing launch says one line."""
 
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
 
 from harness.api import evaluate
-from harness.distributed import DistContext, diagnose, write_status
+from harness.distributed import (
+    ERRORS_ENV,
+    RESTART_ENV,
+    DistContext,
+    RankFailedError,
+    diagnose,
+    internal_exit_code,
+    launch_error,
+    reporting,
+    write_status,
+)
+from harness.errors import DataError, UsageError
 from tests.harness.dist_helpers import (
     assert_same_record,
+    assert_same_verdicts,
+    cpu_capabilities,
     fault_plugin,
     harness,
     record_chunks,
@@ -47,8 +62,8 @@ def setup(tmp_path_factory):
 
 
 class one_thread:
-    """CPU matmul kernels split work across threads by batch shape (ulp-level differences between
-    batch sizes); with one thread, as in the torchrun ranks (OMP_NUM_THREADS=1), they do not."""
+    """One thread, as each torchrun rank has (OMP_NUM_THREADS=1): the same kernel configuration, so
+    the records match bit for bit (promise (a)); CPU kernels split sums by thread count."""
 
     def __enter__(self):
         self.n = torch.get_num_threads()
@@ -63,18 +78,24 @@ def _args(ckpt, root, name, suite, *extra):
     return [*base, "--chunk-size", str(CHUNK), "--no-progress", *extra]
 
 
-def test_two_ranks_match_single_process(setup):
+@pytest.mark.parametrize("capability", cpu_capabilities())
+def test_two_ranks_match_single_process(setup, capability):
+    """Promise (a) across rank counts: one process and 2 ranks, each with one thread, same capability."""
     root, ckpt, suite = setup
-    p = torchrun(2, _args(ckpt, root, "two", suite, "--max-samples", str(N)))
+    one_dir, two_dir = root / f"one-{capability}", root / f"two-{capability}"
+    p = harness(_args(ckpt, root, one_dir.name, suite, "--max-samples", str(N)), capability=capability)
     assert p.returncode == 0, p.stderr[-3000:]
-    assert_same_record(root / "one", root / "two")
-    one = json.loads((root / "one" / "result.json").read_text())
-    two = json.loads((root / "two" / "result.json").read_text())
+    p = torchrun(2, _args(ckpt, root, two_dir.name, suite, "--max-samples", str(N)), capability=capability)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert_same_record(one_dir, two_dir)
+    one = json.loads((one_dir / "result.json").read_text())
+    two = json.loads((two_dir / "result.json").read_text())
+    assert one["config"]["cpu_capability"].lower() == two["config"]["cpu_capability"].lower() == capability
     assert one["clean"] == two["clean"]
     assert [g["accuracy"] for g in one["groups"]] == [g["accuracy"] for g in two["groups"]]
     assert two["extra"]["distributed"]["world_size"] == 2
     assert two["extra"]["distributed"]["chunks_per_rank"] == [4, 4]
-    statuses = [json.loads((root / "two" / ".ranks" / f"rank-{r}.json").read_text()) for r in (0, 1)]
+    statuses = [json.loads((two_dir / ".ranks" / f"rank-{r}.json").read_text()) for r in (0, 1)]
     assert [s["state"] for s in statuses] == ["done", "done"]
     assert statuses[0]["chunks"] == [0, 2, 4, 6] and statuses[1]["chunks"] == [1, 3, 5, 7]
 
@@ -82,10 +103,11 @@ def test_two_ranks_match_single_process(setup):
 def test_batch_size_does_not_change_the_record(setup):
     root, ckpt, suite = setup
     with one_thread():
-        evaluate(
+        res = evaluate(
             ckpt, "digits", suite, out=root, name="bs13", chunk_size=CHUNK, max_samples=N, batch_size=13, progress=False
         )
-    assert_same_record(root / "one", root / "bs13", margin_rtol=1e-5)
+    assert_same_verdicts(root / "one", root / "bs13")
+    assert res.config["batch_plan"] == {"batch_size": 13, "used": [13], "per_chunk": [13] * (N // CHUNK)}
 
 
 def test_shard_is_balanced_and_covers_everything():
@@ -105,12 +127,104 @@ def test_diagnose_names_failed_and_vanished_ranks(tmp_path, monkeypatch):
     assert diagnose(tmp_path, 2, "other-launch") is None  # status files of another launch are ignored
 
 
+def test_statuses_of_an_earlier_attempt_do_not_count(tmp_path, monkeypatch):
+    """After a torchrun restart, a status the killed attempt left names a process that is gone."""
+    monkeypatch.setenv("HARNESS_LAUNCH_ID", "L1")
+    monkeypatch.setenv(RESTART_ENV, "0")
+    write_status(tmp_path, 0, "terminated")
+    write_status(tmp_path, 1, "running")  # attempt 0's rank 1, then killed
+    monkeypatch.setenv(RESTART_ENV, "1")
+    write_status(tmp_path, 0, "running")
+    cause = diagnose(tmp_path, 2, "L1", exclude=0, attempt=1)
+    assert "rank 1 never reported of attempt 1" in cause and "pid" not in cause
+    whole = diagnose(tmp_path, 2, "L1")  # the launcher's view: the latest attempt any rank wrote
+    assert whole.startswith(f"rank 0 (pid {os.getpid()} on ") and whole.endswith(cause)
+
+
+def test_diagnose_waits_for_the_new_rank_of_this_attempt(tmp_path, monkeypatch):
+    import threading
+
+    monkeypatch.setenv("HARNESS_LAUNCH_ID", "L1")
+    monkeypatch.setenv(RESTART_ENV, "0")
+    write_status(tmp_path, 1, "running")  # left by attempt 0
+    monkeypatch.setenv(RESTART_ENV, "1")
+    late = threading.Timer(0.5, lambda: write_status(tmp_path, 1, "failed", error="DataError: bad file"))
+    late.start()
+    try:
+        cause = diagnose(tmp_path, 2, "L1", exclude=0, attempt=1, wait_s=10)
+    finally:
+        late.join()
+    assert cause == "rank 1 failed: DataError: bad file"
+
+
+def _report(folder, monkeypatch, rank, attempt, error):
+    monkeypatch.setenv("RANK", str(rank))
+    monkeypatch.setenv(RESTART_ENV, str(attempt))
+    monkeypatch.setenv(ERRORS_ENV, str(folder))
+
+    def fail():
+        raise error
+
+    with pytest.raises(type(error)):
+        reporting(fail)()
+
+
+def test_launch_error_is_the_first_failure_of_the_last_attempt(tmp_path, monkeypatch):
+    errs = tmp_path / "errors"
+    errs.mkdir()
+    _report(errs, monkeypatch, 1, 0, RuntimeError("boom in attempt 0"))
+    _report(errs, monkeypatch, 1, 1, DataError("no file digits.npz", "put it in data/"))
+    _report(errs, monkeypatch, 0, 1, UsageError("later, and another message"))
+    e = launch_error(errs, tmp_path / "run", 2, "L1", 1, tmp_path / "stderr.log")
+    assert isinstance(e, DataError) and e.exit_code == 2
+    assert e.what == "rank 1: no file digits.npz" and e.hint == "put it in data/"
+
+
+def test_launch_error_prefers_the_failing_rank_over_the_rank_relaying_it(tmp_path, monkeypatch):
+    errs = tmp_path / "errors"
+    errs.mkdir()
+    _report(errs, monkeypatch, 0, 0, RankFailedError("distributed evaluation failed: rank 1 failed: bad"))
+    _report(errs, monkeypatch, 1, 0, DataError("bad", "fix the file"))
+    e = launch_error(errs, tmp_path / "run", 2, "L1", 1, tmp_path / "stderr.log")
+    assert isinstance(e, DataError) and (e.what, e.hint) == ("rank 1: bad", "fix the file")
+
+
+def test_launch_error_of_a_bug_keeps_the_internal_exit_code(tmp_path, monkeypatch):
+    errs = tmp_path / "errors"
+    errs.mkdir()
+    _report(errs, monkeypatch, 0, 0, ValueError("shapes (3,) and (4,) not aligned\nmore text"))
+    e = launch_error(errs, tmp_path / "run", 2, "L1", 1, tmp_path / "stderr.log")
+    assert isinstance(e, RankFailedError) and e.exit_code == internal_exit_code() != 2
+    assert e.what == "internal error on rank 0: ValueError: shapes (3,) and (4,) not aligned"
+    assert "bug" in e.hint and str(tmp_path / "stderr.log") in e.hint
+
+
+def test_same_user_error_on_every_rank_is_one_line_without_rank(tmp_path, monkeypatch):
+    errs = tmp_path / "errors"
+    errs.mkdir()
+    for r in (0, 1):
+        _report(errs, monkeypatch, r, 0, UsageError("unknown suite 'nosuch'", "run `harness list suites`"))
+    e = launch_error(errs, tmp_path / "run", 2, "L1", 1, tmp_path / "stderr.log")
+    assert (e.what, e.hint, e.exit_code) == ("unknown suite 'nosuch'", "run `harness list suites`", 2)
+
+
+def test_nproc_user_error_is_one_line_and_exit_2(setup, tmp_path):
+    """No rank tracebacks, no torchrun dump, no 'run the same command again' for a user's mistake."""
+    _, ckpt, _ = setup
+    p = harness(_args(ckpt, tmp_path, "bad", "nosuch", "--nproc", "2"))
+    assert p.returncode == 2, p.stderr[-3000:]
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: unknown suite 'nosuch'"), p.stderr[-3000:]
+    assert "Traceback" not in p.stderr and "torchrun" not in p.stderr and "same command" not in p.stderr
+    assert not (tmp_path / "bad").exists()
+
+
 @pytest.mark.slow
 def test_two_ranks_other_batch_size(setup):
     root, ckpt, suite = setup
     p = torchrun(2, _args(ckpt, root, "two-bs", suite, "--max-samples", str(N), "--batch-size", "7"))
     assert p.returncode == 0, p.stderr[-3000:]
-    assert_same_record(root / "one", root / "two-bs", margin_rtol=1e-5)
+    assert_same_verdicts(root / "one", root / "two-bs")
 
 
 @pytest.mark.slow
