@@ -1,0 +1,95 @@
+"""An independent oracle for tiny ReLU MLPs: every activation pattern solved as a linear program.
+
+Fixing which ReLUs are active makes the network affine on the polyhedron where that pattern holds,
+so the minimum of a margin over the box (or the smallest L-inf radius that reaches the decision
+boundary) is the minimum over patterns of one LP each (scipy.optimize.linprog). Exponential in the
+number of ReLUs: for networks of at most ~12.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import torch
+from scipy.optimize import linprog
+
+
+def layers_of(model: torch.nn.Sequential) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(W, b) of each Linear of a Flatten/Linear/ReLU Sequential, in float64."""
+    return [
+        (m.weight.detach().double().numpy(), m.bias.detach().double().numpy())
+        for m in model
+        if isinstance(m, torch.nn.Linear)
+    ]
+
+
+def pattern_pieces(layers, pattern):
+    """The affine output (M, c) and the pattern's constraints A x <= b for one activation pattern."""
+    d = layers[0][0].shape[1]
+    m, c = np.eye(d), np.zeros(d)
+    a_rows, b_rows = [], []
+    pos = 0
+    for w, b in layers[:-1]:
+        pm, pc = w @ m, w @ c + b
+        act = np.array(pattern[pos : pos + len(b)], dtype=bool)
+        pos += len(b)
+        # active: pre >= 0  ->  -pm x <= pc ; inactive: pre <= 0  ->  pm x <= -pc
+        sign = np.where(act, -1.0, 1.0)
+        a_rows.append(sign[:, None] * pm)
+        b_rows.append(np.where(act, pc, -pc))
+        m, c = pm * act[:, None], pc * act
+    w, b = layers[-1]
+    return w @ m, w @ c + b, np.vstack(a_rows), np.concatenate(b_rows)
+
+
+def n_relus(layers) -> int:
+    return sum(len(b) for _, b in layers[:-1])
+
+
+def min_margin(layers, x0: np.ndarray, y: int, eps: float) -> float:
+    """min over the L-inf ball ∩ [0, 1] of min_{j != y} z_y - z_j."""
+    lo, hi = np.maximum(x0 - eps, 0), np.minimum(x0 + eps, 1)
+    best = np.inf
+    for pattern in itertools.product([0, 1], repeat=n_relus(layers)):
+        m, c, a, b = pattern_pieces(layers, pattern)
+        for j in range(m.shape[0]):
+            if j == y:
+                continue
+            obj = m[y] - m[j]
+            res = linprog(obj, A_ub=a, b_ub=b, bounds=list(zip(lo, hi)), method="highs")
+            if res.status == 0:
+                best = min(best, res.fun + c[y] - c[j])
+    return best
+
+
+def min_radius(layers, x0: np.ndarray, y: int, t_max: float = 1.0) -> float:
+    """The smallest L-inf radius t <= t_max with an input in [0, 1] where some z_j >= z_y (inf if none)."""
+    d = len(x0)
+    best = np.inf
+    for pattern in itertools.product([0, 1], repeat=n_relus(layers)):
+        m, c, a, b = pattern_pieces(layers, pattern)
+        for j in range(m.shape[0]):
+            if j == y:
+                continue
+            # variables (x, t): minimise t
+            rows = [np.hstack([a, np.zeros((len(a), 1))])]
+            rhs = [b]
+            rows.append(np.hstack([(m[y] - m[j])[None, :], np.zeros((1, 1))]))  # margin <= 0
+            rhs.append(np.array([c[j] - c[y]]))
+            rows.append(np.hstack([np.eye(d), -np.ones((d, 1))]))  # x - t <= x0
+            rhs.append(x0)
+            rows.append(np.hstack([-np.eye(d), -np.ones((d, 1))]))  # -x - t <= -x0
+            rhs.append(-x0)
+            cost = np.zeros(d + 1)
+            cost[-1] = 1.0
+            res = linprog(
+                cost,
+                A_ub=np.vstack(rows),
+                b_ub=np.concatenate(rhs),
+                bounds=[(0, 1)] * d + [(0, t_max)],
+                method="highs",
+            )
+            if res.status == 0:
+                best = min(best, res.fun)
+    return best
