@@ -39,7 +39,7 @@ from .bounds import Domain, Interval, backward_bounds, crown_intermediate, ibp, 
 from .network import Network, read_network
 from .ops import AddOp, Affine, MaxPoolOp, ReLUOp, Reshape
 from .verdict import FALSIFIED, OPEN, VERIFIED, Verdict
-from .verifiers import DTYPES, frozen_parameters, ibp_margins
+from .verifiers import DTYPES, clean_threshold, frozen_parameters, ibp_margins
 
 # A bound from float64 CROWN is sound up to rounding; widen it by this (relative) slack before it
 # becomes a variable bound or a big-M constant, so rounding can never cut off a feasible point.
@@ -295,7 +295,8 @@ class MILPVerifier:
         t0 = time.perf_counter()
         with frozen_parameters(model), torch.no_grad():
             z = model(x)
-            ok = (torch.isfinite(z).all(1) & (z.argmax(1) == y)).cpu()
+            ok, thr = clean_threshold(model, x, y, self.tol)
+            ok, thr = ok.cpu(), thr.cpu().numpy()
             dom = Domain.around(x, "linf", self.eps, DTYPES["float64"])
             nb = self._node_bounds(net, dom)
             spec = margin_spec(y, net.nodes[-1].shape[0], torch.float64)
@@ -313,7 +314,7 @@ class MILPVerifier:
                 secs[i] = share
                 continue
             res = self._verify_one(
-                net, [(lo[i], hi[i]) for lo, hi in flat], box_lo[i], box_hi[i], int(y[i]), margin_lb[i]
+                net, [(lo[i], hi[i]) for lo, hi in flat], box_lo[i], box_hi[i], int(y[i]), margin_lb[i], float(thr[i])
             )
             status[i], bound[i] = res[0], res[1]
             if res[2] is not None:
@@ -323,10 +324,12 @@ class MILPVerifier:
 
     __call__ = verify
 
-    def _verify_one(self, net, bounds, lo, hi, y: int, margin_lb: np.ndarray):
+    def _verify_one(self, net, bounds, lo, hi, y: int, margin_lb: np.ndarray, tol: float):
         start = time.perf_counter()
         k = len(margin_lb)
-        rivals = [j for j in np.argsort(margin_lb) if j != y and margin_lb[j] <= self.tol]
+        if not _finite(bounds, margin_lb):  # non-finite weights or activations: nothing can be proven
+            return OPEN, float("nan"), None
+        rivals = [j for j in np.argsort(margin_lb) if j != y and margin_lb[j] <= tol]
         if not rivals:
             return VERIFIED, float(np.min(np.delete(margin_lb, y))), None
         enc, xin, zout = encode(net, bounds, lo, hi)
@@ -341,7 +344,7 @@ class MILPVerifier:
             c = np.zeros(enc.n)
             np.add.at(c, zout[y], 1.0)
             np.add.at(c, zout[j], -1.0)
-            row = LinearConstraint(sparse.csr_matrix(c), -np.inf, self.tol)
+            row = LinearConstraint(sparse.csr_matrix(c), -np.inf, tol)
             res = milp(
                 c,
                 integrality=integrality,
@@ -350,7 +353,7 @@ class MILPVerifier:
                 options={"time_limit": left, "disp": False},
             )
             if res.status == 2:  # infeasible: z_y - z_j > tol everywhere
-                proven.append(self.tol)
+                proven.append(tol)
                 continue
             if res.x is not None and res.fun is not None and res.fun < 0:
                 return FALSIFIED, float(res.fun), res.x[xin]
@@ -359,13 +362,13 @@ class MILPVerifier:
                 worst = min(worst, float(res.fun))
                 continue
             dual = getattr(res, "mip_dual_bound", None)
-            if dual is not None and np.isfinite(dual) and dual > self.tol:
+            if dual is not None and np.isfinite(dual) and dual > tol:
                 proven.append(float(dual))
                 continue
             open_ = True  # time limit without a proof either way
         if open_:
             return OPEN, worst, None
-        return VERIFIED, float(min(proven)) if proven else self.tol, None
+        return VERIFIED, float(min(proven)) if proven else tol, None
 
     def minimal_radius(
         self, model: nn.Module, x: Tensor, y: Tensor, *, t_max: float | Tensor = 0.5, norm: str | None = None
@@ -426,6 +429,8 @@ class MILPVerifier:
 
     def _radius_one(self, net, bounds, x0, lo, hi, y: int, margin_lb, t_max: float, norm: str):
         start = time.perf_counter()
+        if not _finite(bounds, margin_lb):
+            return 0.0, float("inf"), None
         rivals = [j for j in np.argsort(margin_lb) if j != y and margin_lb[j] <= 0]
         if not rivals:  # CROWN proves robustness over the whole t_max ball
             return t_max, float("inf"), None
@@ -472,6 +477,12 @@ class MILPVerifier:
         if best == float("inf"):  # nothing within t_max (or time ran out with nothing found)
             return (min(lower, t_max), float("inf"), None)
         return min(best, lower), best, best_x
+
+
+def _finite(bounds: list[tuple[np.ndarray, np.ndarray]], margin_lb: np.ndarray) -> bool:
+    return bool(np.isfinite(margin_lb).all()) and all(
+        np.isfinite(lo).all() and np.isfinite(hi).all() for lo, hi in bounds
+    )
 
 
 def margin_of(z: Tensor, y: Tensor) -> Tensor:

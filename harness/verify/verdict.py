@@ -55,9 +55,9 @@ class Verdict:
         return [STATUS_NAMES[int(s)] for s in self.status.tolist()]
 
     @staticmethod
-    def from_bound(bound: Tensor, ok: Tensor, tol: float, seconds: float) -> Verdict:
-        """Verified where ``bound > tol`` and the clean point is classified right (``ok``), else open."""
-        status = torch.where((bound > tol) & ok, VERIFIED, OPEN).to(torch.int8)
+    def from_bound(bound: Tensor, ok: Tensor, threshold: Tensor, seconds: float) -> Verdict:
+        """Verified where ``bound > threshold`` and the clean point is classified right (``ok``), else open."""
+        status = torch.where((bound > threshold) & ok, VERIFIED, OPEN).to(torch.int8)
         per = torch.full((len(bound),), seconds / max(1, len(bound)), dtype=torch.float64)
         return Verdict(status, bound, None, per)
 

@@ -101,8 +101,8 @@ class BoundVerifier:
         net = read_network(model, x)
         with frozen_parameters(model):
             mb = self._bounds(net, x, y, self.eps)
-            ok = _clean_ok(model, x, y)
-        return Verdict.from_bound(mb.worst().cpu(), ok.cpu(), self.tol, time.perf_counter() - t0)
+            ok, thr = clean_threshold(model, x, y, self.tol)
+        return Verdict.from_bound(mb.worst().cpu(), ok.cpu(), thr.cpu(), time.perf_counter() - t0)
 
     __call__ = verify
 
@@ -124,15 +124,16 @@ class BoundVerifier:
         lo_r = torch.zeros(n, dtype=torch.float64, device=x.device)
         hi_r = torch.full((n,), float(hi), dtype=torch.float64, device=x.device)
         with frozen_parameters(model):
-            ok = _clean_ok(model, x, y).to(x.device)
-            top = self._bounds(net, x, y, hi_r).worst() > self.tol
+            ok, thr = clean_threshold(model, x, y, self.tol)
+            ok, thr = ok.to(x.device), thr.to(x.device)
+            top = self._bounds(net, x, y, hi_r).worst() > thr
             lo_r = torch.where(top & ok, hi_r, lo_r)
             todo = ok & ~top
             for _ in range(steps):
                 if not bool(todo.any()):
                     break
                 mid = (lo_r + hi_r) / 2
-                proven = self._bounds(net, x, y, mid).worst() > self.tol
+                proven = self._bounds(net, x, y, mid).worst() > thr
                 lo_r = torch.where(todo & proven, mid, lo_r)
                 hi_r = torch.where(todo & ~proven, mid, hi_r)
         return torch.where(ok, lo_r, torch.zeros_like(lo_r))
@@ -148,11 +149,19 @@ class BoundVerifier:
             return self.margin_bounds(net, dom, y)
 
 
-def _clean_ok(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-    """Classified right with finite logits (the engine's fp32 forward pass)."""
+def clean_threshold(model: nn.Module, x: Tensor, y: Tensor, tol: float) -> tuple[Tensor, Tensor]:
+    """(classified right with finite logits, the per-sample threshold a margin bound must exceed).
+
+    The threshold is ``tol * (1 + max_j |z_j(x)|)`` in float64: the bounds are about the network in
+    exact arithmetic, the engine scores its fp32 forward pass, whose rounding grows with the logits'
+    scale (about 1e-6 of it); the default tol 1e-5 keeps a verdict clear of that.
+    """
     with torch.no_grad():
         z = model(x)
-    return torch.isfinite(z).all(1) & (z.argmax(1) == y)
+    finite = torch.isfinite(z).all(1)
+    ok = finite & (z.argmax(1) == y)
+    scale = torch.where(finite, z.detach().abs().amax(1).double(), torch.full_like(z[:, 0], float("inf")).double())
+    return ok, tol * (1 + scale)
 
 
 @VERIFIERS.register("ibp")

@@ -63,8 +63,8 @@ def min_margin(layers, x0: np.ndarray, y: int, eps: float) -> float:
     return best
 
 
-def min_radius(layers, x0: np.ndarray, y: int, t_max: float = 1.0) -> float:
-    """The smallest L-inf radius t <= t_max with an input in [0, 1] where some z_j >= z_y (inf if none)."""
+def min_radius(layers, x0: np.ndarray, y: int, t_max: float = 1.0, norm: str = "linf") -> float:
+    """The smallest L-inf (or L1) radius t <= t_max with an input in [0, 1] where some z_j >= z_y (inf if none)."""
     d = len(x0)
     best = np.inf
     for pattern in itertools.product([0, 1], repeat=n_relus(layers)):
@@ -72,22 +72,29 @@ def min_radius(layers, x0: np.ndarray, y: int, t_max: float = 1.0) -> float:
         for j in range(m.shape[0]):
             if j == y:
                 continue
-            # variables (x, t): minimise t
-            rows = [np.hstack([a, np.zeros((len(a), 1))])]
+            # variables (x, s, t): minimise t; s_i >= |x_i - x0_i| (L1: sum s <= t; L-inf: s_i <= t)
+            z = np.zeros
+            rows = [np.hstack([a, z((len(a), d)), z((len(a), 1))])]
             rhs = [b]
-            rows.append(np.hstack([(m[y] - m[j])[None, :], np.zeros((1, 1))]))  # margin <= 0
+            rows.append(np.hstack([(m[y] - m[j])[None, :], z((1, d)), z((1, 1))]))  # margin <= 0
             rhs.append(np.array([c[j] - c[y]]))
-            rows.append(np.hstack([np.eye(d), -np.ones((d, 1))]))  # x - t <= x0
+            rows.append(np.hstack([np.eye(d), -np.eye(d), z((d, 1))]))  # x - s <= x0
             rhs.append(x0)
-            rows.append(np.hstack([-np.eye(d), -np.ones((d, 1))]))  # -x - t <= -x0
+            rows.append(np.hstack([-np.eye(d), -np.eye(d), z((d, 1))]))  # -x - s <= -x0
             rhs.append(-x0)
-            cost = np.zeros(d + 1)
+            if norm == "linf":
+                rows.append(np.hstack([z((d, d)), np.eye(d), -np.ones((d, 1))]))  # s_i <= t
+                rhs.append(z(d))
+            else:
+                rows.append(np.hstack([z((1, d)), np.ones((1, d)), -np.ones((1, 1))]))  # sum s <= t
+                rhs.append(z(1))
+            cost = np.zeros(2 * d + 1)
             cost[-1] = 1.0
             res = linprog(
                 cost,
                 A_ub=np.vstack(rows),
                 b_ub=np.concatenate(rhs),
-                bounds=[(0, 1)] * d + [(0, t_max)],
+                bounds=[(0, 1)] * d + [(0, None)] * d + [(0, t_max)],
                 method="highs",
             )
             if res.status == 0:

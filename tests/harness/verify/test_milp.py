@@ -110,6 +110,21 @@ def relu_equivalent(net: PoolNet) -> nn.Sequential:
     return seq
 
 
+def test_l1_minimal_radius_matches_enumeration():
+    model = tiny_mlp(11, (3, 3))
+    x = torch.rand(3, 1, 2, 2, generator=torch.Generator().manual_seed(11))
+    y = model(x).argmax(1)
+    layers = layers_of(model)
+    got = VERIFIERS.create("milp", eps=0.1).minimal_radius(model, x, y, t_max=2.0, norm="l1")
+    for i in range(len(x)):
+        exact = min_radius(layers, x[i].flatten().double().numpy(), int(y[i]), t_max=2.0, norm="l1")
+        if np.isinf(exact):
+            assert np.isinf(float(got.upper[i]))
+        else:
+            assert abs(float(got.upper[i]) - exact) < 1e-5 and abs(float(got.lower[i]) - exact) < 1e-5
+            assert abs(float((got.x_adv[i] - x[i]).abs().sum()) - exact) < 1e-4
+
+
 def test_max_pooling_encoding_is_exact():
     torch.manual_seed(4)
     net = PoolNet(4, 3).eval()
