@@ -379,6 +379,10 @@ class MILPVerifier:
             return OPEN, worst, None
         return VERIFIED, float(min(proven)) if proven else tol, None
 
+    def radius(self, model: nn.Module, x: Tensor, y: Tensor, *, hi: float | Tensor = 0.5) -> Tensor:
+        """Proven radius per sample (the lower end of `minimal_radius` within ``hi``), like the bound verifiers'."""
+        return self.minimal_radius(model, x, y, t_max=hi).lower
+
     def minimal_radius(
         self, model: nn.Module, x: Tensor, y: Tensor, *, t_max: float | Tensor = 0.5, norm: str | None = None
     ) -> RadiusResult:
