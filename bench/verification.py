@@ -1,7 +1,8 @@
 """Verified vs attacked robust accuracy on digits, and what each verifier costs per sample.
 
-For the digits MLP and CNN trained with ce, pgd-at, ibp and crown-ibp (30 epochs, seed 0, training
-eps 0.1; cached in bench/.cache), on the first ``--n`` test digits and each L-inf eps of the grid:
+For the digits MLP and CNN trained with ce and pgd-at (30 epochs, the trainer's defaults) and ibp
+and crown-ibp (100 epochs, Adam 1e-3, warm-up 5 %, ramp-up 60 %; see TRAIN), seed 0, training eps
+0.1, cached in bench/.cache, on the first ``--n`` test digits and each L-inf eps of the grid:
 
 - clean accuracy;
 - attacked robust accuracy: not broken by PGD-50 (CE, 1 restart), PGD-50 (margin, 2 restarts) and
@@ -37,33 +38,34 @@ from harness.registry import ATTACKS, VERIFIERS  # noqa: E402
 
 CACHE = _here / ".cache"
 OBJECTIVES = ("ce", "pgd-at", "ibp", "crown-ibp")
-# The papers train certified models with Adam (IBP 1e-3, CROWN-IBP 5e-4); SGD did not converge here.
-TRAIN = {
-    "ce": {},
-    "pgd-at": {},
-    "ibp": {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0},
-    "crown-ibp": {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0},
-}
-EPOCHS = 30
+# (epochs, TrainConfig fields, objective parameters). The certified objectives train with Adam as in
+# the papers and for 100 epochs with ramp-up over 60 % of the steps: digits has 23 steps per epoch, and
+# with the papers' proportions over 30 epochs (a ramp-up of ~100 steps) the IBP-trained CNN collapsed
+# to 26 % clean accuracy (warm-up 20 %, ramp-up 50 %, 30 epochs: 82 % clean, 13.5 % IBP-verified).
+CERTIFIED = (100, {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0}, {"warmup": 0.05, "rampup": 0.6})
+TRAIN = {"ce": (30, {}, {}), "pgd-at": (30, {}, {}), "ibp": CERTIFIED, "crown-ibp": CERTIFIED}
 
 
 def trained(objective: str, arch: str, device: str) -> torch.nn.Module:
     from harness import api
     from harness.models.checkpoint import load_checkpoint, weights_path
 
-    path = CACHE / f"verify-{objective}-{arch}-digits-e{EPOCHS}"
+    epochs, cfg, params = TRAIN[objective]
+    tag = "-".join(f"{k}{v}" for k, v in sorted(params.items()))
+    path = CACHE / f"verify-{objective}-{arch}-digits-e{epochs}{'-' + tag if tag else ''}"
     if not weights_path(path).is_file():
         api.train(
             objective,
             arch,
             "digits",
-            epochs=EPOCHS,
+            epochs=epochs,
             seed=0,
             device=device,
             progress=False,
             out=path,
             eval_samples=0,
-            **TRAIN[objective],
+            objective_params=params or None,
+            **cfg,
         )
     model, _ = load_checkpoint(weights_path(path))
     return model.eval().to(device)
