@@ -80,7 +80,7 @@ def test_crown_ibp_at_the_end_of_the_ramp_is_pure_ibp():
 def test_warm_up_is_natural_training():
     obj, net, x, y = setup("ibp")
     loss, info = obj.loss(net, x, y, state(0, 5))
-    assert float(loss) == pytest.approx(NAT_CE, rel=1e-6) and float(info["eps"]) == 0.0
+    assert float(loss.detach()) == pytest.approx(NAT_CE, rel=1e-6) and float(info["eps"]) == 0.0
 
 
 def test_paper_defaults_and_parameter_checks():
