@@ -205,6 +205,7 @@ ATTACKS: Registry[Any] = Registry("attack", plugins=("attacks",))
 CORRUPTIONS: Registry[Any] = Registry("corruption", plugins=("attacks",))
 OBJECTIVES: Registry[Any] = Registry("objective", plugins=("defenses",))
 CERTIFIERS: Registry[Any] = Registry("certifier", plugins=("attacks",))
+VERIFIERS: Registry[Any] = Registry("verifier", plugins=("harness.verify",))
 SUITES: Registry[Any] = Registry("suite", plugins=("harness.suites",))
 
 REGISTRIES: dict[str, Registry[Any]] = {
@@ -214,6 +215,7 @@ REGISTRIES: dict[str, Registry[Any]] = {
     "corruptions": CORRUPTIONS,
     "objectives": OBJECTIVES,
     "certifiers": CERTIFIERS,
+    "verifiers": VERIFIERS,
     "suites": SUITES,
 }
 
