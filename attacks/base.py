@@ -13,22 +13,12 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from harness.errors import UsageError
 from harness.params import Param, Reference
 from harness.precision import frozen
-from harness.threat import NORMS, ThreatModel, canonical_norm
-
-
-def _norm_alias(norm: str) -> str:
-    """'Linf', 'inf', 'L2', ... -> 'linf'/'l2'; anything else unchanged (the declared choices refuse it)."""
-    try:
-        return canonical_norm(norm)
-    except UsageError:
-        return norm
-
+from harness.threat import NORMS, ThreatModel, norm_alias
 
 # Shared declarations (`harness.params`): the threat model every attack takes.
-NORM = Param("threat-model norm ('linf' or 'l2'; 'Linf', 'inf', 'L2' are accepted)", choices=NORMS, convert=_norm_alias)
+NORM = Param("threat-model norm ('linf' or 'l2'; 'Linf', 'inf', 'L2' are accepted)", choices=NORMS, convert=norm_alias)
 EPS = Param("radius of the threat model in [0, 1] pixel units (L-inf at most 1)", gt=0)
 STEPS = Param("iterations (gradient steps) per restart", ge=1)
 RESTARTS = Param("independent runs from fresh starting points; the per-sample best is kept", ge=1)

@@ -33,17 +33,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from harness.errors import UsageError
+from harness.params import Param, Reference
 from harness.precision import frozen
 from harness.registry import ATTACKS
 from harness.rng import stream_seed
 from harness.threat import random_start
 
-from .base import Attack
+from .base import COMPACT_EVERY, RESTARTS, STEPS, Attack
 
 FMN_NORMS = ("linf", "l2", "l1")
 _DUAL = {"linf": "l1", "l2": "l2", "l1": "linf"}  # the dual norm of each
@@ -203,6 +205,19 @@ def minimal_norm(
 @ATTACKS.register("fmn")
 class FMN(Attack):
     """Fast minimum-norm attack (Pintor et al. 2021): adaptive-radius projected steps, L-inf or L2."""
+
+    PARAMS: ClassVar[dict[str, Param]] = {
+        "steps": STEPS,
+        "alpha_init": Param("initial step size (L2-normalised gradient step), cosine-decayed", gt=0),
+        "alpha_final": Param("final step size (None: alpha_init / 100); at most alpha_init", gt=0, nullable=True),
+        "gamma_init": Param("initial radius change factor: the radius shrinks by 1 - gamma", gt=0, lt=1),
+        "gamma_final": Param("final radius change factor, cosine-decayed from gamma_init", gt=0, lt=1),
+        "restarts": RESTARTS,
+        "compact_every": COMPACT_EVERY,
+    }
+    # No reference budget: the official function defaults to 10 steps and the paper reports runs of
+    # up to 1000; AutoAttack and RobustBench do not use FMN, so there is no agreed standard to flag.
+    REFERENCE: ClassVar[Reference | None] = None
 
     def __init__(
         self,

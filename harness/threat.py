@@ -29,6 +29,14 @@ def canonical_norm(norm: str) -> str:
     return n
 
 
+def norm_alias(norm: object) -> object:
+    """'Linf', 'inf', 'L2', ... -> 'linf'/'l2'; anything else unchanged, for a declared `choices` to refuse."""
+    try:
+        return canonical_norm(norm)  # type: ignore[arg-type]
+    except (UsageError, AttributeError):
+        return norm
+
+
 @dataclass(frozen=True)
 class ThreatModel:
     """A perturbation set: the ``norm`` ball of radius ``eps`` intersected with [0, 1]."""

@@ -31,12 +31,14 @@ from __future__ import annotations
 import math
 import weakref
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness.errors import UsageError
+from harness.params import Param
 from harness.registry import OBJECTIVES
 from harness.verify.bounds import Domain, backward_bounds, ibp, margin_spec
 from harness.verify.network import Network, read_network
@@ -76,6 +78,15 @@ class _Certified(Objective):
     rampup: float = 0.167
     kappa_start: float = 1.0
     kappa_end: float = 0.5
+
+    PARAMS: ClassVar[dict[str, Param]] = {
+        "eps": Param("certified radius trained for (None: the dataset's training eps)", gt=0, nullable=True),
+        "norm": Param("norm of the certified ball", choices=("linf", "l2")),
+        "warmup": Param("fraction of training steps of natural training before eps ramps up", ge=0, le=1),
+        "rampup": Param("fraction of training steps over which eps rises linearly to its final value", ge=0, le=1),
+        "kappa_start": Param("weight of the natural CE at the start of the ramp", ge=0, le=1),
+        "kappa_end": Param("weight of the natural CE at the end of the ramp", ge=0, le=1),
+    }
     _net: object = field(default=None, init=False, repr=False, compare=False)
 
     def setup(self, ctx: TrainContext) -> None:
@@ -157,6 +168,12 @@ class CrownIBPTraining(_Certified):
     rampup: float = 0.61
     beta_start: float = 1.0
     beta_end: float = 0.0
+
+    PARAMS: ClassVar[dict[str, Param]] = {
+        **_Certified.PARAMS,
+        "beta_start": Param("weight of the CROWN bound (vs IBP) at the start of the ramp", ge=0, le=1),
+        "beta_end": Param("weight of the CROWN bound (vs IBP) at the end of the ramp", ge=0, le=1),
+    }
 
     def setup(self, ctx: TrainContext) -> None:
         super().setup(ctx)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -34,8 +35,9 @@ from scipy.optimize import Bounds, LinearConstraint, milp
 from torch import Tensor, nn
 
 from harness.errors import UsageError
+from harness.params import Param
 from harness.registry import VERIFIERS
-from harness.threat import ThreatModel
+from harness.threat import ThreatModel, norm_alias
 
 from .bounds import Domain, Interval, backward_bounds, crown_intermediate, ibp, margin_spec
 from .network import Network, read_network
@@ -246,6 +248,16 @@ class RadiusResult:
 @VERIFIERS.register("milp")
 class MILPVerifier:
     """Exact MILP for ReLU networks (Tjeng et al. 2019, big-M with CROWN bounds), L-inf; per-point time limit."""
+
+    PARAMS: ClassVar[dict[str, Param]] = {
+        "norm": Param("norm of the ball: 'linf' only (the MILP encodes L-inf balls; an L2 ball is not polyhedral)",
+                      choices=("linf",), convert=norm_alias),
+        "eps": Param("radius of the L-inf ball in [0, 1] pixel units", gt=0, le=1),
+        "time_limit": Param("seconds of solver time per point (open when reached)", gt=0),
+        "bounds": Param("bounds that set the big-M constants: 'crown' (tighter) or 'ibp'", choices=("crown", "ibp")),
+        "tol": Param("margin threshold: verified only when the minimum exceeds tol * (1 + max |z|)", ge=0),
+        "presolve": Param("HiGHS presolve (off: it overran time limits on dense layers)"),
+    }  # fmt: skip
 
     def __init__(
         self,

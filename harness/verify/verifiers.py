@@ -14,14 +14,15 @@ import contextlib
 import math
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from harness.errors import UsageError
+from harness.params import Param
 from harness.registry import VERIFIERS
-from harness.threat import ThreatModel
+from harness.threat import NORMS, ThreatModel, norm_alias
 
 from .bounds import Domain, Interval, backward_bounds, crown_intermediate, ibp, margin_spec, optimise_alpha
 from .network import Network, read_network
@@ -65,8 +66,17 @@ def ibp_margins(net: Network, bounds: list[Interval], spec: Tensor) -> tuple[Ten
     return interval_concretize(spec, *bounds[-1])
 
 
+# Declarations (`harness.params`) checked by `harness.registry.Registry.create`.
+NORM = Param("norm of the ball verified ('linf' or 'l2')", choices=NORMS, convert=norm_alias)
+EPS = Param("radius of the ball in [0, 1] pixel units", gt=0)
+TOL = Param("margin threshold: verified only when the lower bound exceeds tol * (1 + max |z|)", ge=0)
+DTYPE = Param("floating type the bounds are computed in (float64 keeps them sound to rounding)", choices=DTYPES)
+
+
 class BoundVerifier:
     """Base of the bound-based verifiers: ``margin_bounds`` is what a subclass defines."""
+
+    PARAMS: ClassVar[dict[str, Param]] = {"norm": NORM, "eps": EPS, "tol": TOL, "dtype": DTYPE}
 
     def __init__(self, norm: str = "linf", eps: float = 8 / 255, tol: float = 1e-5, dtype: str = "float64") -> None:
         self.threat = ThreatModel(norm, eps)
@@ -183,6 +193,11 @@ class CROWNVerifier(BoundVerifier):
     CROWN); ``"ibp"`` keeps IBP's intermediate bounds (the CROWN-IBP bound, much cheaper).
     """
 
+    PARAMS: ClassVar[dict[str, Param]] = {
+        "intermediate": Param("bounds of the pre-ReLU nodes: 'crown' (full CROWN) or 'ibp' (CROWN-IBP)",
+                              choices=("crown", "ibp")),
+    }  # fmt: skip
+
     def __init__(
         self,
         norm: str = "linf",
@@ -221,6 +236,11 @@ class AlphaCROWNVerifier(CROWNVerifier):
     Every slope in [0, 1] gives a sound bound; the best per margin is kept, so the result is never
     looser than CROWN's.
     """
+
+    PARAMS: ClassVar[dict[str, Param]] = {
+        "iterations": Param("Adam steps on the ReLU slopes (0: plain CROWN)", ge=0),
+        "lr": Param("Adam learning rate of the slopes", gt=0),
+    }
 
     def __init__(
         self,
