@@ -145,6 +145,8 @@ VARIABLES: dict[str, Variable] = {
                  "a positive number of seconds, e.g. 1800", _seconds),
         Variable("HARNESS_LAUNCH_ID", "set by `harness evaluate --nproc` for its ranks (internal)",
                  "a token of letters and digits", _token),
+        Variable("HARNESS_LAUNCH_ERRORS", "set by `harness evaluate --nproc` for its ranks (internal): the folder "
+                 "where a rank writes the error that stopped it", "a folder", _folder),
         Variable(faults.ENV, "test-only: SIGKILL the process at a named point (harness/faults.py)",
                  "<point>[@N], e.g. eval:chunk@2", _test_hook(faults.parse_kill_at)),
         Variable(faults.OSERROR_ENV, "test-only: raise OSError at a named point (harness/faults.py)",
