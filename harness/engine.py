@@ -57,7 +57,7 @@ from harness.checks import (
 from harness.data.base import ImageDataset, check_image_range
 from harness.errors import DataError, HarnessError, ModelError, UsageError
 from harness.faults import kill_point
-from harness.guard import ModelGuard
+from harness.guard import ModelGuard, backward_failure, first_line
 from harness.logits import finite_rows, misclassified
 from harness.paths import safe_join
 from harness.precision import PRECISIONS, SearchModel, frozen
@@ -476,6 +476,14 @@ class Evaluation:
                     except ModelError as e:
                         # A model that fails only on perturbed inputs: one line naming the entry.
                         raise ModelError(f"during {self.entries[k].key}: {e.what}", e.hint) from e
+                    except Exception as e:
+                        where = backward_failure(e)
+                        if where is None:
+                            raise
+                        raise ModelError(
+                            f"during {self.entries[k].key}: the model's backward raised {first_line(e)} (at {where})",
+                            "the model's gradient must be computable for every input in the threat model",
+                        ) from e
                     if self.device.type == "cuda":
                         torch.cuda.synchronize(self.device)
                     key = self.entries[k].key
@@ -822,7 +830,17 @@ class Evaluation:
                 x = torch.rand(n, *self.dataset.shape, generator=gen).to(self.device).requires_grad_(True)
                 y = torch.randint(0, k, (n,), generator=gen).to(self.device)
                 with torch.enable_grad():  # through the guard: a model without input gradient gets a zero one
-                    torch.autograd.grad(F.cross_entropy(self.guarded(x), y, reduction="sum"), x)
+                    try:
+                        torch.autograd.grad(F.cross_entropy(self.guarded(x), y, reduction="sum"), x)
+                    except Exception as e:
+                        where = backward_failure(e)
+                        if where is None:
+                            raise
+                        raise ModelError(
+                            f"while sizing batches (--batch-size auto): the model's backward raised {first_line(e)} "
+                            f"(at {where})",
+                            "the model's gradient must be computable for every input in the threat model",
+                        ) from e
 
             with frozen(self.model):
                 self.autotuned = autotune_batch_size(step, cap)

@@ -7,9 +7,18 @@ so that the batch runner can halve the batch); an output that is not an (N, K) f
 ``torch.no_grad()``, on ``x.detach()`` or through numpy, only off the data grid) gets an output
 joined to the input with a zero gradient, so the attack sees a zero gradient there and goes on,
 instead of failing inside autograd: the verdict is then whatever the model predicts.
+
+An exception raised while autograd runs the model's own backward code (a custom
+``autograd.Function``, a tensor hook, a gradient of the wrong shape) is not raised through the
+forward, so the guard cannot catch it; `backward_failure` recognises it from its traceback and the
+engine turns it into a `ModelError` naming the attack.
 """
 
 from __future__ import annotations
+
+import os
+import traceback
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -24,6 +33,39 @@ def first_line(e: BaseException) -> str:
     """``Type: first line of the message`` (at most 300 characters)."""
     text = str(e).strip()
     return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"[:300]
+
+
+# Code that is not the user's: torch itself and the harness's own packages.
+_OURS = tuple(
+    f"{p}{os.sep}"
+    for p in (
+        Path(torch.__file__).resolve().parent,
+        *(Path(__file__).resolve().parent.parent / d for d in ("harness", "attacks", "defenses")),
+    )
+)
+
+
+def backward_failure(e: BaseException) -> str | None:
+    """Where an exception raised inside autograd's backward pass came from in user code, else None.
+
+    Autograd re-raises an exception of a Python backward (a custom Function, a tensor hook) with the
+    frames of that code after torch's ``_engine_run_backward``; a gradient of the wrong shape
+    is refused there with "returned an invalid gradient". Out-of-memory is never a model failure.
+    """
+    if is_oom(e):
+        return None
+    frames = traceback.extract_tb(e.__traceback__)
+    inside = [i for i, f in enumerate(frames) if f.name == "_engine_run_backward"]
+    if not inside:
+        return None
+    after = frames[inside[-1] + 1 :]
+    user = [f for f in after if not str(Path(f.filename).resolve()).startswith(_OURS)]
+    if user:
+        f = user[-1]
+        return f"{Path(f.filename).name}:{f.lineno} in {f.name}"
+    if not after and "returned an invalid gradient" in str(e):
+        return "a backward function of the model"
+    return None
 
 
 class ModelGuard(nn.Module):

@@ -143,6 +143,28 @@ class RaisesOffGrid(Wrapper):
         return self.inner(x)
 
 
+class _FailingBackward(torch.autograd.Function):
+    """Identity whose backward raises when the input is off the grid."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.off_grid = not bool(on_grid(x).all())
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, g: Tensor) -> Tensor:  # type: ignore[override]
+        if ctx.off_grid:
+            raise ValueError("no gradient off the grid")
+        return g
+
+
+class BackwardRaisesOffGrid(Wrapper):
+    """Forward fine everywhere; its backward raises off the grid (the gradient probe at clean points passes)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.inner(_FailingBackward.apply(x))
+
+
 # ---- factories for the command line ---------------------------------------------------------------
 def _net() -> nn.Module:
     """The architecture of tests.harness._digits_models.ce_model (its weights load into it)."""
@@ -159,6 +181,10 @@ def nograd_quantised() -> nn.Module:
 
 def raises_off_grid() -> nn.Module:
     return RaisesOffGrid(_net())
+
+
+def backward_raises_off_grid() -> nn.Module:
+    return BackwardRaisesOffGrid(_net())
 
 
 def strip(model: nn.Module) -> nn.Module:

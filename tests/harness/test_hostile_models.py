@@ -261,6 +261,16 @@ def test_a_model_that_raises_only_during_the_attack(base):
     assert f"during fgsm@linf-{EPS}" in e.value.what and "RuntimeError: cannot handle this input" in e.value.what
 
 
+def test_a_model_whose_backward_raises_during_the_attack(base):
+    """The backward is not the forward: the exception comes out of autograd, and still ends as one ModelError."""
+    suite = parse_suite('[[attack]]\nname = "pgd"\neps = 0.1\nparams = { steps = 5 }\n', "bw")
+    with pytest.raises(ModelError) as e:
+        run(zoo.BackwardRaisesOffGrid(base), suite)
+    what = e.value.what
+    assert "during pgd@linf-0.1" in what and "backward raised ValueError: no gradient off the grid" in what
+    assert "_hostile_models.py" in what
+
+
 def test_gradient_probe(base, batch):
     x, y = batch
     assert not gradient_probe(base, x, y).obfuscated
@@ -316,3 +326,10 @@ def test_cli_surrogate_and_model_raising_mid_attack(tmp_path, base):
     lines = [line for line in r.stderr.strip().splitlines() if line.strip()]
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert len(lines) == 1 and lines[0].startswith("error:") and "during fgsm@linf-0.3" in lines[0]
+    r = cli(
+        "evaluate", "--model", "tests.harness._hostile_models:backward_raises_off_grid", "--weights", w2,
+        "--name", "raise-bw", "--batch-size", "auto", *common,
+    )  # fmt: skip
+    lines = [line for line in r.stderr.strip().splitlines() if line.strip()]
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert len(lines) == 1 and "the model's backward raised ValueError" in lines[0], r.stderr
