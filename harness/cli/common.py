@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from rich.table import Table
 
+from harness.reporting.summary import basis_legend, basis_mark
 from harness.results import Result
 
 
 def results_table(
     results: list[Result], title: str = "clean vs robust accuracy (%)", labels: list[str] | None = None
 ) -> Table:
-    """One row per result (labelled by ``labels``, default the model name), one column per threat model."""
+    """One row per result (labelled by ``labels``, default the model name), one column per threat model.
+
+    A number that does not rest on the model's own gradients carries the report's marker (†, ‡),
+    explained under the table.
+    """
     keys: list[str] = []
     for r in results:
         keys += [g.key for g in r.threat_models if g.key not in keys]
@@ -24,8 +29,11 @@ def results_table(
         t.add_row(
             labels[i] if labels else str(r.model.get("name") or r.name),
             r.clean.pct(),
-            *[have[k].accuracy.pct() if k in have else "–" for k in keys],
+            *[have[k].accuracy.pct() + basis_mark(have[k]) if k in have else "–" for k in keys],
         )
+    legend = basis_legend(results)
+    if legend:
+        t.caption = "\n".join(legend)
     return t
 
 

@@ -11,10 +11,12 @@ import json
 
 import pytest
 import torch
+from rich.console import Console
 from safetensors.torch import save_file
 
 from harness import api
 from harness.checks import gradient_probe, precheck
+from harness.cli.common import results_table
 from harness.engine import EvalConfig, evaluate
 from harness.errors import ModelError, UsageError
 from harness.logits import margin, misclassified
@@ -172,6 +174,10 @@ def test_no_input_gradient_skips_gradient_attacks_and_runs_square(hostile, base,
     assert saved["groups"][0]["attack_basis"] == "gradient-free"
     html = render_html([res], {})
     assert "†" in html and "robust accuracy from gradient-free attacks only" in html
+    console = Console(width=200, record=True)
+    console.print(results_table([res]))
+    table = " ".join(console.export_text().split())  # the legend is a caption, wrapped to the table's width
+    assert "0.0†" in table and "† robust accuracy from gradient-free attacks only" in table
 
 
 def test_full_checks_on_a_model_without_gradient(base):
