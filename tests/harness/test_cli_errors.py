@@ -73,9 +73,15 @@ class Workspace:
         self.logs = root / "logs"
 
     def snapshot(self) -> dict[str, str]:
-        """sha256 of every file of the workspace except the rows' scratch folder and the error logs."""
+        """sha256 of every file of the workspace except the rows' scratch folder, the error logs and
+        Python's byte-code cache (written by the interpreter importing the rows' modules, unless
+        PYTHONDONTWRITEBYTECODE is set)."""
         skip = (self.scratch, self.logs)
-        files = [p for p in self.root.rglob("*") if p.is_file() and not any(s in p.parents for s in skip)]
+        files = [
+            p
+            for p in self.root.rglob("*")
+            if p.is_file() and not any(s in p.parents for s in skip) and "__pycache__" not in p.parts
+        ]
         return {str(p.relative_to(self.root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 
 
