@@ -93,6 +93,10 @@ class SquareLoss(Objective):
         "rescale_m": Param("coding='onehot': target value M of the true-class logit", gt=0),
     }
 
+    def score_to_prob(self) -> str:
+        """Simplex-coded models read probabilities from the code (Hu et al.), one-hot ones by softmax."""
+        return "simplex-coding" if self.coding == "simplex" else "softmax"
+
     def loss(self, model: nn.Module, x: Tensor, y: Tensor, state: StepState) -> tuple[Tensor, dict[str, Tensor]]:
         z = model(x)
         k = z.shape[1]

@@ -10,10 +10,10 @@ from .app import app, console
 
 @app.command("list")
 def list_cmd(
-    kind: str = typer.Argument(..., help="datasets, models, attacks, corruptions, objectives or suites"),
+    kind: str = typer.Argument(..., help="datasets, models, attacks, corruptions, objectives, suites or recipes"),
     pattern: str = typer.Argument("*", help="wildcard filter, e.g. 'pgd*'"),
 ) -> None:
-    """List registered datasets, models, attacks, corruptions, objectives or suites.
+    """List registered datasets, models, attacks, corruptions, objectives, suites or recipes.
 
     With an exact NAME as the pattern, also print that entry's declared parameters (type, allowed
     values, default) and its reference budget.
