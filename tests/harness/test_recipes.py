@@ -62,8 +62,7 @@ def test_every_preset_trains_a_few_steps_on_cifar_shaped_data(name, tmp_path):
         objective_params=params,
         epochs=1,
         batch_size=k // 2 if k > 10 else 16,  # two steps
-        eval_samples=8,
-        eval_steps=1,
+        eval_samples=0,
         device="cpu",
         progress=False,
         out=tmp_path / "m",
@@ -119,8 +118,8 @@ def test_unknown_recipe_suggests_close_names():
 
 def test_digits_sized_recipe_through_the_cli(tmp_path):
     """The CI-sized variant: a paper recipe on digits with a small model, flags overriding the recipe."""
-    p = cli("train", "--recipe", "trades", "--dataset", "digits", "--model", "mlp", "--epochs", "1",
-            "--augment", "crop", "-p", "steps=2", "--device", "cpu", "--no-progress", "--out", tmp_path / "m")  # fmt: skip
+    args = ["--dataset", "digits", "--model", "mlp", "--epochs", "1", "--augment", "crop", "-p", "steps=2"]
+    p = cli("train", "--recipe", "trades", *args, "--device", "cpu", "--no-progress", "--out", tmp_path / "m")
     assert p.returncode == 0, p.stderr
     side = json.loads((tmp_path / "m.json").read_text())
     tc = side["train_config"]
