@@ -216,9 +216,10 @@ def test_lrat_weights_sum_to_c_per_group():
 
 def test_lrat_loss_natural_term_gets_c_minus_sum():
     model = Lin()
-    obj = Lrat()
+    assert Lrat().attacks == ("ce",)  # the abstract's protocol: train on one attack, test on others
+    obj = Lrat(attacks=("ce", "margin"))
     obj.setup(ctx(model))
-    assert obj.attacks == ("ce", "margin") and obj.c == 1.0
+    assert obj.c == 1.0
     xv1, xv2 = XA, torch.tensor([[[0.0, 0.0]], [[0.9, 0.9]]])
     fixed_adversarial(obj, [xv1, xv2])
     loss, info = obj.loss(model, X, Y, state())
