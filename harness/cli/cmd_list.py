@@ -27,6 +27,17 @@ def list_cmd(
     for name, summary in rows:
         t.add_row(name, summary)
     console.print(t)
+    if kind == "recipes" and [n for n, _ in rows] == [pattern]:
+        from harness.recipes import load_recipe
+
+        r = load_recipe(pattern)
+        p = Table(title=f"{pattern}: settings (flags given to harness train override them)")
+        p.add_column("setting")
+        p.add_column("value")
+        for key, value in r.train_kwargs().items():
+            p.add_row(key, repr(value))
+        console.print(p)
+        return
     if [n for n, _ in rows] == [pattern]:
         d = describe_entry(kind, pattern)
         p = Table(title=f"{pattern}: parameters")

@@ -129,6 +129,8 @@ def test_digits_sized_recipe_through_the_cli(tmp_path):
     assert side["architecture"] == "mlp"
     listing = cli("list", "recipes")
     assert listing.returncode == 0 and "odnl-cifar100-asym" in listing.stdout
+    one = cli("list", "recipes", "trades")
+    assert one.returncode == 0 and "weight_decay" in one.stdout and "0.0002" in one.stdout
 
 
 def test_cifar_resnet_forward():
