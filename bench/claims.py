@@ -60,7 +60,9 @@ AT = ("pgd-at", "trades", "mart", "gairat", "lrat", "srat")
 # A class hierarchy on digits for HCOT: loops {0, 6, 8, 9}, straight strokes {1, 4, 7}, curves {2, 3, 5}.
 DIGITS_HIERARCHY = [0, 1, 2, 2, 1, 2, 0, 1, 0, 0]
 # Trainer settings of single runs (the MMEL baseline is CE with the standard augmentation).
-RUN_CONFIG: dict[str, dict[str, Any]] = {"ce+crop": {"augment": "crop"}}
+# LogitNorm's loss is scale-invariant in z, so its gradient grows as 1/||z||: at the default lr 0.05 the
+# digits MLP does not train (12.8 % clean); at lr 0.005 it does (95.7 %).
+RUN_CONFIG: dict[str, dict[str, Any]] = {"ce+crop": {"augment": "crop"}, "logitnorm-lr0.005": {"lr": 0.005}}
 
 # (label, objective, objective params, label noise, imbalance)
 RUNS: list[tuple[str, str, dict[str, Any], str | None, str | None]] = [
@@ -82,6 +84,7 @@ RUNS: list[tuple[str, str, dict[str, Any], str | None, str | None]] = [
     ("gce", "gce", {}, None, None),
     ("hcot", "hcot", {"hierarchy": DIGITS_HIERARCHY}, None, None),
     ("logitnorm", "logitnorm", {}, None, None),
+    ("logitnorm-lr0.005", "logitnorm", {}, None, None),
     ("mixup", "mixup", {}, None, None),
     ("ce+crop", "ce", {}, None, None),
     ("mmel-h", "mmel-h", {}, None, None),
@@ -310,6 +313,11 @@ def _issue24_claims(rows: dict[str, dict[str, Any]], claim) -> None:
         ["logitnorm", "ce"],
         lower("logitnorm", "ce", _ood, "OOD max-probability", "{:.3f}"),
     )
+    claim(
+        "LogitNorm (lr 0.005) < CE mean confidence on out-of-distribution (noise) images",
+        ["logitnorm-lr0.005", "ce"],
+        lower("logitnorm-lr0.005", "ce", _ood, "OOD max-probability", "{:.3f}"),
+    )
     claim("mixup < CE ECE", ["mixup", "ce"], lower("mixup", "ce", _ece, "ECE", "{:.4f}"))
     if all("corruption" in rows.get(k, {}) for k in ("mixup", "ce")):
         claim(
@@ -417,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
         "epochs": epochs,
         "seed": args.seed,
         "eps": EPS,
-        "test_samples": max_samples or 540,
+        "test_samples": max_samples or len(api.load_dataset("digits:split=test")),
         "skipped": skipped,
     }
     md = markdown(rows, claims, meta)
