@@ -86,6 +86,13 @@ class Objective:
             return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
         return {}
 
+    def score_to_prob(self) -> str:
+        """How the trained model's scores become probabilities: ``softmax`` unless the loss says otherwise.
+
+        Recorded in the checkpoint sidecar; calibration reads it (`harness.calibration.scores_to_probs`).
+        """
+        return "softmax"
+
     def state_dict(self) -> dict[str, Any]:
         """Objective state to save for exact resume (e.g. a second optimizer)."""
         return {}

@@ -15,6 +15,7 @@ import io
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,9 +32,11 @@ from harness.models.checkpoint import CheckpointMeta, read_meta, save_checkpoint
 from harness.registry import ATTACKS, OBJECTIVES
 from harness.rng import stream_seed, torch_generator
 
+from .augment import Augment, check_augment, default_augment
 from .objective import Objective, StepState, TrainContext
 
 STATE_SCHEMA = 1
+SCHEDULES = ("cosine", "step", "piecewise", "constant")
 
 
 @dataclass
@@ -47,19 +50,57 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     schedule: str = "cosine"
+    # schedule="piecewise": the lr is lr * lr_factors[i] from epoch milestones[i] on (default factors 0.1^(i+1)).
+    milestones: tuple[int, ...] = ()
+    lr_factors: tuple[float, ...] = ()
+    warmup_epochs: int = 0  # linear warm-up, per step, over the first epochs (any schedule)
     seed: int = 0
     device: str = "auto"
     eval_samples: int = 256
     eval_steps: int = 10
     progress: bool = True
+    # Plain momentum, as the official repositories of the seed papers use; Nesterov stays an option.
+    nesterov: bool = False
+    # Data augmentation before the objective (defenses.augment); None: the dataset's default.
+    augment: str | None = None
+    augment_pad: int | None = None  # crop padding; None: round(H / 8)
+    # Set by `harness train --recipe` (defenses.recipes): the recipe's name and the hash of its content.
+    recipe: str | None = None
+    recipe_hash: str | None = None
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or not (self.lr > 0):
             raise UsageError("epochs, batch_size and lr must be positive")
+        if self.augment is not None or self.augment_pad is not None:
+            check_augment("none" if self.augment is None else self.augment, self.augment_pad)
+        if not isinstance(self.nesterov, bool):
+            raise UsageError(f"nesterov = {self.nesterov!r} is not a boolean", "use true or false")
         if self.optimizer not in ("sgd", "adam"):
             raise UsageError(f"unknown optimizer {self.optimizer!r}", "use 'sgd' or 'adam'")
-        if self.schedule not in ("cosine", "step", "constant"):
-            raise UsageError(f"unknown schedule {self.schedule!r}", "use 'cosine', 'step' or 'constant'")
+        if self.schedule not in SCHEDULES:
+            raise UsageError(f"unknown schedule {self.schedule!r}", f"use one of {', '.join(SCHEDULES)}")
+        self._check_piecewise()
+
+    def _check_piecewise(self) -> None:
+        ms, fs = self.milestones, self.lr_factors
+        if not isinstance(ms, (list, tuple)) or not all(isinstance(m, int) and not isinstance(m, bool) for m in ms):
+            raise UsageError(f"milestones = {ms!r} is not a list of epochs", "e.g. [100, 150]")
+        if not isinstance(fs, (list, tuple)) or not all(
+            isinstance(f, (int, float)) and not isinstance(f, bool) and math.isfinite(f) and f > 0 for f in fs
+        ):
+            raise UsageError(f"lr_factors = {fs!r} is not a list of positive numbers", "e.g. [0.1, 0.01]")
+        self.milestones, self.lr_factors = tuple(ms), tuple(float(f) for f in fs)
+        # A milestone past the last epoch is never reached (as in TRADES's own code); it is not an error,
+        # so `--recipe X --epochs 5` shortens a recipe without editing its schedule.
+        if any(not 1 <= m <= 1_000_000 for m in ms) or list(ms) != sorted(set(ms)):
+            raise UsageError(f"milestones = {list(ms)} must be increasing epochs >= 1", "e.g. [100, 150]")
+        if fs and len(fs) != len(ms):
+            raise UsageError(f"lr_factors has {len(fs)} values for {len(ms)} milestones", "give one per milestone")
+        if self.schedule == "piecewise" and not ms:
+            raise UsageError("schedule 'piecewise' needs milestones", "e.g. milestones = [100, 150]")
+        w = self.warmup_epochs
+        if isinstance(w, bool) or not isinstance(w, int) or not 0 <= w <= 1_000_000:
+            raise UsageError(f"warmup_epochs = {w!r} is not an integer >= 0", "e.g. 5")
 
 
 @dataclass
@@ -76,19 +117,37 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.SGD(
-        model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=cfg.momentum > 0
+        model.parameters(),
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+        nesterov=cfg.nesterov and cfg.momentum > 0,
     )
 
 
 def make_schedule(
     opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int
 ) -> torch.optim.lr_scheduler.LRScheduler:
+    return torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(cfg, steps_per_epoch))
+
+
+def lr_factor(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
+    """The multiplier of ``cfg.lr`` at optimiser step ``s`` (counted from 0)."""
     total = cfg.epochs * steps_per_epoch
-    if cfg.schedule == "cosine":
-        return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
-    if cfg.schedule == "step":  # x0.1 at 50 % and 75 % of training (Madry/TRADES style)
-        return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.1 ** ((s >= total // 2) + (s >= 3 * total // 4)))
-    return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    warm = cfg.warmup_epochs * steps_per_epoch
+    factors = cfg.lr_factors or tuple(0.1 ** (i + 1) for i in range(len(cfg.milestones)))
+
+    def base(s: int) -> float:
+        if cfg.schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
+        if cfg.schedule == "step":  # x0.1 at 50 % and 75 % of training (Madry/TRADES style)
+            return 0.1 ** ((s >= total // 2) + (s >= 3 * total // 4))
+        if cfg.schedule == "piecewise":
+            k = sum(s // steps_per_epoch >= m for m in cfg.milestones)
+            return factors[k - 1] if k else 1.0
+        return 1.0
+
+    return lambda s: base(s) * (min(1.0, (s + 1) / warm) if warm else 1.0)
 
 
 def robust_eval(
@@ -132,7 +191,11 @@ class Trainer:
         extra: dict[str, Any] | None = None,
         overwrite: bool = False,
     ) -> None:
-        self.cfg = config or TrainConfig()
+        cfg = config or TrainConfig()
+        if cfg.augment is None:  # resolved here, so the fingerprint and the sidecar name what was done
+            cfg = dataclasses.replace(cfg, augment=default_augment(train_data.name))
+        self.cfg = cfg
+        self.augment = Augment(cfg.augment or "none", train_data.shape[1], cfg.augment_pad)
         self.overwrite = bool(overwrite)
         self.device = resolve_device(self.cfg.device)
         self.model = model.to(self.device)
@@ -306,7 +369,8 @@ class Trainer:
                         torch_generator(key, device=self.device),
                         self.train_data.num_classes,
                     )
-                    info = self.objective.step(self.model, x_all[rows], y_all[rows], self.optimizer, state)
+                    xb = self.augment(x_all[rows], state.index, cfg.seed, epoch)  # before the objective's own
+                    info = self.objective.step(self.model, xb, y_all[rows], self.optimizer, state)
                     self.schedule.step()
                     kill_point("train:step")
                     for k, v in info.items():
@@ -319,6 +383,8 @@ class Trainer:
                         f"training diverged at epoch {epoch + 1} (non-finite loss)",
                         "lower --lr or check the objective's parameters",
                     )
+                # The float() above waited for the device, so this times the epoch's training work.
+                images_per_s = len(y_all) / max(time.perf_counter() - t0, 1e-9)
                 if eval_set is not None:
                     clean, robust = robust_eval(
                         self.model, eval_set, eval_eps, cfg.eval_steps, stream_seed(cfg.seed, "eval"), self.device
@@ -329,7 +395,7 @@ class Trainer:
                 self._write_log()
                 self._save_state(epoch)
                 kill_point("train:epoch")
-                bar(row)
+                bar(row, images_per_s)
         self.model.eval()
         return self._finish()
 
@@ -361,6 +427,8 @@ class Trainer:
             clean_accuracy=last.get("test_clean"),
             train_config={
                 **{k: v for k, v in dataclasses.asdict(self.cfg).items() if k != "progress"},
+                "augmentation": self.augment.record(),
+                "score_to_prob": self.objective.score_to_prob(),
                 "fingerprint": self._digest(),
             },
         )
@@ -384,7 +452,7 @@ class _progress:
 
     def __enter__(self):
         if not self.enabled:
-            return lambda row: None
+            return lambda row, images_per_s: None
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.prog = Progress(
@@ -397,8 +465,8 @@ class _progress:
         self.prog.__enter__()
         self.task = self.prog.add_task(self.label, total=self.epochs, completed=self.start, status="")
 
-        def advance(row: dict[str, Any]) -> None:
-            status = f"loss {row.get('loss', float('nan')):.3f}"
+        def advance(row: dict[str, Any], images_per_s: float) -> None:
+            status = f"{images_per_s:,.0f} img/s  loss {row.get('loss', float('nan')):.3f}"
             if "test_clean" in row:
                 status += f"  clean {100 * row['test_clean']:.1f}%  pgd {100 * row['test_pgd']:.1f}%"
             self.prog.update(self.task, advance=1, status=status)

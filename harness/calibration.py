@@ -21,18 +21,67 @@ N_BINS = 15
 METRICS = ("ece", "ece_adaptive", "nll", "brier", "conf_errors", "accuracy", "confidence")
 
 
-def prob_stats(logits: Tensor, y: Tensor, temperature: float = 1.0, draws: list[Tensor] | None = None) -> Tensor:
-    """Per-sample (max-softmax confidence, log p_y, sum_j p_j^2) as an (n, 3) float32 tensor.
+SCORE_TO_PROB = ("softmax", "simplex-coding")
 
-    With ``draws`` (a randomised model scored by EOT) the probabilities are the mean over draws:
-    the predictive distribution of the randomised model.
+
+def score_to_prob_of(model_info: dict[str, Any] | None) -> str:
+    """How a model's scores become probabilities, from its sidecar's ``train_config.score_to_prob``.
+
+    ``softmax`` unless the training recorded otherwise (the square loss with simplex coding records
+    ``simplex-coding``); an unknown value is a one-line error, never silently softmax.
+    """
+    tc = (model_info or {}).get("train_config") or {}
+    kind = tc.get("score_to_prob", "softmax") if isinstance(tc, dict) else "softmax"
+    if kind not in SCORE_TO_PROB:
+        from harness.errors import CheckpointError
+
+        raise CheckpointError(
+            f"the model's sidecar says score_to_prob = {kind!r}", f"known: {', '.join(SCORE_TO_PROB)}"
+        )
+    return kind
+
+
+def scores_to_probs(logits: Tensor, kind: str = "softmax", temperature: float = 1.0) -> Tensor:
+    """Class probabilities from scores (n, K), float32.
+
+    ``softmax``: softmax(z / T). ``simplex-coding`` (Hu et al. 2022, square loss with simplex-coded
+    targets v_k = sqrt(K/(K-1)) (e_k - 1/K)): eta_k = ((K - 1) z.v_k + 1) / K with z = scores / T,
+    clipped to [0, 1] and renormalised to sum 1 (uniform where every eta_k clips to 0).
+    """
+    z = logits.float() / temperature
+    if kind == "softmax":
+        return torch.softmax(z, 1)
+    if kind != "simplex-coding":
+        raise ValueError(f"unknown score_to_prob {kind!r}")
+    k = z.shape[1]
+    zv = math.sqrt(k / (k - 1)) * (z - z.mean(1, keepdim=True))  # z . v_k for every k
+    eta = (((k - 1) * zv + 1) / k).clamp(0, 1)
+    total = eta.sum(1, keepdim=True)
+    return torch.where(total > 0, eta / total.clamp_min(1e-30), torch.full_like(eta, 1.0 / k))
+
+
+def prob_stats(
+    logits: Tensor,
+    y: Tensor,
+    temperature: float = 1.0,
+    draws: list[Tensor] | None = None,
+    score_to_prob: str = "softmax",
+) -> Tensor:
+    """Per-sample (max-probability confidence, log p_y, sum_j p_j^2) as an (n, 3) float32 tensor.
+
+    Probabilities come from `scores_to_probs` (``score_to_prob``: softmax, or the simplex coding of a
+    square-loss model). With ``draws`` (a randomised model scored by EOT) the probabilities are the
+    mean over draws: the predictive distribution of the randomised model.
     """
     if draws:
-        p = torch.stack([torch.softmax(d.float() / temperature, 1) for d in draws]).mean(0)
+        p = torch.stack([scores_to_probs(d, score_to_prob, temperature) for d in draws]).mean(0)
         logp = torch.log(p.clamp_min(1e-45))
-    else:
+    elif score_to_prob == "softmax":
         logp = torch.log_softmax(logits.float() / temperature, 1)
         p = logp.exp()
+    else:
+        p = scores_to_probs(logits, score_to_prob, temperature)
+        logp = torch.log(p.clamp_min(1e-45))
     conf = p.max(1).values
     lp = logp.gather(1, y.view(-1, 1)).squeeze(1)
     return torch.stack([conf, lp, (p * p).sum(1)], 1)

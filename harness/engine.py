@@ -576,12 +576,13 @@ class Evaluation:
 
     def _cal(self, logits: Tensor, y: Tensor, draws: list[Tensor] | None = None) -> Tensor:
         """Calibration statistics (conf, log p_y, sum p^2), raw then temperature-scaled if fitted."""
-        from harness.calibration import prob_stats
+        from harness.calibration import prob_stats, score_to_prob_of
 
-        raw = prob_stats(logits, y, draws=draws)
+        kind = score_to_prob_of(self.model_info)  # softmax, or the simplex coding of a square-loss model
+        raw = prob_stats(logits, y, draws=draws, score_to_prob=kind)
         if self.temperature is None:
             return raw
-        return torch.cat([raw, prob_stats(logits, y, self.temperature, draws=draws)], 1)
+        return torch.cat([raw, prob_stats(logits, y, self.temperature, draws=draws, score_to_prob=kind)], 1)
 
     def _score(
         self, x_adv: Tensor, y: Tensor, logits: Tensor | None = None

@@ -207,6 +207,7 @@ OBJECTIVES: Registry[Any] = Registry("objective", plugins=("defenses",))
 CERTIFIERS: Registry[Any] = Registry("certifier", plugins=("attacks",))
 VERIFIERS: Registry[Any] = Registry("verifier", plugins=("harness.verify",))
 SUITES: Registry[Any] = Registry("suite", plugins=("harness.suites",))
+RECIPES: Registry[Any] = Registry("recipe", plugins=("harness.recipes",))
 
 REGISTRIES: dict[str, Registry[Any]] = {
     "datasets": DATASETS,
@@ -217,6 +218,7 @@ REGISTRIES: dict[str, Registry[Any]] = {
     "certifiers": CERTIFIERS,
     "verifiers": VERIFIERS,
     "suites": SUITES,
+    "recipes": RECIPES,
 }
 
 

@@ -298,7 +298,8 @@ class Lrat(AttackSettings, Objective):
     """LRAT (Gao et al., arXiv 2106.15776): reweighting inside each (natural, adversarial variants) group.
 
     L = mean_i [ sum_j w_ij ce(f(x~_ij), y_i) + (C - sum_j w_ij) ce(f(x_i), y_i) ], one variant per
-    attack (default PGD-CE and CW = margin-loss PGD), w_ij = C * g(V_ij) / J, no reweighting across
+    attack (default: one, PGD-CE, as the abstract trains with one attack and tests on others; add
+    "margin" for a CW-loss PGD variant), w_ij = C * g(V_ij) / J, no reweighting across
     instances (no batch renormalisation): a sample safe against an attack puts that share of its
     weight on the natural image. The paper's exact V and g could NOT be verified (its body and code
     were not available); this tool's choices are parameters: ``vulnerability`` "prob" = 1 - p_y(x~)
@@ -306,7 +307,7 @@ class Lrat(AttackSettings, Objective):
     that variant's PGD), ``g`` "identity" or "tanh" (with ``lam``), C = 1.
     """
 
-    attacks: tuple[str, ...] = ("ce", "margin")
+    attacks: tuple[str, ...] = ("ce",)
     vulnerability: str = "prob"
     g: str = "identity"
     lam: float = -1.0

@@ -10,10 +10,10 @@ from .app import app, console
 
 @app.command("list")
 def list_cmd(
-    kind: str = typer.Argument(..., help="datasets, models, attacks, corruptions, objectives or suites"),
+    kind: str = typer.Argument(..., help="datasets, models, attacks, corruptions, objectives, suites or recipes"),
     pattern: str = typer.Argument("*", help="wildcard filter, e.g. 'pgd*'"),
 ) -> None:
-    """List registered datasets, models, attacks, corruptions, objectives or suites.
+    """List registered datasets, models, attacks, corruptions, objectives, suites or recipes.
 
     With an exact NAME as the pattern, also print that entry's declared parameters (type, allowed
     values, default) and its reference budget.
@@ -27,6 +27,17 @@ def list_cmd(
     for name, summary in rows:
         t.add_row(name, summary)
     console.print(t)
+    if kind == "recipes" and [n for n, _ in rows] == [pattern]:
+        from harness.recipes import load_recipe
+
+        r = load_recipe(pattern)
+        p = Table(title=f"{pattern}: settings (flags given to harness train override them)")
+        p.add_column("setting")
+        p.add_column("value")
+        for key, value in r.train_kwargs().items():
+            p.add_row(key, repr(value))
+        console.print(p)
+        return
     if [n for n, _ in rows] == [pattern]:
         d = describe_entry(kind, pattern)
         p = Table(title=f"{pattern}: parameters")

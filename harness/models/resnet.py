@@ -1,4 +1,4 @@
-"""PreAct ResNet-18 (He et al. 2016) and Wide ResNets (Zagoruyko & Komodakis 2016), CIFAR layouts.
+"""PreAct ResNet-18 (He et al. 2016), Wide ResNets (Zagoruyko & Komodakis 2016) and CIFAR ResNets, CIFAR layouts.
 
 The WRN follows the layout used by the adversarial-training literature (Madry/TRADES repos): 3
 groups of (depth-4)/6 pre-activation blocks with widths 16k, 32k, 64k. WRN-28-10 and WRN-34-10 are
@@ -46,6 +46,10 @@ class PreActBlock(nn.Module):
 class PreActResNet18(Classifier):
     """PreAct ResNet-18 (4 stages of 2 blocks, 64-512 channels); CIFAR stem (3x3 conv, no pooling)."""
 
+    PARAMS: ClassVar[dict[str, Param]] = {
+        "width": Param("channels of the first stage (64 in the paper; the others double it)", ge=1, le=512),
+    }
+
     def __init__(
         self,
         num_classes: int = 10,
@@ -53,16 +57,17 @@ class PreActResNet18(Classifier):
         input_size: int = 32,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
+        width: int = 64,
     ) -> None:
         super().__init__(num_classes, in_channels, mean, std)
-        self.stem = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
-        blocks, cin = [], 64
-        for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+        self.stem = nn.Conv2d(in_channels, width, 3, 1, 1, bias=False)
+        blocks, cin = [], width
+        for cout, stride in ((width, 1), (2 * width, 2), (4 * width, 2), (8 * width, 2)):
             blocks += [PreActBlock(cin, cout, stride), PreActBlock(cout, cout, 1)]
             cin = cout
         self.layers = nn.Sequential(*blocks)
-        self.bn = nn.BatchNorm2d(512)
-        self.head = nn.Linear(512, num_classes)
+        self.bn = nn.BatchNorm2d(cin)
+        self.head = nn.Linear(cin, num_classes)
 
     def forward_features(self, x: Tensor) -> Tensor:
         out = F.relu(self.bn(self.layers(self.stem(x))))
@@ -108,3 +113,61 @@ class WideResNet(Classifier):
     def forward_features(self, x: Tensor) -> Tensor:
         out = F.relu(self.bn(self.layers(self.stem(x))))
         return F.adaptive_avg_pool2d(out, 1).flatten(1)
+
+
+class BasicBlockA(nn.Module):
+    """He et al.'s CIFAR basic block; option-A shortcut (subsample + zero-pad channels, no parameters)."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.stride, self.extra = stride, cout - cin
+
+    def shortcut(self, x: Tensor) -> Tensor:
+        if self.stride == 1 and self.extra == 0:
+            return x
+        x = x[:, :, :: self.stride, :: self.stride]
+        return F.pad(x, (0, 0, 0, 0, self.extra // 2, self.extra - self.extra // 2))
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+@MODELS.register("resnet-cifar")
+class CifarResNet(Classifier):
+    """CIFAR ResNet-depth (He et al. 2016; default ResNet-32): 3 stages of (depth-2)/6 blocks, 16/32/64 channels."""
+
+    PARAMS: ClassVar[dict[str, Param]] = {
+        "depth": Param("layers; 6n + 2 (20, 32, 44, 56, 110)", ge=8, le=1202),
+        "width": Param("channels of the first stage (16 in the paper; the others double it)", ge=1, le=256),
+    }
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        in_channels: int = 3,
+        input_size: int = 32,
+        depth: int = 32,
+        width: int = 16,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+    ) -> None:
+        super().__init__(num_classes, in_channels, mean, std)
+        if (depth - 2) % 6:
+            raise UsageError(f"CIFAR ResNet depth must be 6n+2 (e.g. 20, 32, 56), not {depth}")
+        n = (depth - 2) // 6
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
+        blocks, cin = [], width
+        for g, stride in enumerate((1, 2, 2)):
+            for i in range(n):
+                blocks.append(BasicBlockA(cin, width * 2**g, stride if i == 0 else 1))
+                cin = width * 2**g
+        self.layers = nn.Sequential(*blocks)
+        self.head = nn.Linear(cin, num_classes)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        return F.adaptive_avg_pool2d(self.layers(self.stem(x)), 1).flatten(1)

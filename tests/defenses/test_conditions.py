@@ -137,3 +137,55 @@ def test_sidecar_records_condition(tmp_path):
     assert side["condition"]["imbalance"]["profile"] == "exp" and side["condition"]["imbalance"]["rho"] == 5.0
     assert side["condition"]["label_noise"]["kind"] == "asym"
     assert sum(side["condition"]["imbalance"]["class_counts"]) == side["condition"]["label_noise"]["n"]
+
+
+# ---- dependent, open and superclass-circular noise (issue 24) ------------------------------------------
+def _small(num_classes: int = 10, n: int = 200):
+    from harness.api import load_dataset
+
+    return load_dataset(f"synthetic:channels=1,size=8,num_classes={num_classes},n={n},split=train")
+
+
+def test_dependent_noise_exact_count_always_wrong_and_feature_dependent():
+    from defenses.conditions import apply_label_noise
+
+    ds = _small()
+    out, rec = apply_label_noise(ds, "dep:0.3", seed=1)
+    changed = out.y != ds.y
+    assert int(changed.sum()) == 60 == rec["flipped"]  # every chosen sample gets another class
+    again, _ = apply_label_noise(ds, "dep:0.3", seed=1)
+    assert torch.equal(again.y, out.y)  # seeded
+    other, _ = apply_label_noise(ds, "dep:0.3", seed=2)
+    assert not torch.equal(other.y, out.y)
+    # Feature-dependent, not uniform: within a source class the flips concentrate on few targets.
+    src = ds.y[changed] == 0
+    assert len(torch.unique(out.y[changed][src])) <= 9
+
+
+def test_open_noise_replaces_images_and_keeps_labels():
+    from defenses.conditions import apply_label_noise
+
+    ds = _small()
+    out, rec = apply_label_noise(ds, "open:0.25", seed=0)
+    assert torch.equal(out.y, ds.y) and rec["replaced"] == 50
+    x0, _ = ds.batch(slice(None))
+    x1, _ = out.batch(slice(None))
+    replaced = (x0 != x1).flatten(1).any(1)
+    assert int(replaced.sum()) == 50 and float(x1.min()) >= 0 and float(x1.max()) <= 1
+    assert out.content_hash() != ds.content_hash()
+
+
+def test_superclass_circular_noise_stays_in_the_superclass():
+    from defenses.conditions import apply_label_noise, superclass_pairs
+
+    ds = _small(num_classes=6, n=300)
+    ds.info["coarse_labels_of_fine"] = [0, 1, 0, 1, 0, 1]
+    assert superclass_pairs(ds) == {0: 2, 2: 4, 4: 0, 1: 3, 3: 5, 5: 1}
+    out, _ = apply_label_noise(ds, "asym-super:0.4", seed=0)
+    moved = out.y != ds.y
+    coarse = torch.tensor(ds.info["coarse_labels_of_fine"])
+    assert torch.equal(coarse[out.y[moved]], coarse[ds.y[moved]])
+    with pytest.raises(UsageError, match="class hierarchy"):
+        apply_label_noise(_small(), "asym-super:0.4", seed=0)
+    with pytest.raises(UsageError, match="dep:RATE"):
+        apply_label_noise(_small(), "dependent:0.4", seed=0)

@@ -216,9 +216,10 @@ def test_lrat_weights_sum_to_c_per_group():
 
 def test_lrat_loss_natural_term_gets_c_minus_sum():
     model = Lin()
-    obj = Lrat()
+    assert Lrat().attacks == ("ce",)  # the abstract's protocol: train on one attack, test on others
+    obj = Lrat(attacks=("ce", "margin"))
     obj.setup(ctx(model))
-    assert obj.attacks == ("ce", "margin") and obj.c == 1.0
+    assert obj.c == 1.0
     xv1, xv2 = XA, torch.tensor([[[0.0, 0.0]], [[0.9, 0.9]]])
     fixed_adversarial(obj, [xv1, xv2])
     loss, info = obj.loss(model, X, Y, state())
@@ -348,3 +349,39 @@ def test_srat_beats_pgd_at_on_tail_classes_under_imbalance():
         per_class = ev.threat_models[0].per_class
         tail[name] = sum(per_class[c] for c in rarest) / len(rarest)
     assert tail["srat"] > tail["pgd-at"] + 0.04, tail
+
+
+# ---- PGD-AT and CE (issue 24: the two objectives without a hand-computed test) -----------------------
+
+
+def test_pgd_at_is_ce_on_the_hand_computed_pgd_point():
+    """One PGD step from x (init zero, step = eps): x' = clip(x + eps sign(2 W^T (p - e_y))), loss = CE(x')."""
+    eps = 0.05
+    model = Lin()
+    obj = OBJECTIVES.create("pgd-at", eps=eps, step_size=eps, steps=1, init="zero")
+    obj.setup(ctx(model))
+    loss, _ = obj.loss(model, X, Y, state())
+    want = []
+    for i in range(2):
+        x, y = X[i, 0].numpy().astype(float), int(Y[i])
+        p = softmax(np_logits(x))
+        grad = 2 * W.T @ (p - np.eye(3)[y])  # d CE / d x for logits = W (2x) + b
+        xa = np.clip(x + eps * np.sign(grad), 0, 1)
+        want.append(-math.log(softmax(np_logits(xa))[y]))
+    assert loss.item() == pytest.approx(np.mean(want), rel=1e-5)
+    # more than the clean CE: the point really is adversarial
+    clean = np.mean([-math.log(softmax(np_logits(X[i, 0].numpy()))[int(Y[i])]) for i in range(2)])
+    assert loss.item() > clean
+
+
+def test_ce_value_and_label_smoothing_hand_case():
+    model = Lin()
+    obj = OBJECTIVES.create("ce")
+    loss, _ = obj.loss(model, X, Y, state())
+    ps = [softmax(np_logits(X[i, 0].numpy())) for i in range(2)]
+    assert loss.item() == pytest.approx(np.mean([-math.log(ps[i][int(Y[i])]) for i in range(2)]), rel=1e-6)
+    smooth = OBJECTIVES.create("ce", label_smoothing=0.3)
+    loss_s, _ = smooth.loss(model, X, Y, state())
+    # target (1 - a) e_y + a / K: CE = -(1 - a) log p_y - (a / K) sum_k log p_k
+    want = [-(0.7 * math.log(p[int(Y[i])])) - 0.1 * np.log(p).sum() for i, p in enumerate(ps)]
+    assert loss_s.item() == pytest.approx(np.mean(want), rel=1e-6)

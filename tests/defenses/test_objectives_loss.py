@@ -225,8 +225,8 @@ def test_logitnorm_value_and_scale_invariant_gradient():
 def test_logitclip_paper_form_and_official_variant():
     z = [[3.0, 4.0, 0.0], [0.3, 0.4, 0.0]]  # norms 5 (> tau = 1.5, clipped) and 0.5 (kept)
     y = [0, 2]
-    obj, model, x, yt = setup("logitclip", z=z, y=y)
-    assert (obj.tau, obj.p, obj.official_code_compat) == (1.5, 2.0, False)
+    obj, model, x, yt = setup("logitclip", z=z, y=y, official_code_compat=False)
+    assert (obj.tau, obj.p) == (1.5, 2.0)
     loss, info = obj.loss(model, x, yt, make_state(2, 3))
     clipped = [1.5 * v / (5 + 1e-7) for v in z[0]]  # norm 1.5: [0.9, 1.2, 0]
     assert clipped[1] == pytest.approx(1.2, rel=1e-6)
@@ -237,10 +237,23 @@ def test_logitclip_paper_form_and_official_variant():
     p1 = softmax(z[1])
     assert g[1].tolist() == pytest.approx([p1[0] / 2, p1[1] / 2, (p1[2] - 1) / 2], rel=1e-9)
 
-    off, model2, _, _ = setup("logitclip", z=z, y=y, official_code_compat=True)
+    off, model2, _, _ = setup("logitclip", z=z, y=y)  # the default: the official code's form
     loss2, _ = off.loss(model2, x, yt, make_state(2, 3))
     rescaled = [v / (5 + 1e-7) / 1.5 for v in z[0]]  # official code: norm 1 / tau = 0.667
     assert loss2.item() == pytest.approx((ce(rescaled, 0) + ce(z[1], 2)) / 2, rel=1e-9)
+
+
+def test_logitclip_default_is_the_official_pair():
+    """Default = official code form with its README tau: ||z|| > 1.5 -> norm 2/3; ||z|| <= 1.5 kept."""
+    obj = OBJECTIVES.create("logitclip")
+    assert (obj.tau, obj.p, obj.official_code_compat) == (1.5, 2.0, True)
+    z = torch.tensor([[3.0, 4.0, 0.0], [0.72, 0.96, 0.0], [0.3, 0.4, 0.0]])  # norms 5, 1.2, 0.5
+    out = obj.clip(z)
+    assert out[0].norm().item() == pytest.approx(2 / 3, rel=1e-6)
+    assert torch.equal(out[1], z[1]) and torch.equal(out[2], z[2])
+    # The paper form at tau = 2/3 agrees above 1.5 but also clips the norm-1.2 row: no paper tau is equal.
+    paper = OBJECTIVES.create("logitclip", tau=2 / 3, official_code_compat=False).clip(z)
+    assert torch.allclose(paper[0], out[0]) and paper[1].norm().item() == pytest.approx(2 / 3, rel=1e-6)
 
 
 # ---- Square loss -------------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -199,3 +201,49 @@ def test_temperature_on_the_evaluated_split_is_refused(tmp_path):
     ds = load_dataset("digits:split=train")
     with pytest.raises(UsageError, match="held-out"):
         evaluate(Linear(), ds, parse_suite(SUITE, "t"), config=EvalConfig(max_samples=8, progress=False))
+
+
+# ---- how scores become probabilities (issue 24: square loss with simplex coding) ----------------------
+def test_simplex_coding_probabilities_hand_computed():
+    from harness.calibration import prob_stats, scores_to_probs
+
+    # K = 3, v_k = sqrt(3/2) (e_k - 1/3); z = v_0 exactly (a perfect fit of class 0): eta = (1, 0, 0).
+    v = math.sqrt(3 / 2) * (torch.eye(3) - 1 / 3)
+    assert torch.allclose(scores_to_probs(v[:1], "simplex-coding"), torch.tensor([[1.0, 0.0, 0.0]]), atol=1e-6)
+    # z = 0.5 v_0: z.v_0 = 0.5, z.v_k = -0.25 -> eta = ((2 * 0.5 + 1) / 3, (2 * -0.25 + 1) / 3, same) = (2/3, 1/6, 1/6)
+    p = scores_to_probs(0.5 * v[:1], "simplex-coding")
+    assert torch.allclose(p, torch.tensor([[2 / 3, 1 / 6, 1 / 6]]), atol=1e-6)
+    # z = 2 v_0: eta = (5/3, -1/3, -1/3) clipped to (1, 0, 0) then renormalised.
+    assert torch.allclose(scores_to_probs(2 * v[:1], "simplex-coding"), torch.tensor([[1.0, 0.0, 0.0]]), atol=1e-6)
+    st = prob_stats(0.5 * v[:1], torch.tensor([1]), score_to_prob="simplex-coding")
+    assert st[0, 0].item() == pytest.approx(2 / 3, rel=1e-6)
+    assert st[0, 1].item() == pytest.approx(math.log(1 / 6), rel=1e-6)
+    assert st[0, 2].item() == pytest.approx(4 / 9 + 2 / 36, rel=1e-6)
+
+
+def test_score_to_prob_read_from_the_sidecar():
+    from harness.calibration import score_to_prob_of
+    from harness.errors import CheckpointError
+
+    assert score_to_prob_of({}) == "softmax"
+    assert score_to_prob_of({"train_config": {"score_to_prob": "simplex-coding"}}) == "simplex-coding"
+    with pytest.raises(CheckpointError, match="score_to_prob"):
+        score_to_prob_of({"train_config": {"score_to_prob": "sigmoid"}})
+
+
+def test_square_loss_model_is_scored_with_its_coding(tmp_path):
+    """A square-loss checkpoint records simplex-coding; the engine's calibration statistics use it."""
+    from harness.api import evaluate as api_evaluate
+    from harness.api import load_dataset, train
+
+    res = train("square", "mlp", "digits", epochs=2, eval_samples=0, progress=False, out=tmp_path / "sq")
+    assert res.meta.train_config["score_to_prob"] == "simplex-coding"
+    suite = parse_suite(SUITE.replace('temperature = "train"', 'temperature = "none"'), "t")
+    r = api_evaluate(tmp_path / "sq", "digits:split=test", suite, progress=False, device="cpu", max_samples=64)
+    x, y = load_dataset("digits:split=test").batch(slice(0, 64))
+    with torch.no_grad():
+        z = res.model(x)
+    want = prob_stats(z, y, score_to_prob="simplex-coding")[:, 0].mean().item()
+    soft = prob_stats(z, y)[:, 0].mean().item()
+    assert abs(want - soft) > 0.01  # the two readouts differ on this model
+    assert r.extra["calibration"]["groups"]["clean"]["confidence"] == pytest.approx(want, abs=1e-5)

@@ -140,7 +140,7 @@ def test_second_writer_gets_run_locked_error(checkpoint, tmp_path):
 
 
 TRAIN = ["train", "--objective", "ce", "--model", "mlp", "--dataset", "synthetic:channels=1,size=8,n=256",
-         "--epochs", "3", "--device", "cpu", "--no-progress"]  # fmt: skip
+         "--epochs", "3", "--device", "cpu", "--no-progress", "--augment", "crop-flip"]  # fmt: skip
 
 
 @pytest.mark.slow
