@@ -58,6 +58,7 @@ from harness.data.base import ImageDataset, check_image_range
 from harness.errors import DataError, HarnessError, ModelError, UsageError
 from harness.faults import kill_point
 from harness.guard import ModelGuard
+from harness.labels import threat_label
 from harness.logits import finite_rows, misclassified
 from harness.paths import safe_join
 from harness.precision import PRECISIONS, SearchModel, frozen
@@ -1034,6 +1035,7 @@ class Evaluation:
                     eps=first.eps,
                     corruption=first.name if first.kind == "corruption" else None,
                     severity=first.severity,
+                    label=threat_label(first.norm, first.eps) if first.kind == "attack" else None,
                     entries=[
                         {
                             **self.entries[k].describe(),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
+from harness.reporting.summary import key_text
 from harness.results import Result
 
 
@@ -18,7 +19,7 @@ def results_table(
     t.add_column("model")
     t.add_column("clean", justify="right")
     for k in keys:
-        t.add_column(k, justify="right")
+        t.add_column(key_text(results, k), justify="right")
     for i, r in enumerate(results):
         have = {g.key: g for g in r.threat_models}
         t.add_row(
