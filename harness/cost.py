@@ -27,6 +27,9 @@ class Cost:
     def __add__(self, other: Cost) -> Cost:
         return Cost(self.forward + other.forward, self.backward + other.backward)
 
+    def __sub__(self, other: Cost) -> Cost:
+        return Cost(self.forward - other.forward, self.backward - other.backward)
+
     def __mul__(self, k: int) -> Cost:
         return Cost(self.forward * int(k), self.backward * int(k))
 
