@@ -125,7 +125,8 @@ def _batches(n: int, batch_size: int | None, chunk_size: int) -> list[int]:
     return out
 
 
-def _entry_text(e: Entry) -> str:
+def entry_label(e: Entry) -> str:
+    """A suite entry as people read it: ``pgd  L∞ 8/255`` for an attack, its key otherwise."""
     if e.kind == "attack":
         return f"{e.label or e.name}  {threat_label(e.norm, e.eps)}"
     return e.key
@@ -156,7 +157,7 @@ def plan_entries(
                 cost = sum(declared, Cost())  # type: ignore[arg-type]
                 if e.kind == "attack":
                     cost = cost + Cost(n * eot)  # the engine's fp32 verdict on every attacked image
-        rows.append(PlanRow(e.key, _entry_text(e), e.kind, cost, note))
+        rows.append(PlanRow(e.key, entry_label(e), e.kind, cost, note))
     return Cost(n * eot), rows
 
 
