@@ -81,15 +81,19 @@ class Plan:
             caption=self.caption(),
             caption_justify="left",
         )
-        for col in ("entry", "forward", "backward", "passes", "per image", "note"):
-            t.add_column(col, justify="left" if col in ("entry", "note") else "right")
-        t.add_row("clean verdict", *_cells(self.clean, self.n), "")
+        notes = any(r.note for r in self.rows)
+        t.add_column("entry", no_wrap=True)
+        for col in ("forward", "backward", "passes", "per image"):
+            t.add_column(col, justify="right", no_wrap=True)
+        if notes:
+            t.add_column("note")
+        tail = lambda note: [note] if notes else []
+        t.add_row("clean verdict", *_cells(self.clean, self.n), *tail(""))
         for r in self.rows:
-            if r.cost is None:
-                t.add_row(r.text, "?", "?", "?", "?", r.note)
-            else:
-                t.add_row(r.text, *_cells(r.cost, self.n), r.note)
-        t.add_row("[bold]total[/]", *_cells(self.total, self.n), "upper bound" if not self.undeclared else "")
+            cells = ["?"] * 4 if r.cost is None else _cells(r.cost, self.n)
+            t.add_row(r.text, *cells, *tail(r.note))
+        bound = "total (upper bound)" if not self.undeclared else "total of the declared entries"
+        t.add_row(f"[bold]{bound}[/]", *_cells(self.total, self.n), *tail(""))
         return t
 
     def caption(self) -> str:

@@ -166,9 +166,16 @@ class Browser:
         self.click(selector)
         self.send("Input.insertText", {"text": text})
 
-    def screenshot(self, path: Path, full_page: bool = True) -> bytes:
+    def screenshot(self, path: Path, full_page: bool = True, selector: str | None = None) -> bytes:
+        """A PNG of the page's content (``full_page``), of the viewport, or of the element ``selector`` names."""
         params: dict[str, Any] = {"format": "png"}
-        if full_page:
+        if selector is not None:
+            x, y, w, h = self.eval(
+                f"(function(){{var r=document.querySelector({json.dumps(selector)}).getBoundingClientRect();"
+                "return [r.left+window.scrollX-8,r.top+window.scrollY-8,r.width+16,r.height+16];})()"
+            )
+            params |= {"captureBeyondViewport": True, "clip": {"x": x, "y": y, "width": w, "height": h, "scale": 1}}
+        elif full_page:
             # the page's content, not the empty viewport below it
             w, h = self.eval(
                 "[document.documentElement.scrollWidth, Math.ceil(document.body.getBoundingClientRect().bottom) + 24]"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +15,7 @@ from harness.labels import eps_label, key_label, parse_eps, threat_label
 from harness.reporting import build_report, compare_runs
 from harness.results import Result
 from harness.suites import Suite, parse_eps_grid
+from tests.harness.browser_helpers import CHROMIUM, Browser
 from tests.harness.cli_helpers import cli
 from tests.harness.report_helpers import make_result
 
@@ -124,3 +127,29 @@ def test_cli_refuses_bad_eps_in_one_line(tmp_path):
     assert res.returncode == 2
     lines = [line for line in res.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "8/0" in lines[0] and "hint" in lines[0], res.stderr
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
+def test_report_headers_read_k_over_255_in_chromium(tmp_path):
+    """The summary table as a browser shows it; HARNESS_DOCS_IMAGES=1 rewrites the docs' screenshot."""
+    rs = [
+        make_result("standard", 186, {2 / 255: 120, 4 / 255: 61, 8 / 255: 9}, objective="ce"),
+        make_result("pgd-at", 160, {2 / 255: 141, 4 / 255: 122, 8 / 255: 88}, objective="pgd-at"),
+    ]
+    rep = build_report(rs, tmp_path / "rep", title="CIFAR-shaped run")
+    with Browser(tmp_path / "profile", height=700) as b:
+        b.open(rep.html)
+        heads = b.eval(
+            "Array.from(document.querySelectorAll('#summary-table th')).map(function(t){return t.textContent})"
+        )
+        assert heads == ["model", "clean", "L∞ 2/255", "L∞ 4/255", "L∞ 8/255"]
+        attack_rows = b.eval(
+            "Array.from(document.querySelectorAll('table.attacks td.l')).map(function(t){return t.textContent})"
+        )
+        assert "L∞ 8/255" in attack_rows and not any("linf-" in t for t in attack_rows)
+        assert b.problems() == []
+        shot = b.screenshot(tmp_path / "summary.png", selector="#summary-table")
+    assert shot[:8] == b"\x89PNG\r\n\x1a\n"
+    if os.environ.get("HARNESS_DOCS_IMAGES"):
+        target = Path(__file__).resolve().parents[2] / "docs" / "images" / "report-eps-labels.png"
+        target.write_bytes(shot)

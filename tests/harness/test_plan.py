@@ -80,7 +80,7 @@ def test_cli_plan_only_needs_no_model_and_reads_like_a_person_writes():
     res = cli("evaluate", "--plan-only", "--dataset", SPEC, "--eps", "linf=2/255,8/255", "--max-samples", "20")
     assert res.returncode == 0, res.stderr
     out = res.stdout
-    for want in ("clean verdict", "fgsm  L∞ 2/255", "pgd  L∞ 8/255", "total", "upper bound", "n=20"):
+    for want in ("clean verdict", "fgsm  L∞ 2/255", "pgd  L∞ 8/255", "total (upper bound)", "n=20"):
         assert want in out, out
     plan = plan_evaluation(SPEC, "quick", max_samples=20, eps={"linf": (2 / 255, 8 / 255)})
     assert f"{plan.total.passes:,}" in out
