@@ -8,6 +8,7 @@ person types (``8/255``, ``0.1``, ``1/4``).
 from __future__ import annotations
 
 import math
+import re
 from fractions import Fraction
 
 from harness.errors import UsageError
@@ -82,3 +83,13 @@ def key_label(key: str) -> str:
     except ValueError:
         return key
     return threat_label(norm, value) if math.isfinite(value) and value > 0 else key
+
+
+# A group key inside free text (a finding's message): ``linf-0.0313725``, ``l2-0.5``, ``fgsm@linf-0.3``.
+_KEY_IN_TEXT = re.compile(r"(?<![\w.-])(linf|l2)-(\d+(?:\.\d*)?(?:[eE][+-]?\d+)?)(?![\w.]*\d)")
+
+
+def relabel(text: str) -> str:
+    """``text`` with every group key in it written as people read it (``linf-0.0313725`` -> ``L∞ 8/255``);
+    for messages stored with keys (findings), so stored text stays as it was."""
+    return _KEY_IN_TEXT.sub(lambda m: key_label(m.group(0)), text)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
+from harness.labels import relabel
 from harness.reporting.summary import key_text
 from harness.results import Result
 
@@ -35,4 +36,6 @@ def print_findings(console, results: list[Result]) -> None:
         for f in r.findings:
             if f.severity in ("warning", "error"):
                 color = "red" if f.severity == "error" else "yellow"
-                console.print(f"[{color}]{f.severity}[/] {r.model.get('name') or r.name}: {f.message}", highlight=False)
+                console.print(
+                    f"[{color}]{f.severity}[/] {r.model.get('name') or r.name}: {relabel(f.message)}", highlight=False
+                )

@@ -10,6 +10,7 @@ import base64
 import html
 from collections.abc import Mapping, Sequence
 
+from harness.labels import relabel
 from harness.reporting import summary as S
 from harness.results import Accuracy, Finding, GroupResult, Result
 
@@ -49,8 +50,8 @@ class _Notes:
             self.items.append((len(self.items) + 1, who, f))
             n = len(self.items)
             out.append(
-                f'<a class="flag {h(f.severity)}" href="#finding-{n}" title="{h(f.message)}">⚠ {n}</a>'
-                f'<span class="flagtext">{h(f.severity)}: {h(f.check)} — {h(f.message)}</span>'
+                f'<a class="flag {h(f.severity)}" href="#finding-{n}" title="{h(relabel(f.message))}">⚠ {n}</a>'
+                f'<span class="flagtext">{h(f.severity)}: {h(f.check)} — {h(relabel(f.message))}</span>'
             )
         return "".join(out)
 
@@ -130,7 +131,8 @@ def render_html(
         sev = "error" if any(f.severity == "error" for _, _, f in notes.items) else "warning"
         items = "".join(
             f'<li id="finding-{n}"><b>{h(f.severity.upper())}</b> <code>{h(f.check)}</code> — {h(who)}, on '
-            f"{h(S.key_text(results, f.related) or 'the model as a whole (clean accuracy)')}: {h(f.message)}</li>"
+            f"{h(S.key_text(results, f.related) or 'the model as a whole (clean accuracy)')}: "
+            f"{h(relabel(f.message))}</li>"
             for n, who, f in notes.items
         )
         parts.append(
@@ -175,7 +177,7 @@ def _model_section(lab: str, r: Result, figures: Mapping[str, bytes], i: int, he
             + "".join(
                 f"<li><b>{h(f.severity.upper())}</b> <code>{h(f.check)}</code> "
                 f"({h(S.key_text([r], f.related) or 'model')}): "
-                f"{h(f.message)}</li>"
+                f"{h(relabel(f.message))}</li>"
                 for f in bad
             )
             + "</ul></div>"
@@ -218,7 +220,7 @@ def _model_section(lab: str, r: Result, figures: Mapping[str, bytes], i: int, he
         for g in r.threat_models:
             flags = "".join(
                 f'<span class="flag {h(f.severity)}">⚠</span>'
-                f'<span class="flagtext">{h(f.check)} — {h(f.message)}</span>'
+                f'<span class="flagtext">{h(f.check)} — {h(relabel(f.message))}</span>'
                 for f in S.serious(fk.get(g.key, []))
             )
             for j, e in enumerate(g.entries):
@@ -246,7 +248,7 @@ def _model_section(lab: str, r: Result, figures: Mapping[str, bytes], i: int, he
             for s in sevs:
                 g = next((g for g in r.corruptions if g.corruption == n and g.severity == s), None)
                 flags = "".join(
-                    f'<span class="flag {h(f.severity)}">⚠</span><span class="flagtext">{h(f.message)}</span>'
+                    f'<span class="flag {h(f.severity)}">⚠</span><span class="flagtext">{h(relabel(f.message))}</span>'
                     for f in S.serious(fk.get(g.key, []) if g else [])
                 )
                 cells.append(_acc(g.accuracy if g else None, flags))

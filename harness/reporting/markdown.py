@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from harness.labels import relabel
 from harness.reporting import summary as S
 from harness.results import Accuracy, Finding, Result
 
@@ -78,7 +79,8 @@ def render_markdown(
         for n, who, f in notes.items:
             on = S.key_text(results, f.related) or "the model as a whole (clean accuracy)"
             lines.append(
-                f"{n}. **{f.severity.upper()}** `{_esc(f.check)}` — {_esc(who)}, on {_esc(on)}: {_esc(f.message)}"
+                f"{n}. **{f.severity.upper()}** `{_esc(f.check)}` — {_esc(who)}, on {_esc(on)}: "
+                f"{_esc(relabel(f.message))}"
             )
         lines.append("")
     head = ["model", "clean"] + [_esc(S.key_text(results, k)) for k in keys] + (["mean corruption"] if has_corr else [])
@@ -128,7 +130,7 @@ def _model_section(lab: str, r: Result, images: Mapping[str, str], i: int, headl
         if f.severity in ("warning", "error"):
             lines.append(
                 f"> ⚠ **{f.severity.upper()}** `{_esc(f.check)}` ({_esc(S.key_text([r], f.related) or 'model')}): "
-                f"{_esc(f.message)}"
+                f"{_esc(relabel(f.message))}"
             )
     if any(f.severity in ("warning", "error") for f in r.findings):
         lines.append("")
@@ -170,7 +172,9 @@ def _model_section(lab: str, r: Result, images: Mapping[str, str], i: int, headl
                 lines.append(f"| {_esc(S.group_text(g))} | {_esc(name)} | {a.pct_ci()} | {e.get('seconds', 0):.2f} |")
             flag = S.serious(fk.get(g.key, []))
             if flag:
-                lines.append(f"| {_esc(S.group_text(g))} | ⚠ " + "; ".join(_esc(f.message) for f in flag) + " | | |")
+                lines.append(
+                    f"| {_esc(S.group_text(g))} | ⚠ " + "; ".join(_esc(relabel(f.message)) for f in flag) + " | | |"
+                )
         lines.append("")
     if r.corruptions:
         names = S.corruption_names([r])

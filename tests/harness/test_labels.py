@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from harness.errors import UsageError
-from harness.labels import eps_label, key_label, parse_eps, threat_label
+from harness.labels import eps_label, key_label, parse_eps, relabel, threat_label
 from harness.reporting import build_report, compare_runs
 from harness.results import Result
 from harness.suites import Suite, parse_eps_grid
@@ -33,6 +33,29 @@ def test_eps_label_hand_cases():
     assert threat_label("linf", 8 / 255) == "L∞ 8/255" and threat_label("l2", 0.5) == "L2 0.5"
     assert key_label("linf-0.0313725") == "L∞ 8/255" and key_label("l2-0.5") == "L2 0.5"
     assert key_label("gaussian_noise-3") == "gaussian_noise-3" and key_label("linf-x") == "linf-x"
+
+
+def test_relabel_rewrites_keys_inside_finding_messages():
+    msg = "pgd@linf-0.0313725 ran below its budget: the robust accuracy at linf-0.0313725 may be higher than l2-0.5."
+    assert (
+        relabel(msg) == "pgd@L∞ 8/255 ran below its budget: the robust accuracy at L∞ 8/255 may be higher than L2 0.5."
+    )
+    for same in ("gaussian_noise-3", "linf-x", "xlinf-0.1", "no key here"):
+        assert relabel(same) == same
+
+
+def test_findings_read_labels_in_the_report(tmp_path):
+    from harness.results import Finding
+
+    f = Finding(
+        "eps-monotonic", "warning", "accuracy at linf-0.0313725 exceeds linf-0.0156863", related="linf-0.0313725"
+    )
+    r = make_result("m", 180, {4 / 255: 120, 8 / 255: 130}, findings=[f])
+    rep = build_report([r], tmp_path / "rep")
+    md, page = rep.markdown.read_text(), rep.html.read_text()
+    assert "on L∞ 8/255: accuracy at L∞ 8/255 exceeds L∞ 4/255" in md
+    assert "accuracy at L∞ 8/255 exceeds L∞ 4/255" in page
+    assert r.findings[0].message == "accuracy at linf-0.0313725 exceeds linf-0.0156863"  # stored with keys
 
 
 def test_parse_eps_accepts_fractions_and_refuses_the_rest():
