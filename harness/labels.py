@@ -69,7 +69,7 @@ def parse_eps(text: object, *, norm: str | None = None, what: str = "eps") -> fl
     if not math.isfinite(value) or value <= 0:
         raise UsageError(f"{what} {text!r} is not a positive finite radius", hint)
     if norm == "linf" and value > 1:
-        raise UsageError(f"L-inf {what} {text!r} exceeds 1, the whole pixel range", "8/255 is 0.0314")
+        raise UsageError(f"{what} {text!r} exceeds 1, the whole L-inf pixel range", "8/255 is 0.0314")
     return value
 
 

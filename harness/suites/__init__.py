@@ -173,9 +173,9 @@ class Suite:
                     )
                 eps_list = list(eps_grid[norm])
             elif _is_eps(eps_spec):
-                eps_list = [parse_eps(eps_spec, norm=norm, what=f"{where}: eps")]
+                eps_list = [_eps_value(eps_spec, where)]
             elif isinstance(eps_spec, list) and eps_spec and all(map(_is_eps, eps_spec)):
-                eps_list = [parse_eps(e, norm=norm, what=f"{where}: eps") for e in eps_spec]
+                eps_list = [_eps_value(e, where) for e in eps_spec]
             else:
                 raise UsageError(
                     f"{where}: field 'eps' must be {FIELD_TYPES['eps']}, not {eps_spec!r}", "e.g. eps = 0.1"
@@ -276,6 +276,12 @@ def _is_number(v: Any) -> bool:
 def _is_eps(v: Any) -> bool:
     """An eps as a suite may write it: a number or text such as "8/255" (`parse_eps` checks the value)."""
     return _is_number(v) or (isinstance(v, str) and v != "dataset")
+
+
+def _eps_value(v: Any, where: str) -> float:
+    """A number as it is (`ThreatModel` checks its range, with the usual messages); text such as "8/255"
+    through `parse_eps` (a malformed fraction is one line naming the entry)."""
+    return float(v) if _is_number(v) else parse_eps(v, what=f"{where}: eps")
 
 
 def _is_int(v: Any) -> bool:
