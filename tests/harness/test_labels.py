@@ -16,7 +16,7 @@ from harness.reporting import build_report, compare_runs
 from harness.results import Result
 from harness.suites import Suite, parse_eps_grid
 from tests.harness.browser_helpers import CHROMIUM, Browser
-from tests.harness.cli_helpers import cli
+from tests.harness.cli_helpers import cli, cli_inprocess
 from tests.harness.report_helpers import make_result
 
 
@@ -145,11 +145,12 @@ def test_digits_eps_reads_as_the_number_and_old_results_still_label(tmp_path):
     assert ">L∞ 0.1</th>" in rep.html.read_text()
 
 
-def test_cli_refuses_bad_eps_in_one_line(tmp_path):
-    res = cli("evaluate", "--model", "tests.harness._user_models:small_net", "--eps", "linf=8/0", "--out", tmp_path)
-    assert res.returncode == 2
-    lines = [line for line in res.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "8/0" in lines[0] and "hint" in lines[0], res.stderr
+def test_cli_refuses_bad_eps_in_one_line(tmp_path, capsys):
+    args = ["evaluate", "--model", "tests.harness._user_models:small_net", "--eps", "linf=8/0", "--out", tmp_path]
+    code, _, err = cli_inprocess(*args, capsys=capsys)
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "8/0" in lines[0] and "hint" in lines[0], err
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")

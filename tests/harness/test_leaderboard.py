@@ -17,7 +17,7 @@ from harness.reporting import build_report, render_leaderboard
 from harness.reporting.leaderboard import COLUMNS, SCRIPT
 from harness.results import Finding
 from tests.harness.browser_helpers import CHROMIUM, Browser
-from tests.harness.cli_helpers import cli
+from tests.harness.cli_helpers import cli_inprocess
 from tests.harness.report_helpers import make_result
 
 XSS = "<script>alert(1)</script>"
@@ -98,20 +98,19 @@ def _save_runs(root: Path) -> list[Path]:
     return paths
 
 
-def test_cli_report_over_runs_and_a_damaged_result(tmp_path):
+def test_cli_report_over_runs_and_a_damaged_result(tmp_path, capsys):
     runs = _save_runs(tmp_path / "runs")
-    res = cli("report", *runs, "--out", tmp_path / "rep")
-    assert res.returncode == 0, res.stderr
-    assert "leaderboard" in res.stdout and (tmp_path / "rep" / "leaderboard.html").is_file()
-    assert res.stdout.count("\n") <= 3
+    code, out, err = cli_inprocess("report", *runs, "--out", tmp_path / "rep", capsys=capsys)
+    assert code == 0, err
+    assert "leaderboard" in out and (tmp_path / "rep" / "leaderboard.html").is_file()
     # a damaged result.json among them: one line naming the file, exit 2, no page written
     data = json.loads((runs[1] / "result.json").read_text())
     data["clean"]["correct"] = data["clean"]["n"] + 5
     (runs[1] / "result.json").write_text(json.dumps(data))
-    res = cli("report", *runs, "--out", tmp_path / "rep2")
-    assert res.returncode == 2
-    lines = [line for line in res.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "result.json" in lines[0] and "Traceback" not in res.stderr, res.stderr
+    code, out, err = cli_inprocess("report", *runs, "--out", tmp_path / "rep2", capsys=capsys)
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "result.json" in lines[0] and "Traceback" not in err, err
     assert not (tmp_path / "rep2" / "leaderboard.html").exists()
 
 
