@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from harness.cost import Cost, steps
 from harness.errors import UsageError
 from harness.logits import finite_grad, margin
 from harness.params import Param, Reference
@@ -168,6 +169,18 @@ class APGD(Attack):
     @property
     def min_classes(self) -> int:
         return 3 if self.loss in ("dlr", "dlr-targeted") else 2
+
+    def runs(self, num_classes: int) -> int:
+        """Searches per sample: one per restart, and for each target class when targeted."""
+        return self.restarts * (min(self.n_target_classes, num_classes - 1) if self.targeted else 1)
+
+    def cost(self, n: int, *, num_classes: int = 10) -> Cost:
+        """One clean forward; per run ``steps + 1`` gradients (the start and every step) over ``eot_iter``
+        draws; MALT target ranking adds one gradient per candidate class."""
+        total = Cost(1) + steps(self.steps + 1) * (self.eot_iter * self.runs(num_classes))
+        if self.targeted and self.target_order == "malt":
+            total += Cost(1, min(max(self.malt_candidates, self.n_target_classes), num_classes - 1))
+        return total * n
 
     # ---- public entry ---------------------------------------------------------------------------
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor, *, index: Tensor | None = None, seed: int = 0) -> Tensor:

@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from harness.cost import Cost
 from harness.errors import UsageError
 from harness.logits import margin
 from harness.params import Param
@@ -170,6 +171,20 @@ class AutoAttack(Attack):
     def last_run(self) -> list[dict[str, Any]]:
         """Per component of the last native run: samples attacked and still robust after it."""
         return self._last_run
+
+    def cost(self, n: int, *, num_classes: int = 10) -> Cost | None:
+        """Native backend: one image to read the number of classes (per call), one forward for the starting
+        margins, then each component's cost and one forward to score its points. The reference
+        backends run their own loops: not declared (None)."""
+        if self.backend != "native":
+            return None
+        total = Cost(1)
+        for attack in self._attacks:
+            part = attack.cost(1, num_classes=num_classes)
+            if part is None:
+                return None
+            total += part + Cost(1)
+        return total * n + Cost(1 if n else 0)
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor, *, index: Tensor | None = None, seed: int = 0) -> Tensor:
         assert index is not None

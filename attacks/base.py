@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from harness.cost import Cost
 from harness.params import Param, Reference
 from harness.precision import frozen
 from harness.threat import NORMS, ThreatModel, norm_alias
@@ -61,6 +62,11 @@ class Attack:
             index = torch.arange(len(x), device=x.device)
         with frozen(model):
             return self.perturb(model, x, y, index=index.to(x.device), seed=seed)
+
+    def cost(self, n: int, *, num_classes: int = 10) -> Cost | None:
+        """Model passes one call with its full budget takes on a batch of ``n`` images (`harness.cost`);
+        None: not declared."""
+        return None
 
     def reference_shortfalls(self) -> list[dict[str, Any]]:
         """Budget parameters set below ``REFERENCE``: [{param, value, reference, source}] (empty if none)."""

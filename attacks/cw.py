@@ -19,6 +19,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
+from harness.cost import Cost, steps
 from harness.errors import UsageError
 from harness.logits import finite_grad, margin
 from harness.params import Param, Reference
@@ -122,6 +123,10 @@ class CWL2(Attack):
             bounded = upper < UPPER_INIT / 10
             const = torch.where(bounded, (lower + upper) / 2, const * 10)
         return best_x, best_l2
+
+    def cost(self, n: int, *, num_classes: int = 10) -> Cost:
+        """``steps`` Adam gradient steps for each of the ``binary_search_steps`` constants."""
+        return steps(self.steps * self.binary_search_steps) * n
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor, *, index: Tensor | None = None, seed: int = 0) -> Tensor:
         best_x, best_l2 = self.minimize(model, x, y)

@@ -27,6 +27,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
+from harness.cost import Cost
 from harness.logits import misclassified
 from harness.params import Param, Reference
 from harness.registry import ATTACKS
@@ -202,6 +203,16 @@ class _FABBase(Attack):
     def _targets(self, logits: Tensor) -> list[Tensor | None]:
         return [None]
 
+    def n_targets(self, num_classes: int) -> int:
+        """Target classes searched per sample (1: untargeted)."""
+        return 1
+
+    def cost(self, n: int, *, num_classes: int = 10) -> Cost:
+        """One clean forward; per target and restart, ``steps`` linearisations (a forward and one backward
+        per class untargeted, one backward targeted) and one forward to test the new point."""
+        run = Cost(2, 1 if self.targeted else num_classes) * self.steps
+        return (Cost(1) + run * (self.restarts * self.n_targets(num_classes))) * n
+
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor, *, index: Tensor | None = None, seed: int = 0) -> Tensor:
         assert index is not None
         x = x.detach()
@@ -294,6 +305,9 @@ class FABTargeted(_FABBase):
     ) -> None:
         super().__init__(norm, eps, steps, restarts, alpha_max, eta, beta, early_stop, compact_every)
         self.n_target_classes = int(n_target_classes)
+
+    def n_targets(self, num_classes: int) -> int:
+        return min(self.n_target_classes, num_classes - 1)
 
     def _targets(self, logits: Tensor) -> list[Tensor | None]:
         # The reference's target k (k = 2..n+1) is the k-th largest clean logit.

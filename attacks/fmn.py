@@ -38,6 +38,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
+from harness.cost import Cost, steps
 from harness.errors import UsageError
 from harness.params import Param, Reference
 from harness.precision import frozen
@@ -286,6 +287,10 @@ class FMN(Attack):
                 best_n = torch.where(better, res.norms, best_n)
                 best_x = torch.where(_view(better, x), res.x_adv, best_x)
         return best_x, best_n
+
+    def cost(self, n: int, *, num_classes: int = 10) -> Cost:
+        """Per restart: ``steps`` gradient steps, a forward at the last point and one at its projection."""
+        return (steps(self.steps) + Cost(2)) * (self.restarts * n)
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor, *, index: Tensor | None = None, seed: int = 0) -> Tensor:
         assert index is not None

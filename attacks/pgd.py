@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from harness.cost import Cost, steps
 from harness.logits import finite_grad
 from harness.params import Param, Reference
 from harness.registry import ATTACKS
@@ -111,6 +112,12 @@ class PGD(Attack):
                 }
             )
         return out
+
+    def cost(self, n: int, *, num_classes: int = 10) -> Cost:
+        """Per restart: ``steps`` gradient steps plus (keep='best') one forward at the last iterate, each
+        averaged over ``eot_samples`` draws."""
+        run = steps(self.steps) + Cost(0 if self.keep == "last" else 1)
+        return run * (self.eot_samples * self.restarts * n)
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor, *, index: Tensor | None = None, seed: int = 0) -> Tensor:
         assert index is not None

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from harness.cost import Cost, steps
 from harness.logits import finite_rows
 from harness.params import Param
 from harness.registry import ATTACKS, CERTIFIERS
@@ -150,6 +151,14 @@ class SmoothingL2:
         return out
 
     # ---- the engine's entry point -------------------------------------------------------------------
+    def cost(self, n: int, *, num_classes: int = 10) -> Cost:
+        """``n0 + n`` noisy forwards to certify; per radius > 0 an L2 PGD on the noisy model
+        (``attack_steps`` gradients over ``eot_samples`` draws, one forward at the end) and
+        ``n_verdict`` noisy forwards for the verdict."""
+        radii = sum(1 for r in self.radii if r > 0)
+        attack = (steps(self.attack_steps) + Cost(1)) * self.eot_samples + Cost(self.n_verdict)
+        return (Cost(self.n0 + self.n) + attack * radii) * n
+
     def run(self, model: nn.Module, x: Tensor, y: Tensor, *, index: Tensor, seed: int, num_classes: int) -> dict:
         """CERTIFY every sample, then attack the certified-correct ones at each radius.
 

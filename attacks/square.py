@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from harness.cost import Cost
 from harness.errors import UsageError
 from harness.logits import margin as logit_margin
 from harness.logits import misclassified
@@ -138,6 +139,11 @@ class Square(Attack):
         return m, torch.where(torch.isfinite(m), -F.cross_entropy(logits, y, reduction="none"), m)
 
     @torch.no_grad()
+    def cost(self, n: int, *, num_classes: int = 10) -> Cost:
+        """Forward passes only: the clean check, then per restart the start and ``n_queries`` proposals,
+        and between restarts a check of the last result."""
+        return Cost(1 + self.restarts * (1 + self.n_queries) + (self.restarts - 1)) * n
+
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor, *, index: Tensor | None = None, seed: int = 0) -> Tensor:
         assert index is not None
         if x.dim() != 4:

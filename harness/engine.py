@@ -58,9 +58,12 @@ from harness.data.base import ImageDataset, check_image_range
 from harness.errors import DataError, HarnessError, ModelError, UsageError
 from harness.faults import kill_point
 from harness.guard import ModelGuard, backward_failure, first_line
+from harness.labels import threat_label
 from harness.logits import finite_rows, misclassified
 from harness.paths import safe_join
+from harness.plan import entry_label
 from harness.precision import PRECISIONS, SearchModel, frozen
+from harness.progress import Quiet, evaluation_progress
 from harness.records import drop_set_aside, restore_set_aside, result_config_hash, set_aside_outputs
 from harness.results import Accuracy, Finding, GroupResult, Result
 from harness.rng import stream_seed
@@ -215,6 +218,7 @@ class Evaluation:
         self.suite = load_suite(suite)
         grid = {**self.dataset.eps_grid, **(self.config.eps or {})}
         self.entries = self.suite.resolve(grid)
+        self._shown: Quiet = Quiet()  # the progress display while `run` computes chunks
         for e in self.entries:
             if e.threat is not None:
                 e.threat.validate_for(self.dataset.shape)
@@ -470,6 +474,7 @@ class Evaluation:
             for _, members in _groups(self.entries):
                 alive = correct.clone()
                 for k in members:
+                    self._shown.entry(entry_label(self.entries[k]), alive, len(x))  # per batch, not per step
                     t0 = time.perf_counter()
                     try:
                         self._entry(k, x, y, ids, sl, alive, cols)
@@ -489,6 +494,7 @@ class Evaluation:
                     key = self.entries[k].key
                     timing[key] = timing.get(key, 0.0) + time.perf_counter() - t0
                     kill_point("eval:attack")
+            self._shown.batch_done(len(x))
 
         runner.map(work, n)
         return cols
@@ -682,14 +688,15 @@ class Evaluation:
                 progress = self.config.progress and ctx.is_main
                 label = (self.name or "evaluate") + (f" rank 0/{ctx.world_size}" if ctx.active else "")
                 total = len(self.dataset) if not ctx.active else sum(_rows(store, c) for c in mine)
-                with _progress(progress, total, label) as advance:
+                with evaluation_progress(progress, total, label, len(mine)) as self._shown:
                     if not ctx.active:
-                        advance(len(self.dataset) - sum(_rows(store, c) for c in todo))
-                    for cid in mine:
+                        self._shown.advance(len(self.dataset) - sum(_rows(store, c) for c in todo))
+                    for i, cid in enumerate(mine):
                         s, e = store.chunk_range(cid)
+                        self._shown.start_chunk(i + 1, e - s)
                         store.write(cid, self._chunk(s, e, runner, timing))
                         kill_point("eval:chunk")
-                        advance(e - s)
+                        self._shown.advance(e - s)
                 outcome: dict[str, Any] = {"rank": ctx.rank, "ok": True, "chunks": len(mine), "timing": timing}
             except BaseException as e:
                 if not ctx.active or isinstance(e, SystemExit):  # SystemExit: stopped by the launcher
@@ -1053,6 +1060,7 @@ class Evaluation:
                     eps=first.eps,
                     corruption=first.name if first.kind == "corruption" else None,
                     severity=first.severity,
+                    label=threat_label(first.norm, first.eps) if first.kind == "attack" else None,
                     entries=[
                         {
                             **self.entries[k].describe(),
@@ -1187,32 +1195,6 @@ def _prediction(logits: Tensor) -> Tensor:
 def _sane(logits: Tensor) -> Tensor:
     """Non-finite rows replaced by zeros (the uniform distribution) for the calibration statistics."""
     return torch.where(finite_rows(logits)[:, None], logits, 0.0)
-
-
-@contextlib.contextmanager
-def _progress(enabled: bool, total: int, label: str) -> Iterator[Callable[[int], None]]:
-    if not enabled:
-        yield lambda k: None
-        return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        transient=False,
-    ) as prog:
-        task = prog.add_task(f"evaluate {label}", total=total)
-        yield lambda k: prog.advance(task, k)
 
 
 def evaluate(

@@ -28,6 +28,7 @@ import numpy as np
 
 from harness.atomic import append_text, temporary_directory, write_json, write_text
 from harness.errors import DataError, UsageError
+from harness.labels import key_label
 from harness.paths import safe_join
 from harness.stats import mcnemar_one_sided
 
@@ -626,7 +627,8 @@ class GateReport:
         floors = self._has_floors()
         for c in self.checks:
             row = [
-                c.key,
+                # the key (what --min-robust names) and, beside it, eps as people write it: (L∞ 8/255)
+                c.key if key_label(c.key) == c.key else f"{c.key} ({key_label(c.key)})",
                 "–" if c.baseline is None else f"{100 * c.baseline:.1f}",
                 f"{100 * c.current:.1f}",
                 "–" if c.delta is None else f"{100 * c.delta:+.1f}",

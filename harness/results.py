@@ -64,6 +64,9 @@ class GroupResult:
     # "surrogate" (BPDA/transfer gradients of a surrogate, plus gradient-free attacks), "gradient-free"
     # (only gradient-free attacks: the model's gradients are missing or obfuscated), "none" (nothing ran).
     attack_basis: str | None = None
+    # Attack groups: the threat model as people write it (``L∞ 8/255``, `harness.labels.threat_label`),
+    # for display beside the key, which keeps its decimal form for compatibility.
+    label: str | None = None
 
 
 @dataclass
@@ -259,7 +262,7 @@ _PARTS = Obj(
     required=("clean",),
 )  # fmt: skip
 
-_GROUP_OPTIONAL = {"norm": str, "corruption": str, "severity": int, "eps": (int, float)}
+_GROUP_OPTIONAL = {"norm": str, "corruption": str, "severity": int, "eps": (int, float), "label": str}
 _FINDING_OPTIONAL = {"related": str}
 
 

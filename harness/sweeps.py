@@ -309,8 +309,10 @@ class Sweep:
 
 
 def _summary(r: Result) -> str:
-    """``clean 91.2 % · linf-0.1 40.3 %``: the cell's clean and first robust accuracies."""
-    bits = [f"clean {r.clean.pct()} %"] + [f"{g.key} {g.accuracy.pct()} %" for g in r.threat_models[:2]]
+    """``clean 91.2 % · L∞ 0.1 40.3 %``: the cell's clean and first robust accuracies."""
+    from harness.reporting.summary import group_text
+
+    bits = [f"clean {r.clean.pct()} %"] + [f"{group_text(g)} {g.accuracy.pct()} %" for g in r.threat_models[:2]]
     return " · ".join(bits)
 
 

@@ -42,7 +42,7 @@ def compare(
                 if test.p_value is not None:
                     s += f" p={test.p_value:.2g}" + (" [bold]*[/]" if test.significant else "")
             cells.append(s)
-        t.add_row(m, *cells)
+        t.add_row(cmp.label(m), *cells)
     console.print(t)
     for s in cmp.sentences():
         console.print(f"- {s}", highlight=False, markup=False)

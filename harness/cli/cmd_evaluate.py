@@ -65,6 +65,9 @@ def evaluate(
     eps: list[str] = typer.Option([], "--eps", help="override the dataset's eps grid: NORM=V[,V...] (repeatable)"),
     nproc: int | None = typer.Option(None, help="launch N local ranks through torchrun (data-parallel)"),
     max_restarts: int = typer.Option(0, help="with --nproc: torchrun restarts of the whole job after a failure"),
+    plan_only: bool = typer.Option(
+        False, "--plan-only", help="print the expected cost in model passes per suite entry and stop (no model loaded)"
+    ),
 ) -> None:
     """Evaluate a model with a suite; writes OUT/NAME/{result.json,report.md,records/}; resumable.
 
@@ -76,6 +79,9 @@ def evaluate(
     from harness.engine import EvalConfig
     from harness.suites import parse_eps_grid
 
+    if plan_only:
+        _print_plan(dataset, suite, max_samples, eps, batch_size, chunk_size, eot_samples)
+        return
     if (checkpoint is None) == (model is None):
         raise UsageError(
             "give the model once: as the MODEL argument or as --model",
@@ -141,3 +147,30 @@ def evaluate(
     console.print(results_table([res]))
     print_findings(console, [res])
     console.print(f"wrote [bold]{out / run_name}[/]/result.json and report.md")
+
+
+def _print_plan(
+    dataset: str,
+    suite: str,
+    max_samples: int | None,
+    eps: list[str],
+    batch_size: str,
+    chunk_size: int,
+    eot_samples: int | None,
+) -> None:
+    """`--plan-only`: the options checked as for a run, then the plan table (`harness.plan`)."""
+    from harness.engine import EvalConfig
+    from harness.plan import plan_evaluation
+    from harness.suites import parse_eps_grid
+
+    cfg = EvalConfig(batch_size=batch_size, chunk_size=chunk_size, max_samples=max_samples, eot_samples=eot_samples)
+    plan = plan_evaluation(
+        dataset,
+        suite,
+        max_samples=cfg.max_samples,
+        eps=parse_eps_grid(eps),
+        batch_size=cfg.batch_size,
+        chunk_size=cfg.chunk_size,
+        eot_samples=cfg.eot_samples,
+    )
+    console.print(plan.table())

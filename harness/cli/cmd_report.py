@@ -34,4 +34,7 @@ def report(
             console.print(f"[yellow]note[/] {len(missing)} sweep cell(s) not finished, left out: {', '.join(missing)}")
     target = out or (sweep_root / "report" if sweep_root else found[0] if len(found) == 1 else Path("report"))
     rep = build_report(runs, target, title=title, threat=threat, clean=sweep_root is not None and out is None)
-    console.print(f"{len(rep.results)} run(s); wrote [bold]{rep.html}[/] and [bold]{rep.markdown}[/]", highlight=False)
+    board = f" and the leaderboard [bold]{rep.leaderboard}[/]" if rep.leaderboard else ""
+    console.print(
+        f"{len(rep.results)} run(s); wrote [bold]{rep.html}[/], [bold]{rep.markdown}[/]{board}", highlight=False
+    )

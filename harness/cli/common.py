@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from harness.reporting.summary import basis_legend, basis_mark
+from harness.labels import relabel
+from harness.reporting.summary import basis_legend, basis_mark, key_text
 from harness.results import Result
 
 
@@ -23,7 +24,7 @@ def results_table(
     t.add_column("model")
     t.add_column("clean", justify="right")
     for k in keys:
-        t.add_column(k, justify="right")
+        t.add_column(key_text(results, k), justify="right")
     for i, r in enumerate(results):
         have = {g.key: g for g in r.threat_models}
         t.add_row(
@@ -42,4 +43,6 @@ def print_findings(console, results: list[Result]) -> None:
         for f in r.findings:
             if f.severity in ("warning", "error"):
                 color = "red" if f.severity == "error" else "yellow"
-                console.print(f"[{color}]{f.severity}[/] {r.model.get('name') or r.name}: {f.message}", highlight=False)
+                console.print(
+                    f"[{color}]{f.severity}[/] {r.model.get('name') or r.name}: {relabel(f.message)}", highlight=False
+                )

@@ -6,6 +6,7 @@ Nothing here loads a model or a dataset, so every report can be rebuilt from the
 from harness.reporting.build import build_report
 from harness.reporting.compare import Comparison, compare_runs
 from harness.reporting.export import export_robustbench
+from harness.reporting.leaderboard import render_leaderboard
 from harness.reporting.markdown import render_markdown
 from harness.reporting.runs import Run, find_runs, load_runs
 from harness.reporting.summary import pareto_front
@@ -19,5 +20,6 @@ __all__ = [
     "find_runs",
     "load_runs",
     "pareto_front",
+    "render_leaderboard",
     "render_markdown",
 ]

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from harness.labels import key_label
 from harness.reporting.plots import _colors, _figure, _png
 from harness.results import Result
 
@@ -45,7 +46,7 @@ def calibration_rows(r: Result) -> list[list[str]]:
         return []
     rows = []
     for g, d in cal["groups"].items():
-        row = [g] + [_num(d.get(k), d.get("ci95", {}).get(k)) for k in CAL_COLS]
+        row = [key_label(g)] + [_num(d.get(k), d.get("ci95", {}).get(k)) for k in CAL_COLS]
         if cal.get("temperature"):
             sc = d.get("scaled", {})
             row += [_num(sc.get("ece"), sc.get("ci95", {}).get("ece")), _num(sc.get("nll"))]

@@ -13,9 +13,12 @@ from harness.paths import safe_join
 from harness.reporting import plots
 from harness.reporting import summary as S
 from harness.reporting.html import render_html
+from harness.reporting.leaderboard import render_leaderboard
 from harness.reporting.markdown import render_markdown
 from harness.reporting.runs import load_runs
 from harness.results import Result
+
+LEADERBOARD = "leaderboard.html"
 
 
 @dataclass
@@ -27,6 +30,7 @@ class Report:
     html: Path
     figures: dict[str, Path] = field(default_factory=dict)
     results: list[Result] = field(default_factory=list)
+    leaderboard: Path | None = None  # leaderboard.html, written for two or more runs
 
 
 def _slug(s: str) -> str:
@@ -59,7 +63,9 @@ def build_report(
 ) -> Report:
     """Build the report of ``runs`` (run folders, folders of runs, or `Result` objects) in ``out``.
 
-    Reads only result.json files; ``threat`` picks the threat model of the trade-off plot (a key
+    Reads only result.json files (each checked by `Result.load`: a damaged one is a one-line error
+    naming it); for two or more runs also writes leaderboard.html, the sortable, filterable table.
+    ``threat`` picks the threat model of the trade-off plot (a key
     such as ``linf-0.1``; default: the adversarial-training eps, else the middle L-inf eps).
     ``clean`` first removes the PNG figures of an earlier build in ``out`` (for a folder the caller
     owns, e.g. a sweep's report), so figures of runs no longer reported do not linger.
@@ -91,4 +97,8 @@ def build_report(
     write_text(md, render_markdown(results, title, images=names, threat=threat))
     page = out / "report.html"
     write_text(page, render_html(results, figs, title, threat))
-    return Report(out, md, page, paths_out, results)
+    board = None
+    if len(results) > 1:
+        board = safe_join(out, LEADERBOARD, what="leaderboard")
+        write_text(board, render_leaderboard(results, title=f"{title}: leaderboard"))
+    return Report(out, md, page, paths_out, results, board)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from harness.errors import UsageError
+from harness.labels import key_label
 from harness.records import open_record, read_index
 from harness.reporting import summary as S
 from harness.reporting.runs import Run, load_runs
@@ -87,6 +88,12 @@ class Comparison:
     notes: list[str] = field(default_factory=list)
     # Per run: {"ece": {group: ECE}, "certified": {smoothing group: {radius: certified accuracy}}}.
     beyond: list[dict[str, Any]] = field(default_factory=list)
+    # Metric key -> what a person reads (``L∞ 8/255`` for linf-0.0313725); keys stay the identifiers.
+    metric_labels: dict[str, str] = field(default_factory=dict)
+
+    def label(self, metric: str) -> str:
+        """The display text of a metric key (the key itself when it has no label)."""
+        return self.metric_labels.get(metric, metric)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -94,6 +101,7 @@ class Comparison:
             "runs": self.runs,
             "paths": self.paths,
             "metrics": self.metrics,
+            "metric_labels": self.metric_labels,
             "accuracy": self.table,
             "alpha": self.alpha,
             "correction": "holm",
@@ -129,7 +137,7 @@ class Comparison:
                     if t.significant:
                         cell += " **\\***"
                 cells.append(cell)
-            lines.append(f"| {esc(m)} | " + " | ".join(cells) + " |")
+            lines.append(f"| {esc(self.label(m))} | " + " | ".join(cells) + " |")
         lines += [
             "",
             f"\\* significant at α = {self.alpha:g} after Holm correction over the "
@@ -159,7 +167,9 @@ class Comparison:
             lines.append("|---|" + "---|" * len(self.runs))
             for g in groups:
                 vals = [b.get("ece", {}).get(g) for b in self.beyond]
-                lines.append(f"| {esc(g)} | " + " | ".join("–" if v is None else f"{v:.4f}" for v in vals) + " |")
+                lines.append(
+                    f"| {esc(key_label(g))} | " + " | ".join("–" if v is None else f"{v:.4f}" for v in vals) + " |"
+                )
         cert = list(dict.fromkeys((g, r) for b in self.beyond for g, t in b.get("certified", {}).items() for r in t))
         if cert:
             lines += [
@@ -180,7 +190,8 @@ class Comparison:
         out = []
         for t in self.tests:
             s = (
-                f"{t.other} vs {t.baseline}, {t.metric}: {100 * t.baseline_acc:.1f} → {100 * t.other_acc:.1f} % "
+                f"{t.other} vs {t.baseline}, {self.label(t.metric)}: "
+                f"{100 * t.baseline_acc:.1f} → {100 * t.other_acc:.1f} % "
                 f"({100 * t.diff:+.1f} points)"
             )
             if t.p_value is None:
@@ -269,7 +280,8 @@ def compare_runs(runs: Sequence[str | Path | Run], *, alpha: float = 0.05) -> Co
     _holm(tests, alpha)
     beyond = [_beyond(r) for r in results]
     paths = [str(r.path) if r.path else None for r in loaded]
-    return Comparison(labels, paths, metrics, table, tests, alpha, notes, beyond)
+    metric_labels = {m: S.key_text(results, m) for m in metrics}
+    return Comparison(labels, paths, metrics, table, tests, alpha, notes, beyond, metric_labels)
 
 
 def _beyond(r: Result) -> dict[str, Any]:

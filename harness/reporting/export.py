@@ -121,7 +121,7 @@ def model_info(r: Result, threat_model: str, threat: str | None = None) -> dict[
     lo, hi = g.accuracy.ci95
     info["footnote"] = (
         f"harness: per-sample worst case over {', '.join(attacks)} ({'AutoAttack' if is_aa else 'not AutoAttack'}) "
-        f"at {g.key} on n={n} samples of {r.dataset.get('name')}/{r.dataset.get('split')}; "
+        f"at {S.group_text(g)} on n={n} samples of {r.dataset.get('name')}/{r.dataset.get('split')}; "
         f"95% CI [{100 * lo:.2f}, {100 * hi:.2f}]; suite {r.suite.get('name')}."
     )
     if stochastic:

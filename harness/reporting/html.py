@@ -10,6 +10,7 @@ import base64
 import html
 from collections.abc import Mapping, Sequence
 
+from harness.labels import relabel
 from harness.reporting import summary as S
 from harness.results import Accuracy, Finding, GroupResult, Result
 
@@ -49,8 +50,8 @@ class _Notes:
             self.items.append((len(self.items) + 1, who, f))
             n = len(self.items)
             out.append(
-                f'<a class="flag {h(f.severity)}" href="#finding-{n}" title="{h(f.message)}">⚠ {n}</a>'
-                f'<span class="flagtext">{h(f.severity)}: {h(f.check)} — {h(f.message)}</span>'
+                f'<a class="flag {h(f.severity)}" href="#finding-{n}" title="{h(relabel(f.message))}">⚠ {n}</a>'
+                f'<span class="flagtext">{h(f.severity)}: {h(f.check)} — {h(relabel(f.message))}</span>'
             )
         return "".join(out)
 
@@ -101,7 +102,7 @@ def render_html(
         body_rows.append("<tr>" + "".join(cells) + "</tr>")
     head = (
         '<tr><th class="l">model</th><th>clean</th>'
-        + "".join(f"<th>{h(k)}</th>" for k in keys)
+        + "".join(f'<th title="{h(k)}">{h(S.key_text(results, k))}</th>' for k in keys)
         + ("<th>mean corruption</th>" if has_corr else "")
         + "</tr>"
     )
@@ -130,7 +131,8 @@ def render_html(
         sev = "error" if any(f.severity == "error" for _, _, f in notes.items) else "warning"
         items = "".join(
             f'<li id="finding-{n}"><b>{h(f.severity.upper())}</b> <code>{h(f.check)}</code> — {h(who)}, on '
-            f"{h(f.related or 'the model as a whole (clean accuracy)')}: {h(f.message)}</li>"
+            f"{h(S.key_text(results, f.related) or 'the model as a whole (clean accuracy)')}: "
+            f"{h(relabel(f.message))}</li>"
             for n, who, f in notes.items
         )
         parts.append(
@@ -148,7 +150,7 @@ def render_html(
                 pts.append((r.clean.accuracy, g.accuracy.accuracy if g else float("nan")))
             front = S.pareto_front(pts)
             parts.append(
-                f"<p>Pareto front (clean vs robust at <code>{h(headline)}</code>): "
+                f"<p>Pareto front (clean vs robust at {h(S.key_text(results, headline))}): "
                 + ", ".join(h(labels[i]) for i in front)
                 + ". Points carry 95 % CIs in both directions.</p>"
             )
@@ -173,8 +175,9 @@ def _model_section(lab: str, r: Result, figures: Mapping[str, bytes], i: int, he
         out.append(
             f'<div class="findings{"" if sev == "error" else " warn"}"><ul>'
             + "".join(
-                f"<li><b>{h(f.severity.upper())}</b> <code>{h(f.check)}</code> ({h(f.related or 'model')}): "
-                f"{h(f.message)}</li>"
+                f"<li><b>{h(f.severity.upper())}</b> <code>{h(f.check)}</code> "
+                f"({h(S.key_text([r], f.related) or 'model')}): "
+                f"{h(relabel(f.message))}</li>"
                 for f in bad
             )
             + "</ul></div>"
@@ -200,7 +203,7 @@ def _model_section(lab: str, r: Result, figures: Mapping[str, bytes], i: int, he
                 ("precision", h(S.precision_text(c))),
                 ("clean accuracy", f"{r.clean.pct_ci()} % ({r.clean.correct}/{r.clean.n})"),
                 *(
-                    (f"robust accuracy at {h(g.key)}", f"{S.basis_mark(g)} comes {h(text)}")
+                    (f"robust accuracy at {h(S.group_text(g))}", f"{S.basis_mark(g)} comes {h(text)}")
                     for g, text in S.basis_notes(r)
                 ),
                 *(
@@ -217,7 +220,7 @@ def _model_section(lab: str, r: Result, figures: Mapping[str, bytes], i: int, he
         for g in r.threat_models:
             flags = "".join(
                 f'<span class="flag {h(f.severity)}">⚠</span>'
-                f'<span class="flagtext">{h(f.check)} — {h(f.message)}</span>'
+                f'<span class="flagtext">{h(f.check)} — {h(relabel(f.message))}</span>'
                 for f in S.serious(fk.get(g.key, []))
             )
             for j, e in enumerate(g.entries):
@@ -225,7 +228,8 @@ def _model_section(lab: str, r: Result, figures: Mapping[str, bytes], i: int, he
                 a = Accuracy(cum["correct"], cum["n"], cum["accuracy"], tuple(cum["ci95"]))  # type: ignore[arg-type]
                 last = j == len(g.entries) - 1
                 rows.append(
-                    f'<tr><td class="l">{h(g.key)}</td><td class="l">{h(e["key"])}</td>'
+                    f'<tr><td class="l" title="{h(g.key)}">{h(S.group_text(g))}</td>'
+                    f'<td class="l">{h(S.entry_text(e, g))}</td>'
                     + _acc(a, flags if last else "")
                     + f"<td>{float(e.get('seconds', 0)):.2f}</td></tr>"
                 )
@@ -244,7 +248,7 @@ def _model_section(lab: str, r: Result, figures: Mapping[str, bytes], i: int, he
             for s in sevs:
                 g = next((g for g in r.corruptions if g.corruption == n and g.severity == s), None)
                 flags = "".join(
-                    f'<span class="flag {h(f.severity)}">⚠</span><span class="flagtext">{h(f.message)}</span>'
+                    f'<span class="flag {h(f.severity)}">⚠</span><span class="flagtext">{h(relabel(f.message))}</span>'
                     for f in S.serious(fk.get(g.key, []) if g else [])
                 )
                 cells.append(_acc(g.accuracy if g else None, flags))
@@ -278,7 +282,7 @@ def _per_class(r: Result, headline: str | None) -> str:
     cs = [c for c in r.corruptions if c.per_class]
     head = (
         '<tr><th class="l">class</th><th>n</th><th>clean</th>'
-        + (f"<th>robust {h(headline)}</th>" if g and g.per_class else "")
+        + (f"<th>robust {h(S.group_text(g))}</th>" if g and g.per_class else "")
         + ("<th>mean corruption</th>" if cs else "")
         + "</tr>"
     )

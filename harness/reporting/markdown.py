@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from harness.labels import relabel
 from harness.reporting import summary as S
 from harness.results import Accuracy, Finding, Result
 
@@ -76,12 +77,13 @@ def render_markdown(
             "",
         ]
         for n, who, f in notes.items:
-            on = f.related or "the model as a whole (clean accuracy)"
+            on = S.key_text(results, f.related) or "the model as a whole (clean accuracy)"
             lines.append(
-                f"{n}. **{f.severity.upper()}** `{_esc(f.check)}` — {_esc(who)}, on {_esc(on)}: {_esc(f.message)}"
+                f"{n}. **{f.severity.upper()}** `{_esc(f.check)}` — {_esc(who)}, on {_esc(on)}: "
+                f"{_esc(relabel(f.message))}"
             )
         lines.append("")
-    head = ["model", "clean"] + keys + (["mean corruption"] if has_corr else [])
+    head = ["model", "clean"] + [_esc(S.key_text(results, k)) for k in keys] + (["mean corruption"] if has_corr else [])
     lines += [
         "## Clean vs robust accuracy (%)",
         "",
@@ -106,7 +108,8 @@ def render_markdown(
                 g = next((g for g in r.threat_models if g.key == headline), None)
                 pts.append((r.clean.accuracy, g.accuracy.accuracy if g else float("nan")))
             front = S.pareto_front(pts)
-            lines.append(f"Pareto front (clean vs {headline}): " + ", ".join(_esc(labels[i]) for i in front) + ".")
+            on = _esc(S.key_text(results, headline))
+            lines.append(f"Pareto front (clean vs {on}): " + ", ".join(_esc(labels[i]) for i in front) + ".")
             lines.append("")
         for name, alt in (("tradeoff", "clean vs robust trade-off"), ("eps_curves", "robust accuracy vs eps")):
             if name in images:
@@ -126,7 +129,8 @@ def _model_section(lab: str, r: Result, images: Mapping[str, str], i: int, headl
     for f in r.findings:
         if f.severity in ("warning", "error"):
             lines.append(
-                f"> ⚠ **{f.severity.upper()}** `{_esc(f.check)}` ({_esc(f.related or 'model')}): {_esc(f.message)}"
+                f"> ⚠ **{f.severity.upper()}** `{_esc(f.check)}` ({_esc(S.key_text([r], f.related) or 'model')}): "
+                f"{_esc(relabel(f.message))}"
             )
     if any(f.severity in ("warning", "error") for f in r.findings):
         lines.append("")
@@ -147,7 +151,7 @@ def _model_section(lab: str, r: Result, images: Mapping[str, str], i: int, headl
             f"- results use EOT: gradients averaged over {eot} forward passes, verdicts by majority over {eot}"
         )
     for g, text in S.basis_notes(r):
-        lines.append(f"- robust accuracy at {_esc(g.key)} comes {_esc(text)}")
+        lines.append(f"- robust accuracy at {_esc(S.group_text(g))} comes {_esc(text)}")
     sur = r.config.get("surrogate")
     if sur:
         lines.append(f"- gradient attacks used the surrogate {_esc(sur.get('source'))} ({_esc(sur.get('mode'))})")
@@ -164,11 +168,13 @@ def _model_section(lab: str, r: Result, images: Mapping[str, str], i: int, headl
             for e in g.entries:
                 cum = e["cumulative"]
                 a = Accuracy(cum["correct"], cum["n"], cum["accuracy"], tuple(cum["ci95"]))  # type: ignore[arg-type]
-                name = e["key"] + (f" (not run: {e['skipped']})" if e.get("skipped") else "")
-                lines.append(f"| {_esc(g.key)} | {_esc(name)} | {a.pct_ci()} | {e.get('seconds', 0):.2f} |")
+                name = S.entry_text(e, g) + (f" (not run: {e['skipped']})" if e.get("skipped") else "")
+                lines.append(f"| {_esc(S.group_text(g))} | {_esc(name)} | {a.pct_ci()} | {e.get('seconds', 0):.2f} |")
             flag = S.serious(fk.get(g.key, []))
             if flag:
-                lines.append(f"| {_esc(g.key)} | ⚠ " + "; ".join(_esc(f.message) for f in flag) + " | | |")
+                lines.append(
+                    f"| {_esc(S.group_text(g))} | ⚠ " + "; ".join(_esc(relabel(f.message)) for f in flag) + " | | |"
+                )
         lines.append("")
     if r.corruptions:
         names = S.corruption_names([r])
@@ -206,7 +212,7 @@ def _per_class_table(r: Result, headline: str | None) -> list[str]:
     cs = [c for c in r.corruptions if c.per_class]
     head = (
         ["class", "n", "clean"]
-        + ([f"robust {headline}"] if g and g.per_class else [])
+        + ([f"robust {_esc(S.group_text(g))}"] if g and g.per_class else [])
         + (["mean corruption"] if cs else [])
     )
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

@@ -12,6 +12,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from harness.labels import NORM_TEXT, eps_label
 from harness.reporting import summary as S
 from harness.results import Result
 
@@ -54,11 +55,15 @@ def _colors(n: int) -> list:
 
 
 def _eps_text(g) -> str:
-    norm = {"linf": "L∞", "l2": "L2", "l1": "L1"}.get(g.norm or "", g.norm or "")
-    e = g.eps or 0.0
-    k = e * 255
-    frac = f" ({round(k)}/255)" if abs(k - round(k)) < 1e-6 and 0 < round(k) < 64 else ""
-    return f"{norm}, ε = {e:.4g}{frac}"
+    """``L∞, ε = 8/255`` (`harness.labels.eps_label`: k/255 where it is one, else the number)."""
+    norm = NORM_TEXT.get(g.norm or "", g.norm or "")
+    return f"{norm}, ε = {eps_label(g.eps or 0.0)}"
+
+
+def _err(a) -> tuple[float, float]:
+    """Error-bar lengths (%) below and above an accuracy; never negative (at 0 % or 100 % the Wilson
+    bound equals the accuracy up to float rounding, which matplotlib refuses when it dips below)."""
+    return (max(0.0, 100 * (a.accuracy - a.ci95[0])), max(0.0, 100 * (a.ci95[1] - a.accuracy)))
 
 
 def _clip(s: str, n: int = 40) -> str:
@@ -130,7 +135,7 @@ def tradeoff(results: Sequence[Result], threat: str | None) -> bytes | None:
     objectives = [str(r.model.get("objective") or "?") for r in results]
     colors = _colors(len(results))
     clean = [100 * r.clean.accuracy for r in results]
-    cerr = [(100 * (r.clean.accuracy - r.clean.ci95[0]), 100 * (r.clean.ci95[1] - r.clean.accuracy)) for r in results]
+    cerr = [_err(r.clean) for r in results]
     ai = 0
     if threat is not None:
         rob, rerr = [], []
@@ -144,7 +149,7 @@ def tradeoff(results: Sequence[Result], threat: str | None) -> bytes | None:
             else:
                 a = g.accuracy
                 rob.append(100 * a.accuracy)
-                rerr.append((100 * (a.accuracy - a.ci95[0]), 100 * (a.ci95[1] - a.accuracy)))
+                rerr.append(_err(a))
         _scatter_panel(
             axes[ai],
             clean,
@@ -168,7 +173,7 @@ def tradeoff(results: Sequence[Result], threat: str | None) -> bytes | None:
                 merr.append((0.0, 0.0))
             else:
                 mc.append(100 * a.accuracy)
-                merr.append((100 * (a.accuracy - a.ci95[0]), 100 * (a.ci95[1] - a.accuracy)))
+                merr.append(_err(a))
         _scatter_panel(
             axes[ai],
             clean,
@@ -206,9 +211,12 @@ def eps_curves(results: Sequence[Result]) -> bytes | None:
             hi = np.array([100 * a.ci95[1] for a in accs])
             ax.plot(e, y, marker=MARKERS[i % len(MARKERS)], color=colors[i], ms=4, lw=1.4, label=_clip(labels[i]))
             ax.fill_between(e, lo, hi, color=colors[i], alpha=0.15, lw=0)
-        ax.set_xlabel(f"ε ({ {'linf': 'L∞', 'l2': 'L2', 'l1': 'L1'}.get(norm, norm) })")
+        ticks = sorted({g.eps for r in results for g in r.threat_models if g.norm == norm and g.eps})
+        if len(ticks) <= 8:  # the evaluated radii as people write them (8/255), when they fit
+            ax.set_xticks([0.0, *ticks], ["0", *(eps_label(t) for t in ticks)], fontsize=7, rotation=30)
+        ax.set_xlabel(f"ε ({NORM_TEXT.get(norm, norm)})")
         ax.set_ylabel("robust accuracy (%)")
-        ax.set_title(f"Robust accuracy vs ε ({ {'linf': 'L∞', 'l2': 'L2', 'l1': 'L1'}.get(norm, norm) })")
+        ax.set_title(f"Robust accuracy vs ε ({NORM_TEXT.get(norm, norm)})")
         ax.set_ylim(0, 101)
         ax.set_xlim(left=0)
     handles, labs = axes[0].get_legend_handles_labels()

@@ -6,6 +6,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from harness.labels import key_label, threat_label
 from harness.results import Accuracy, Finding, GroupResult, Result
 from harness.stats import wilson
 
@@ -59,6 +60,32 @@ def threat_keys(results: Sequence[Result]) -> list[str]:
         for g in r.threat_models:
             seen.setdefault(g.key, g)
     return sorted(seen, key=lambda k: (seen[k].norm or "", seen[k].eps or 0.0))
+
+
+def group_text(g: GroupResult) -> str:
+    """What a person reads for a group: ``L∞ 8/255`` for a threat model (from its norm and eps, so a
+    result.json written before labels existed reads the same), the key for anything else."""
+    if g.kind == "attack" and g.norm and isinstance(g.eps, (int, float)):
+        return threat_label(g.norm, g.eps)
+    return g.key
+
+
+def entry_text(entry: Mapping[str, Any], g: GroupResult) -> str:
+    """An attack entry of a group without its ``@key`` suffix (the threat model is shown beside it)."""
+    key = str(entry.get("key", ""))
+    suffix = f"@{g.key}"
+    return key[: -len(suffix)] if key.endswith(suffix) and len(key) > len(suffix) else key
+
+
+def key_text(results: Sequence[Result], key: str | None) -> str:
+    """`group_text` of the group with this key in ``results`` (else `harness.labels.key_label` of the key)."""
+    if key is None:
+        return ""
+    for r in results:
+        for g in r.groups:
+            if g.key == key:
+                return group_text(g)
+    return key_label(key)
 
 
 def corruption_names(results: Sequence[Result]) -> list[str]:

@@ -7,7 +7,7 @@ suite is any TOML file of the same form (``--suite path/to/suite.toml``). Data, 
     [[attack]]
     name = "pgd"           # a registered attack
     norm = "linf"
-    eps = "dataset"        # a number, a list, or "dataset" (the dataset's eps grid for that norm)
+    eps = "dataset"        # a number, "8/255", a list of them, or "dataset" (the dataset's eps grid for that norm)
     params = { steps = 20, loss = "ce" }
     when = ["gradients"]   # optional: run only if the precheck raised one of these findings
     [[corruption]]
@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UsageError
+from harness.labels import parse_eps
 from harness.params import Param
 from harness.registry import ATTACKS, CERTIFIERS, CORRUPTIONS, SUITES, Registry
 from harness.threat import NORMS, ThreatModel, canonical_norm
@@ -65,7 +66,7 @@ FIELD_TYPES = {
     "string": "a string",
     "table": "a table, e.g. { steps = 20 }",
     "strings": "a string or a list of strings",
-    "eps": "a positive number, a list of them, or 'dataset'",
+    "eps": "a positive number or fraction ('8/255'), a list of them, or 'dataset'",
     "severity": "an integer 1-5, a list of them, or 'all'",
 }
 FIELD_EXAMPLES = {
@@ -73,7 +74,7 @@ FIELD_EXAMPLES = {
     "string": '"pgd-margin"',
     "table": "{ steps = 20 }",
     "strings": '["gradients"]',
-    "eps": "[0.1, 0.2]",
+    "eps": '["4/255", "8/255"]',
     "severity": "[1, 2, 3]",
 }
 
@@ -171,10 +172,10 @@ class Suite:
                         "give eps explicitly in the suite",
                     )
                 eps_list = list(eps_grid[norm])
-            elif _is_number(eps_spec):
-                eps_list = [float(eps_spec)]
-            elif isinstance(eps_spec, list) and eps_spec and all(_is_number(e) for e in eps_spec):
-                eps_list = [float(e) for e in eps_spec]
+            elif _is_eps(eps_spec):
+                eps_list = [_eps_value(eps_spec, where)]
+            elif isinstance(eps_spec, list) and eps_spec and all(map(_is_eps, eps_spec)):
+                eps_list = [_eps_value(e, where) for e in eps_spec]
             else:
                 raise UsageError(
                     f"{where}: field 'eps' must be {FIELD_TYPES['eps']}, not {eps_spec!r}", "e.g. eps = 0.1"
@@ -234,19 +235,20 @@ class Suite:
 
 
 def parse_eps_grid(items: list[str] | None) -> dict[str, tuple[float, ...]] | None:
-    """``["linf=0.1,0.2", "l2=1"]`` -> ``{"linf": (0.1, 0.2), "l2": (1.0,)}`` (None when empty)."""
+    """``["linf=8/255,0.1", "l2=1"]`` -> ``{"linf": (0.0313725..., 0.1), "l2": (1.0,)}`` (None when empty).
+
+    Each value is a positive number or fraction (`parse_eps`); L-inf values are at most 1.
+    """
     if not items:
         return None
     out: dict[str, tuple[float, ...]] = {}
     for item in items:
         norm, sep, values = item.partition("=")
-        try:
-            eps = tuple(float(v) for v in values.split(",") if v.strip())
-        except ValueError:
-            eps = ()
-        if not sep or not eps:
-            raise UsageError(f"--eps {item!r} is not NORM=V[,V...]", "e.g. --eps linf=0.1,0.2 --eps l2=1.0")
-        out[canonical_norm(norm)] = eps
+        texts = [v for v in values.split(",") if v.strip()]
+        if not sep or not texts:
+            raise UsageError(f"--eps {item!r} is not NORM=V[,V...]", "e.g. --eps linf=4/255,8/255 --eps l2=0.5")
+        key = canonical_norm(norm)
+        out[key] = tuple(parse_eps(v, norm=key, what=f"--eps {key}") for v in texts)
     return out
 
 
@@ -271,6 +273,17 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+def _is_eps(v: Any) -> bool:
+    """An eps as a suite may write it: a number or text such as "8/255" (`parse_eps` checks the value)."""
+    return _is_number(v) or (isinstance(v, str) and v != "dataset")
+
+
+def _eps_value(v: Any, where: str) -> float:
+    """A number as it is (`ThreatModel` checks its range, with the usual messages); text such as "8/255"
+    through `parse_eps` (a malformed fraction is one line naming the entry)."""
+    return float(v) if _is_number(v) else parse_eps(v, what=f"{where}: eps")
+
+
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
@@ -283,7 +296,7 @@ def _fits(value: Any, field_type: str) -> bool:
     if field_type == "strings":
         return isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
     if field_type == "eps":
-        return value == "dataset" or _is_number(value) or (isinstance(value, list) and all(map(_is_number, value)))
+        return value == "dataset" or _is_eps(value) or (isinstance(value, list) and all(map(_is_eps, value)))
     if field_type == "severity":
         return value == "all" or _is_int(value) or (isinstance(value, list) and all(map(_is_int, value)))
     raise AssertionError(field_type)

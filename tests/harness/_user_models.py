@@ -36,3 +36,8 @@ class _IntLogits(nn.Module):
 def int_logits() -> nn.Module:
     """Returns int64 logits: refused with one ModelError line."""
     return _IntLogits()
+
+
+def rgb32() -> nn.Module:
+    """CIFAR-shaped input (3 x 32 x 32) -> 10 logits: a linear stand-in for a RobustBench model."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10))

@@ -31,3 +31,15 @@ def cli(
         text=True,
         timeout=timeout,
     )
+
+
+def cli_inprocess(*args: object, capsys) -> tuple[int, str, str]:
+    """The real entry point in this process (no interpreter start-up): (exit code, stdout, stderr)."""
+    import pytest
+
+    from harness.cli.app import main
+
+    with pytest.raises(SystemExit) as e:
+        main([str(a) for a in args])
+    out = capsys.readouterr()
+    return int(e.value.code or 0), out.out, out.err

@@ -649,7 +649,7 @@ def test_export_accepts_equivalent_spellings_of_a_key(ws: Workspace, tmp_path: P
     assert canonical_threat("linf-8/255") == "linf-0.0313725" and canonical_threat("linf-x") is None
     for i, spelling in enumerate(("linf-0.3", "linf-0.30", "LINF-0.300", "linf-76.5/255")):
         info = json.loads(export_robustbench(ws.earlier, tmp_path / str(i), threat=spelling)[0].read_text())
-        assert info["eps"] == 0.3 and "at linf-0.3 " in info["footnote"], spelling
+        assert info["eps"] == 0.3 and "at L∞ 0.3 " in info["footnote"], spelling
     assert json.loads(export_robustbench(ws.earlier, tmp_path / "d", threat="linf-0.1")[0].read_text())["eps"] == 0.1
     from harness.reporting import load_runs
     from harness.reporting import summary as S

@@ -78,7 +78,7 @@ def test_report_from_real_runs(runs, tmp_path):
     assert re.findall(r'src="(?!data:image/png;base64,)', page) == []
     assert "http://" not in page and "https://" not in page and "<script" not in page
     assert "![clean vs robust trade-off](tradeoff.png)" in md
-    assert "Pareto front (clean vs linf-0.1)" in md
+    assert "Pareto front (clean vs L∞ 0.1)" in md
 
 
 def test_find_runs_accepts_run_folder_parent_and_result_file(runs, tmp_path):
@@ -147,7 +147,7 @@ def test_corruptions_heatmap_second_panel_and_per_class(tmp_path):
     assert mean is not None and mean.pct_ci() in md
     assert mean.n == 15 * 200 and mean.correct == sum(g.accuracy.correct for g in rs[0].corruptions)
     # front at linf 8/255: at (160,70), trades (165,60), standard (190,2); dominated (150,20) is off it
-    assert "Pareto front (clean vs linf-0.0313725): at (pgd-at) [eps=8/255], trades [beta=6], standard (ce)." in md
+    assert "Pareto front (clean vs L∞ 8/255): at (pgd-at) [eps=8/255], trades [beta=6], standard (ce)." in md
     page = rep.html.read_text()
     assert page.count("<img") == 2 + 4 + 4  # tradeoff, eps curves, 4 heatmaps, 4 per-class
 

@@ -57,7 +57,7 @@ def test_a_when_entry_is_skipped_without_its_finding_and_says_so(tmp_path):
     assert square["attacked"] == 0 and "gradients" in square["skipped"]
     # not run: the threat model's accuracy is the one after PGD
     assert square["cumulative"]["correct"] == pgd["cumulative"]["correct"] == res.groups[0].accuracy.correct
-    assert "square@linf-0.3 (not run" in (tmp_path / "plain" / "report.md").read_text()
+    assert "| L∞ 0.3 | square (not run" in (tmp_path / "plain" / "report.md").read_text()
 
 
 def test_a_when_entry_runs_on_its_finding(tmp_path):

@@ -93,7 +93,7 @@ def test_every_cell_is_a_keyed_run_with_one_report(swept):
     assert (out / "report" / "tradeoff.png").is_file()
     assert len(res.results) == 4
     head = _tables(out / "report" / "report.md")[:6]  # the clean-vs-robust table: one row per cell
-    assert head[0] == "| model | clean | linf-0.1 |"
+    assert head[0] == "| model | clean | L∞ 0.1 |"
     assert [[c.name in r for c in res.cells] for r in head[2:]] == [[i == j for j in range(4)] for i in range(4)]
     assert find_runs([out]) == res.run_dirs
 
