@@ -62,7 +62,7 @@ STAGES = ("apgd-ce", "apgd-t", "fab-t", "square")
 # The backends of the AutoAttack comparison (names as in bench/attacks.py); torchattacks at the reference 100 steps.
 AA_BACKENDS = ("native", "pyautoattack", "native-bf16", "torchattacks")
 NEEDS = {"pyautoattack": ("pyautoattack", "autoattack"), "torchattacks": ("torchattacks",)}
-# Cost of a backend relative to the predicted bare passes before any run calibrated it (1 / efficiency).
+# Wall seconds per second of bare passes assumed before any run measured it (1 / efficiency).
 PRIOR_FACTOR = 2.0
 BF16_GATE_PP = 0.2
 SPEEDUP_GOAL = 1.5
@@ -187,7 +187,7 @@ class Bench:
         self.out = Path(args.out)
         self.probes: dict[str, dict[str, Any]] = {}  # model key -> random-init pass timings
         self.prepared: dict[str, Prepared] = {}
-        self.factor: dict[str, float] = {}  # backend -> measured wall / predicted bare-pass seconds
+        self.factor: dict[tuple[str, str], float] = {}  # (model, backend) -> wall s per s of fp32 bare passes
         self.aa: dict[str, dict[str, dict[str, Any]]] = {}  # model key -> backend -> run
         self.doc: dict[str, Any] = {}
         self.data: Any = None
@@ -304,15 +304,22 @@ class Bench:
         f = r * n * (q + 2 * t_fab * 100)
         return fb * pr["fwd_bwd_s_per_image"] + f * pr["fwd_s_per_image"]
 
+    def backend_prior(self, backend: str) -> float:
+        """Cost of ``backend`` relative to native fp32 before any run measured it."""
+        if backend == "native-bf16":
+            return 1.0 if self.device.type == "cuda" else 12.0  # CPUs without bf16 instructions emulate it
+        return 1.0 if backend == "native" else 1.5
+
     def aa_estimate(self, spec: ModelSpec, backend: str) -> float:
-        base = self.predicted_bare_s(spec)
-        if backend in self.factor:
-            factor = self.factor[backend]
-        elif backend == "native-bf16" and "native" in self.factor:
-            factor = self.factor["native"] * (1.0 if self.device.type == "cuda" else 12.0)
+        """Predicted bare-pass seconds times the measured (else assumed) wall seconds per bare-pass second."""
+        f, key = self.factor, spec.key
+        if (key, backend) in f:
+            factor = f[key, backend]
         else:
-            factor = PRIOR_FACTOR * (12.0 if backend == "native-bf16" and self.device.type != "cuda" else 1.0)
-        return base * factor + self.prepare_estimate(spec)
+            native = f.get((key, "native"), PRIOR_FACTOR)
+            other = [f[k, backend] / f[k, "native"] for k, b in f if b == backend and (k, "native") in f]
+            factor = native * (other[0] if other else self.backend_prior(backend))
+        return self.predicted_bare_s(spec) * factor + self.prepare_estimate(spec)
 
     def aa_run(self, spec: ModelSpec, backend: str) -> dict[str, Any]:
         prep = self.prepare(spec)
@@ -331,8 +338,10 @@ class Bench:
             costs = prep.bf16_costs
         r = aa_bench.run_backend(backend, prep.model, x, y, ids, prep.eps, list(STAGES), costs, self.p.budgets)
         ideal = sum(s["efficiency"] * s["wall_s"] for s in r["stages"] if s["efficiency"])
-        if ideal > 0:  # this backend's wall time per second of bare passes, for the next estimates
-            self.factor[backend] = r["wall_s"] / ideal
+        if backend == "native-bf16":  # priced in fp32 passes, as the estimates are
+            ideal *= prep.costs.per_image()[0] / prep.bf16_costs.per_image()[0]
+        if ideal > 0:  # wall seconds per second of fp32 bare passes, for the next estimates
+            self.factor[spec.key, backend] = r["wall_s"] / ideal
         self.aa.setdefault(spec.key, {})[backend] = r
         out = {
             "wall_s": round(r["wall_s"], 3),
