@@ -425,6 +425,7 @@ class Bench:
         return k * (n + 100) * pr["fwd_s_per_image"] * PRIOR_FACTOR + self.prepare_estimate(spec) + 2.0
 
     def certify_run(self) -> dict[str, Any]:
+        from attacks.smoothing import BLOCK
         from harness.registry import CERTIFIERS
 
         prep = self.prepare(self.p.models[0])
@@ -437,7 +438,7 @@ class Bench:
         res = cert.run(prep.model, x[:k], y[:k], index=ids[:k], seed=0, num_classes=10)
         sync(self.device)
         wall = time.perf_counter() - t
-        batch = min(cert.max_images, k * 250)
+        batch = min(k, max(1, cert.max_images // BLOCK)) * BLOCK  # noisy images per forward, as counts() batches them
         bare = aa_bench.PassCosts._time(lambda: aa_bench.PassCosts._f(prep.model, x[:1].expand(batch, -1, -1, -1)),
                                         self.device, 3)  # fmt: skip
         forwards = k * (cert.n0 + cert.n)
