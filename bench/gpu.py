@@ -698,7 +698,7 @@ def default_out(device: torch.device) -> Path:
 def table(doc: dict[str, Any]) -> str:
     """The printed summary: one line per part, then the goals."""
     lines = [f"device: {doc['device']}   profile: {doc['profile']}   elapsed {doc['elapsed_s']} s of {doc['budget_s']}"]
-    lines.append(f"{'part':34s} {'status':28s} {'wall s':>8s} {'est s':>8s}  result")
+    lines.append(f"{'part':34s} {'status':34s} {'wall s':>8s} {'est s':>8s}  result")
     for row in doc["parts"]:
         r = row.get("result") or {}
         if row["part"].startswith("aa:"):
@@ -715,7 +715,7 @@ def table(doc: dict[str, Any]) -> str:
             what = ""
         wall = f"{row['wall_s']:.1f}" if "wall_s" in row else "-"
         est = f"{row['estimate_s']:.1f}" if row.get("estimate_s") is not None else "-"
-        lines.append(f"{row['part']:34s} {row['status'][:28]:28s} {wall:>8s} {est:>8s}  {what}")
+        lines.append(f"{row['part']:34s} {row['status'][:34]:34s} {wall:>8s} {est:>8s}  {what}")
     for key, g in doc["goals"].items():
         lines.append(f"goals {key}: {json.dumps(g)}")
     return "\n".join(lines)
