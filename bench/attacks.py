@@ -151,8 +151,11 @@ def find_eps(model: nn.Module, x, y, ids, lo: float = 0.0, hi: float = 0.5, iter
     return round(best[0], 4), best[1]
 
 
-def run_backend(name: str, model, x, y, ids, eps: float, stages, costs) -> dict:
-    """AutoAttack's stages in order for one backend, each on the samples still robust; per-stage figures."""
+def run_backend(name: str, model, x, y, ids, eps: float, stages, costs, component_params=None) -> dict:
+    """AutoAttack's stages in order for one backend, each on the samples still robust; per-stage figures.
+
+    ``component_params`` (stage -> budget table) overrides the reference budgets (bench/gpu.py --tiny).
+    """
     device = x.device
     search = SearchModel(model, "bf16") if name == "native-bf16" else model
     counter = Counter(search).eval()
@@ -162,8 +165,15 @@ def run_backend(name: str, model, x, y, ids, eps: float, stages, costs) -> dict:
     for stage in stages:
         idx = robust.nonzero().squeeze(1)
         counter.fb, counter.fwd = [], []
+        budget = {stage: component_params[stage]} if component_params and stage in component_params else None
         attack = ATTACKS.create(
-            "autoattack", norm="linf", eps=eps, version="custom", components=[stage], **BACKENDS[name]
+            "autoattack",
+            norm="linf",
+            eps=eps,
+            version="custom",
+            components=[stage],
+            component_params=budget,
+            **BACKENDS[name],
         )
         _sync(device)
         t0 = time.perf_counter()
