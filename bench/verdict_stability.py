@@ -358,6 +358,9 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="one small case (pgd-at, quick suite, 64 samples)")
     ap.add_argument("--fresh", action="store_true", help="recompute runs already in bench/.cache/verdicts")
     ap.add_argument("--no-ranks", action="store_true", help="skip the 1 process vs --nproc 2 comparison")
+    ap.add_argument(
+        "--cases", default=None, help="MODEL:SUITE:N,... instead of the default cases (e.g. ce:standard:539)"
+    )
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     if args.one:
@@ -366,12 +369,15 @@ def main() -> None:
         return
     from models_cache import benchmark_model
 
-    for m in {c[0] for c in CASES}:  # train (and cache) once, before the children read the cache
+    # Train (and cache) the models once, before the children read the cache.
+    for m in {c.split(":")[0] for c in args.cases.split(",")} if args.cases else {c[0] for c in CASES}:
         benchmark_model(m)
     best = best_capability()
     caps = args.capabilities.split(",") if args.capabilities else list(dict.fromkeys(["default", best]))
     sizes = [int(b) for b in args.batch_sizes.split(",")]
     cases = QUICK_CASES if args.quick else CASES
+    if args.cases:
+        cases = tuple((m, su, int(n)) for m, su, n in (c.split(":") for c in args.cases.split(",")))
     report: dict = {
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "best_capability": best},
         "torch": torch.__version__,
