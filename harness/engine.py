@@ -41,9 +41,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from harness import distributed, environment
+from harness import __version__, distributed, environment, errors
+from harness.analyses.calibration import aggregate_calibration, heldout_dataset
 from harness.atomic import ensure_dir, lock_file, remove_stale_temps, temporary_directory, write_json, write_text
 from harness.batching import CPU_CAP, BatchRunner, autotune_batch_size, is_oom
+from harness.calibration import fit_temperature, prob_stats
+from harness.certify import aggregate_certified
 from harness.checks import (
     AUTO_SQUARE_P_INIT,
     AUTO_SQUARE_QUERIES,
@@ -54,6 +57,7 @@ from harness.checks import (
     postcheck,
     precheck,
 )
+from harness.corruption_metrics import attach
 from harness.data.base import ImageDataset, check_image_range
 from harness.errors import DataError, HarnessError, ModelError, UsageError
 from harness.faults import kill_point
@@ -61,13 +65,15 @@ from harness.guard import ModelGuard
 from harness.logits import finite_rows, misclassified
 from harness.paths import safe_join
 from harness.precision import PRECISIONS, SearchModel, frozen
-from harness.records import drop_set_aside, restore_set_aside, result_config_hash, set_aside_outputs
+from harness.records import RecordStore, drop_set_aside, restore_set_aside, result_config_hash, set_aside_outputs
+from harness.reporting.markdown import render_markdown
 from harness.results import Accuracy, Finding, GroupResult, Result
 from harness.rng import stream_seed
-from harness.suites import Entry, Suite, load_suite
+from harness.suites import Entry, Suite, group_entries, load_suite
 from harness.surrogate import BPDA, SurrogateSpec, build_surrogate, check_mode
 from harness.threat import check_contract
 from harness.ties import TIE_ULPS, decide, ieee_fp32
+from harness.unit_test import attack_unit_test
 
 CHECK_LEVELS = ("basic", "full")
 # Samples of the first batch the precheck and the gradient probe look at.
@@ -181,13 +187,6 @@ def model_hash(model: nn.Module) -> str:
     return h.hexdigest()
 
 
-def _groups(entries: list[Entry]) -> list[tuple[str, list[int]]]:
-    order: dict[str, list[int]] = {}
-    for i, e in enumerate(entries):
-        order.setdefault(e.group, []).append(i)
-    return list(order.items())
-
-
 class Evaluation:
     """One evaluation, bound to its run directory; `run` is resumable."""
 
@@ -250,6 +249,7 @@ class Evaluation:
         self.eot = self.config.eot_samples or 1
         self.cal = dict(self.suite.calibration)
         self.temperature: float | None = None
+        self.temperature_split: dict[str, Any] | None = None  # {"split", "n"} once a temperature is fitted
         self.config_hash = self._config_hash()
 
     # ---- gradients: probe, gradient-free fallback, surrogate -------------------------------------
@@ -280,7 +280,7 @@ class Evaluation:
                 n0 //= 2
 
     def _black_box(self, k: int) -> bool:
-        return _is_black_box(self.entries[k].name, self.attackers[k])
+        return _is_black_box(self.attackers[k])
 
     def _auto_entries(self) -> list[Entry]:
         """Square at the reference budget for every threat model without one, when gradients are obfuscated.
@@ -394,8 +394,6 @@ class Evaluation:
         return "white-box" if "model" in ran else "none"
 
     def _config_hash(self) -> str:
-        from harness import __version__
-
         blob = json.dumps(
             {
                 "model": self.model_info["sha256_state"],
@@ -467,7 +465,7 @@ class Evaluation:
             cols["clean_pred"][sl] = pred.cpu().numpy()
             cols["clean_margin"][sl] = margin0.cpu().numpy()
             cols["clean_cal"][sl] = cal0.cpu().numpy()
-            for _, members in _groups(self.entries):
+            for _, members in group_entries(self.entries):
                 alive = correct.clone()
                 for k in members:
                     t0 = time.perf_counter()
@@ -568,8 +566,6 @@ class Evaluation:
 
     def _cal(self, logits: Tensor, y: Tensor, draws: list[Tensor] | None = None) -> Tensor:
         """Calibration statistics (conf, log p_y, sum p^2), raw then temperature-scaled if fitted."""
-        from harness.calibration import prob_stats
-
         raw = prob_stats(logits, y, draws=draws)
         if self.temperature is None:
             return raw
@@ -628,8 +624,6 @@ class Evaluation:
 
         With one process the collectives are identities, so this is also the single-process path.
         """
-        from harness.records import RecordStore
-
         assert self.dir is not None
         t_start = time.perf_counter()
         store = RecordStore(self.dir / "records", self.config_hash, self.config.chunk_size, len(self.dataset))
@@ -857,10 +851,14 @@ class Evaluation:
             },
         )
         result = self._aggregate(store, findings, timing, runner)
-        from harness.calibration import aggregate_calibration
-        from harness.certify import aggregate_certified
-
-        result.extra["calibration"] = aggregate_calibration(self, store)
+        result.extra["calibration"] = aggregate_calibration(
+            self.entries,
+            store,
+            seed=self.config.seed,
+            settings=self.cal,
+            temperature=self.temperature,
+            temperature_split=self.temperature_split,
+        )
         cert, cert_findings = aggregate_certified(self, store)
         if cert:
             result.extra["certified"] = cert
@@ -877,8 +875,6 @@ class Evaluation:
                 )
             )
         if self.config.checks == "full":
-            from harness.unit_test import attack_unit_test
-
             # Without any input gradient, through the guard: the suite's gradient attacks then see zero
             # gradients (and the test says they are too weak) instead of failing inside autograd.
             ut_model = self.model if self.probe.connected else self.verdict
@@ -887,8 +883,6 @@ class Evaluation:
             )
             result.extra["unit_test"] = ut.to_dict()
             result.findings += ut.findings()
-        from harness.corruption_metrics import attach
-
         attach(result)
         if ctx.active:
             result.extra["distributed"] = {
@@ -899,8 +893,6 @@ class Evaluation:
             }
         result.timing["wall_s"] = time.perf_counter() - t_start
         result.save(self.dir / "result.json")
-        from harness.report import render_markdown
-
         write_text(self.dir / "report.md", render_markdown([result]))
         drop_set_aside(self.dir)
         return result
@@ -910,8 +902,6 @@ class Evaluation:
         split = self.cal.get("temperature")
         if not split or split == "none":
             return
-        from harness.calibration import fit_temperature, heldout_dataset
-
         held = heldout_dataset(self.dataset, str(split))
         logits, labels = [], []
         with torch.no_grad():
@@ -931,10 +921,12 @@ class Evaluation:
             return
         lacking = []
         for e, a in zip(self.entries, self.attackers):
-            if hasattr(a, "eot_samples"):
-                a.eot_samples = self.eot
-            elif e.kind == "attack":
-                lacking.append(e.key)
+            # The attack declares its EOT support (`Attack.set_eot`); corruptions have none to give.
+            set_eot = getattr(a, "set_eot", None)
+            single = set_eot(self.eot) if set_eot is not None else [e.name]
+            if single and e.kind == "attack":
+                whole = single == [e.name]
+                lacking.append(e.key if whole else f"{e.key} ({', '.join(single)})")
         msg = (
             f"results use EOT: attack gradients averaged over {self.eot} forward passes, every verdict "
             f"(clean and adversarial) the majority over {self.eot} passes"
@@ -971,7 +963,7 @@ class Evaluation:
 
     def _aggregate(self, store: Any, findings: list, timing: dict[str, float], runner: BatchRunner) -> Result:
         K = self.dataset.num_classes
-        groups = _groups(self.entries)
+        groups = group_entries(self.entries)
         clean_c = 0
         class_n = np.zeros(K, np.int64)
         class_clean = np.zeros(K, np.int64)
@@ -1042,7 +1034,7 @@ class Evaluation:
                             "attacked": 0 if k in self.skipped else int(e_tried[k]),
                             **({"skipped": self.skipped[k]} if k in self.skipped else {}),
                             "broken_first": int(e_first[k]),
-                            "black_box": _is_black_box(self.entries[k].name, self.attackers[k]),
+                            "black_box": _is_black_box(self.attackers[k]),
                             **_below_reference(self.attackers[k]),
                             **({"gradients": self._gradient_source(k)} if first.kind == "attack" else {}),
                             **({"nonfinite": int(e_nonfinite[k])} if e_nonfinite[k] else {}),
@@ -1136,16 +1128,15 @@ def _rows(store: Any, cid: int) -> int:
 
 def _error_from(msg: tuple) -> HarnessError:
     """Rebuild on this rank the error another rank broadcast as (kind, class name, what, hint)."""
-    import harness.errors as errors
-
     cls = getattr(errors, msg[1], None) or getattr(distributed, msg[1], None)
     if not (isinstance(cls, type) and issubclass(cls, HarnessError)):
         cls = HarnessError
     return cls(msg[2], msg[3])
 
 
-def _is_black_box(name: str, attacker: Any) -> bool:
-    return name == "square" or bool(getattr(attacker, "black_box", False))
+def _is_black_box(attacker: Any) -> bool:
+    """The attack's declared `Attack.black_box` (capabilities are data, never attack names)."""
+    return bool(getattr(attacker, "black_box", False))
 
 
 def _below_reference(attacker: Any) -> dict[str, Any]:

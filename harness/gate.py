@@ -26,10 +26,17 @@ from xml.etree import ElementTree as ET
 
 import numpy as np
 
+from harness import __version__
+from harness.api import evaluate
 from harness.atomic import append_text, temporary_directory, write_json, write_text
+from harness.data.base import MAX_SAMPLES
 from harness.errors import DataError, UsageError
+from harness.loading import dataset_spec_of, load_dataset, select_ids
 from harness.paths import safe_join
+from harness.records import RERUN, check_result_matches_record, open_record, read_index
+from harness.results import Result
 from harness.stats import mcnemar_one_sided
+from harness.suites import Suite, load_suite
 
 BASELINE_SCHEMA = 1
 BASELINE_KIND = "harness-baseline"
@@ -103,9 +110,6 @@ def read_run(run_dir: str | Path) -> Outcome:
     Attack group bit = clean correct AND every entry of the threat model left the sample robust
     (status 1); corruption group bit = the corrupted image is classified correctly.
     """
-    from harness.records import RERUN, check_result_matches_record, open_record, read_index
-    from harness.results import Result
-
     d = Path(run_dir)
     result = Result.load(d)
     rec = d / "records"
@@ -255,8 +259,6 @@ class Baseline:
     @classmethod
     def _from_checked(cls, d: dict[str, Any], where: str) -> Baseline:
         """Every field's type and range checked (a TypeError or ValueError naming the field otherwise)."""
-        from harness.data.base import MAX_SAMPLES
-
         samples, tol = _object(d.get("samples"), "samples"), _object(d.get("tolerances", {}), "tolerances")
         if samples.get("encoding") != IDS_ENCODING or d.get("bits_encoding") != BITS_ENCODING:
             raise UsageError(f"{where}: unknown encoding of ids or bits", "re-create the baseline")
@@ -378,39 +380,6 @@ def parse_floors(items: list[str] | None) -> dict[str, float]:
     return out
 
 
-def dataset_spec_of(desc: dict[str, Any]) -> str:
-    """A dataset spec rebuilding a run's data from its description (name, split, factory args in info)."""
-    from harness.registry import DATASETS
-
-    name = desc["name"]
-    if name not in DATASETS:
-        return name
-    params = DATASETS.get(name).parameters()
-    args: dict[str, Any] = {}
-    if "split" in params and desc.get("split"):
-        args["split"] = desc["split"]
-    for k, v in (desc.get("info") or {}).items():
-        if k in params and k != "split" and isinstance(v, (int, float, str, bool)):
-            args[k] = v
-    fmt = lambda v: v if isinstance(v, str) and v.replace("_", "").replace("-", "").isalnum() else repr(v)
-    return name + (":" + ",".join(f"{k}={fmt(v)}" for k, v in args.items()) if args else "")
-
-
-def select_ids(dataset: Any, ids: np.ndarray) -> Any:
-    """The rows of ``dataset`` holding ``ids``, in that order (a subset keeping global ids)."""
-    have = np.asarray(dataset.ids, dtype=np.int64)
-    pos = {int(v): i for i, v in enumerate(have)}
-    rows = [pos.get(int(i), -1) for i in ids]
-    lacking = [int(i) for i, r in zip(ids, rows) if r < 0]
-    if lacking:
-        raise UsageError(
-            f"{len(lacking)} of the baseline's {len(ids)} sample ids are not in dataset "
-            f"{dataset.name}:{dataset.split} (e.g. {lacking[:5]})",
-            "check the dataset spec against the baseline's (dataset.spec in the baseline file)",
-        )
-    return dataset.subset(np.asarray(rows, dtype=np.int64))
-
-
 def make_baseline(
     run_dir: str | Path,
     *,
@@ -424,9 +393,6 @@ def make_baseline(
     The spec is verified now (its data, restricted to the run's ids, must hash like the run's), so
     a baseline that could not be checked later is never written.
     """
-    from harness import __version__
-    from harness.api import load_dataset
-
     out = read_run(run_dir)
     spec = dataset or dataset_spec_of(out.dataset)
     ds = select_ids(load_dataset(spec), out.ids)
@@ -847,9 +813,6 @@ def compare(
 
 def prepare(baseline: Baseline, *, dataset: Any = None, suite: Any = None) -> tuple[Any, Any]:  # (ImageDataset, Suite)
     """The baseline's samples and suite, checked before any evaluation (a mismatch costs nothing)."""
-    from harness.api import load_dataset
-    from harness.suites import Suite, load_suite
-
     ds_full = load_dataset(dataset if dataset is not None else baseline.dataset["spec"])
     ds = select_ids(ds_full, baseline.ids)
     where = f"dataset {dataset if isinstance(dataset, str) else getattr(ds_full, 'name', '?')}"
@@ -888,8 +851,6 @@ def evaluate_for_baseline(
     ``seed`` defaults to the baseline's; with ``out`` the evaluation is kept as a normal run
     (``out/name``), otherwise it lives in a temporary directory.
     """
-    from harness.api import evaluate
-
     ds, suite_obj = prepare(baseline, dataset=dataset, suite=suite)
     s = baseline.seed if seed is None else int(seed)
     kw = dict(seed=s, device=device, batch_size=batch_size, progress=progress)

@@ -24,6 +24,7 @@ import numpy as np
 
 from harness.atomic import sha256_bytes, write_bytes, write_json
 from harness.errors import DataError
+from harness.paths import safe_join
 
 RECORD_SCHEMA = 2  # 2: calibration columns (clean_cal, c{k}) and smoothing columns
 # What `harness evaluate --overwrite` moves aside (into REPLACED) before it writes a new evaluation,
@@ -211,7 +212,6 @@ def check_result_matches_record(run_dir: str | Path, record: dict[str, Any], con
     the same config hash and chunk count as result.json, and every chunk's metadata names that
     hash. A folder without a record (a result.json copied for reporting) is taken as it is.
     """
-    from harness.paths import safe_join
 
     d = Path(run_dir)
     rec = safe_join(d, str(record.get("path") or "records"), what="record folder in result.json")

@@ -18,6 +18,8 @@ from typing import Any
 
 from torch import nn
 
+from harness.api import evaluate
+from harness.atomic import temporary_directory
 from harness.errors import UsageError
 from harness.gate import Baseline, GateReport, check, compare, read_run
 
@@ -62,9 +64,6 @@ def assert_robust(
             batch_size=batch_size,
         )
     else:
-        from harness.api import evaluate
-        from harness.atomic import temporary_directory
-
         with temporary_directory("harness-assert-") as tmp:
             evaluate(
                 model,

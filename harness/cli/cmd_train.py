@@ -6,6 +6,9 @@ from pathlib import Path
 
 import typer
 
+from harness.registry import MODELS, OBJECTIVES
+from harness.spec import split_kv
+
 from .app import app, console
 
 
@@ -32,8 +35,6 @@ def train(
 ) -> None:
     """Train a model with an objective; resumes if interrupted (same arguments)."""
     from harness.api import train as api_train
-    from harness.registry import MODELS, OBJECTIVES
-    from harness.spec import split_kv
 
     res = api_train(
         objective,

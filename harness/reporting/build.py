@@ -10,7 +10,7 @@ from pathlib import Path
 from harness.atomic import write_bytes, write_text
 from harness.errors import UsageError
 from harness.paths import safe_join
-from harness.reporting import plots
+from harness.reporting import beyond, plots
 from harness.reporting import summary as S
 from harness.reporting.html import render_html
 from harness.reporting.markdown import render_markdown
@@ -43,7 +43,6 @@ def figures(results: Sequence[Result], threat: str | None = None) -> dict[str, b
     for i, r in enumerate(results):
         out[f"heatmap-{i}"] = plots.corruption_heatmap(r)
         out[f"per_class-{i}"] = plots.per_class(r, headline)
-    from harness.reporting import beyond
 
     out.update(beyond.figures(results, S.unique_labels(results)))
     return {k: v for k, v in out.items() if v}

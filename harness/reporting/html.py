@@ -10,6 +10,7 @@ import base64
 import html
 from collections.abc import Mapping, Sequence
 
+from harness.reporting import beyond
 from harness.reporting import summary as S
 from harness.results import Accuracy, Finding, GroupResult, Result
 
@@ -154,7 +155,6 @@ def render_html(
             )
         parts.append(_img(figures.get("tradeoff"), "clean vs robust accuracy trade-off"))
         parts.append(_img(figures.get("eps_curves"), "robust accuracy vs eps"))
-    from harness.reporting import beyond
 
     parts.append(beyond.html(results, labels, figures, h, _img))
     for i, (lab, r) in enumerate(zip(labels, results)):

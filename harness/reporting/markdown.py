@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from harness.corruption_metrics import corruption_summary
+from harness.reporting import beyond
 from harness.reporting import summary as S
 from harness.results import Accuracy, Finding, Result
 
@@ -111,7 +113,6 @@ def render_markdown(
         for name, alt in (("tradeoff", "clean vs robust trade-off"), ("eps_curves", "robust accuracy vs eps")):
             if name in images:
                 lines += [f"![{alt}]({images[name]})", ""]
-    from harness.reporting import beyond
 
     lines += beyond.markdown(results, labels, images, _esc)
     for i, (lab, r) in enumerate(zip(labels, results)):
@@ -234,7 +235,6 @@ def _pc(acc: float, n: int | None) -> str:
 
 def _corruption_summary(results: Sequence[Result], labels: Sequence[str]) -> list[str]:
     """Mean corruption accuracy, mCE and relative mCE, with the reference model named."""
-    from harness.corruption_metrics import corruption_summary
 
     rows = [
         (lab, r.extra.get("corruptions") or corruption_summary(r)) for lab, r in zip(labels, results) if r.corruptions
