@@ -66,6 +66,8 @@ from harness.logits import finite_rows, misclassified
 from harness.paths import safe_join
 from harness.precision import PRECISIONS, SearchModel, frozen
 from harness.records import RecordStore, drop_set_aside, restore_set_aside, result_config_hash, set_aside_outputs
+from harness.records import schema as col
+from harness.records.outcome import clean_correct, group_start, survived
 from harness.reporting.markdown import render_markdown
 from harness.results import Accuracy, Finding, GroupResult, Result
 from harness.rng import stream_seed
@@ -431,16 +433,17 @@ class Evaluation:
             "batch": np.zeros(n, np.int32),
         }
         for k in range(len(self.entries)):
-            cols[f"s{k}"] = np.full(n, -1, np.int8)
-            cols[f"m{k}"] = np.full(n, np.nan, np.float32)
-            cols[f"p{k}"] = np.full(n, -1, np.int16)
-            cols[f"t{k}"] = np.zeros(n, np.int8)  # 1: the verdict rests on a float-level tie (harness/ties.py)
+            cols[col.status(k)] = np.full(n, -1, np.int8)
+            cols[col.margin(k)] = np.full(n, np.nan, np.float32)
+            cols[col.pred(k)] = np.full(n, -1, np.int16)
+            cols[col.tie(k)] = np.zeros(n, np.int8)  # 1: the verdict rests on a float-level tie (harness/ties.py)
             if self.entries[k].kind == "smoothing":
                 R = len(self.attackers[k].radii)
-                cols[f"e{k}"], cols[f"v{k}"] = np.zeros((n, R), np.int8), np.zeros((n, R), np.int8)
-                cols[f"a{k}"] = np.zeros(n, np.float32)
+                emp, viol, pa = col.smoothing_columns(k)
+                cols[emp], cols[viol] = np.zeros((n, R), np.int8), np.zeros((n, R), np.int8)
+                cols[pa] = np.zeros(n, np.float32)
             else:
-                cols[f"c{k}"] = np.full((n, self._cal_width), np.nan, np.float32)
+                cols[col.calib(k)] = np.full((n, self._cal_width), np.nan, np.float32)
         if self.search.precision != "fp32":
             # Per sample: entries whose low-precision search was redone in fp32 (kept in the record,
             # so the count survives a resume and a merge across ranks).
@@ -491,9 +494,10 @@ class Evaluation:
         seed = stream_seed(self.config.seed, entry.key)
         if entry.kind == "smoothing":
             res = attacker.run(self.verdict, x, y, index=ids, seed=seed, num_classes=self.dataset.num_classes)
-            cols[f"s{k}"][sl] = (res["pred"] == y.cpu().numpy()).astype(np.int8)
-            cols[f"m{k}"][sl], cols[f"p{k}"][sl] = res["radius"], res["pred"]
-            cols[f"a{k}"][sl], cols[f"e{k}"][sl], cols[f"v{k}"][sl] = (
+            cols[col.status(k)][sl] = (res["pred"] == y.cpu().numpy()).astype(np.int8)
+            cols[col.margin(k)][sl], cols[col.pred(k)][sl] = res["radius"], res["pred"]
+            emp, viol, pa = col.smoothing_columns(k)
+            cols[pa][sl], cols[emp][sl], cols[viol][sl] = (
                 res["pa_lower"],
                 res["emp"],
                 res["viol"],
@@ -501,13 +505,13 @@ class Evaluation:
         elif entry.kind == "corruption":
             xc = attacker(x, index=ids, seed=seed)
             status, m, p, cal, tie = self._score(xc, y)
-            cols[f"s{k}"][sl] = status.cpu().numpy()
-            cols[f"t{k}"][sl] = tie.cpu().numpy()
-            cols[f"m{k}"][sl] = m.cpu().numpy()
-            cols[f"p{k}"][sl] = p.cpu().numpy()
-            cols[f"c{k}"][sl] = cal.cpu().numpy()
+            cols[col.status(k)][sl] = status.cpu().numpy()
+            cols[col.tie(k)][sl] = tie.cpu().numpy()
+            cols[col.margin(k)][sl] = m.cpu().numpy()
+            cols[col.pred(k)][sl] = p.cpu().numpy()
+            cols[col.calib(k)][sl] = cal.cpu().numpy()
         elif k in self.skipped:
-            cols[f"s{k}"][sl] = np.where(alive.cpu().numpy(), 1, -1)  # not attacked: as robust as before
+            cols[col.status(k)][sl] = np.where(alive.cpu().numpy(), 1, -1)  # not attacked: as robust as before
         else:
             act = alive.nonzero().squeeze(1)
             if len(act):
@@ -527,9 +531,9 @@ class Evaluation:
                 c_np[a_np] = cal.cpu().numpy()
                 t_np = np.zeros(len(x), np.int8)
                 t_np[a_np] = tie.cpu().numpy()
-                cols[f"s{k}"][sl], cols[f"m{k}"][sl], cols[f"p{k}"][sl] = s_np, m_np, p_np
-                cols[f"t{k}"][sl] = t_np
-                cols[f"c{k}"][sl] = c_np
+                cols[col.status(k)][sl], cols[col.margin(k)][sl], cols[col.pred(k)][sl] = s_np, m_np, p_np
+                cols[col.tie(k)][sl] = t_np
+                cols[col.calib(k)][sl] = c_np
 
     def _rerun_fp32(
         self,
@@ -985,29 +989,29 @@ class Evaluation:
                 sizes = [int(b) for b, _ in itertools.groupby(chunk["batch"].tolist())]
                 plan.append(sizes[0] if len(sizes) == 1 else sizes)
             lab = chunk["label"]
-            ok = chunk["clean_pred"] == lab
+            ok = clean_correct(chunk)
             tie0 = chunk["clean_tie"].astype(bool) if "clean_tie" in chunk else np.zeros(len(lab), bool)
             clean_ties += int(tie0.sum())
             clean_nonfinite += int(np.isneginf(chunk["clean_margin"]).sum())
             for k, e in enumerate(self.entries):
                 if e.kind != "smoothing":
-                    e_nonfinite[k] += int(np.isneginf(chunk[f"m{k}"]).sum())
+                    e_nonfinite[k] += int(np.isneginf(chunk[col.margin(k)]).sum())
             n += len(lab)
             clean_c += int(ok.sum())
             class_n += np.bincount(lab, minlength=K)
             class_clean += np.bincount(lab[ok], minlength=K)
             for gi, (_, members) in enumerate(groups):
                 attack = self.entries[members[0]].kind == "attack"
-                alive = ok.copy() if attack else np.ones(len(lab), bool)
+                alive = group_start(ok, self.entries[members[0]].kind)
                 on_tie = ok & tie0 if attack else np.zeros(len(lab), bool)
                 for k in members:
-                    s_k = chunk[f"s{k}"]
-                    t_k = (chunk[f"t{k}"] == 1) & (s_k == 0) if f"t{k}" in chunk else np.zeros(len(lab), bool)
+                    s_k = chunk[col.status(k)]
+                    t_k = (chunk[col.tie(k)] == 1) & (s_k == 0) if col.tie(k) in chunk else np.zeros(len(lab), bool)
                     e_first[k] += int((s_k == 0).sum())
                     e_tried[k] += int((s_k >= 0).sum())
                     e_ties[k] += int(t_k.sum())
                     on_tie |= alive & t_k  # broken first by this entry, at a tie
-                    alive &= s_k == 1
+                    alive &= survived(chunk, k)
                     e_cum[k] += int(alive.sum())
                 g_correct[gi] += int(alive.sum())
                 g_ties[gi] += int(on_tie.sum())

@@ -33,9 +33,10 @@ from harness.data.base import MAX_SAMPLES
 from harness.errors import DataError, UsageError
 from harness.loading import dataset_spec_of, load_dataset, select_ids
 from harness.paths import safe_join
-from harness.records import RERUN, check_result_matches_record, open_record, read_index
+from harness.records import check_result_matches_record
+from harness.records.outcome import members_by_group, read_bits
 from harness.results import Result
-from harness.stats import mcnemar_one_sided
+from harness.stats import holm, mcnemar_one_sided
 from harness.suites import Suite, load_suite
 
 BASELINE_SCHEMA = 1
@@ -119,35 +120,9 @@ def read_run(run_dir: str | Path) -> Outcome:
             "pass a run directory written by `harness evaluate` that finished",
         )
     check_result_matches_record(d, result.record, result.record.get("config_hash") or result.config.get("config_hash"))
-    entries = list(read_index(rec).get("entries", []))
-    store = open_record(rec)
-    missing = store.missing()
-    if missing:
-        raise DataError(
-            f"the record in {rec} is incomplete or corrupt (chunks {missing[:5]})",
-            "run the same evaluation command again to finish it",
-        )
-    groups: dict[str, list[int]] = {}
-    for k, e in enumerate(entries):
-        groups.setdefault(e["group"], []).append(k)
-    ids, clean, gbits = [], [], {g: [] for g in groups}
-    columns = ["id", "clean_pred", "label", *(f"s{k}" for k in range(len(entries)))]
-    for chunk in store.iter_chunks():
-        lacking = [c for c in columns if c not in chunk]
-        if lacking:
-            raise DataError(f"the record in {rec} has no column(s) {lacking[:5]} for its index", RERUN)
-        ok = chunk["clean_pred"] == chunk["label"]
-        ids.append(chunk["id"].astype(np.int64))
-        clean.append(ok)
-        for g, members in groups.items():
-            # Threat models AND over clean correctness; corruptions and smoothing (certified) stand alone.
-            attack = entries[members[0]]["kind"] == "attack"
-            alive = ok.copy() if attack else np.ones(len(ok), bool)
-            for k in members:
-                alive &= chunk[f"s{k}"] == 1
-            gbits[g].append(alive)
-    cat = lambda xs: np.concatenate(xs) if xs else np.zeros(0, bool)
-    bits = {"clean": cat(clean), **{g: cat(v) for g, v in gbits.items()}}
+    rb = read_bits(rec)
+    entries, groups = rb.entries, members_by_group(rb.entries)
+    bits = {"clean": rb.clean, **rb.groups}
     metrics: list[dict[str, Any]] = [{"key": "clean", "kind": "clean"}]
     for g, members in groups.items():
         e = entries[members[0]]
@@ -161,7 +136,7 @@ def read_run(run_dir: str | Path) -> Outcome:
         if g.key in bits and int(bits[g.key].sum()) != g.accuracy.correct:
             raise DataError(f"{d}: records and result.json disagree on {g.key}", "re-run the evaluation")
     return Outcome(
-        ids=cat(ids).astype(np.int64),
+        ids=rb.ids,
         metrics=metrics,
         bits=bits,
         entries=entries,
@@ -712,18 +687,6 @@ class GateReport:
             write_text(p, self.markdown())
 
 
-def _holm(pvals: list[float | None]) -> list[float | None]:
-    """Holm-Bonferroni adjusted p-values (step-down, monotone), None entries left alone."""
-    idx = sorted((i for i, p in enumerate(pvals) if p is not None), key=lambda i: pvals[i])  # type: ignore[arg-type, return-value]
-    m = len(idx)
-    out: list[float | None] = list(pvals)
-    running = 0.0
-    for rank, i in enumerate(idx):
-        running = max(running, min(1.0, (m - rank) * pvals[i]))  # type: ignore[operator]
-        out[i] = running
-    return out
-
-
 def compare(
     outcome: Outcome,
     baseline: Baseline | None = None,
@@ -778,7 +741,7 @@ def compare(
             c.improved = (c.gained - c.lost) > tol * n + 1e-9 and mcnemar_one_sided(c.lost, c.gained) <= a
         checks.append(c)
     if correction == "holm":
-        for c, p in zip(checks, _holm([c.p_value for c in checks])):
+        for c, p in zip(checks, holm([c.p_value for c in checks])):
             c.p_value = p
     for c in checks:
         c.significant = c.p_value is not None and c.p_value <= a

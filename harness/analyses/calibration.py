@@ -14,6 +14,8 @@ from harness.calibration import DEFAULT_BOOTSTRAP, N_BINS, GroupStats
 from harness.errors import UsageError
 from harness.loading import dataset_spec_of, load_dataset
 from harness.records import RecordStore
+from harness.records import schema as col
+from harness.records.outcome import clean_correct, group_start, survived
 from harness.rng import stream_seed
 from harness.suites import Entry, group_entries
 
@@ -66,27 +68,27 @@ def aggregate_calibration(
         acc[g] = ([], [])
     for chunk in store.iter_chunks():
         lab = chunk["label"]
-        ok = chunk["clean_pred"] == lab
+        ok = clean_correct(chunk)
         acc["clean"][0].append(chunk["clean_cal"])
         acc["clean"][1].append(ok)
         for g, members in groups:
             ks = [index[id(entries[m])] for m in members]
             if entries[members[0]].kind == "corruption":
                 k = ks[0]
-                acc[g][0].append(chunk[f"c{k}"])
-                acc[g][1].append(chunk[f"s{k}"] == 1)
+                acc[g][0].append(chunk[col.calib(k)])
+                acc[g][1].append(chunk[col.status(k)] == 1)
                 continue
             cal = chunk["clean_cal"].copy()
-            alive = ok.copy()
+            alive = group_start(ok, "attack")
             decided = np.zeros(len(lab), bool)
             for k in ks:
-                s = chunk[f"s{k}"]
+                s = chunk[col.status(k)]
                 broke = (s == 0) & ~decided
-                cal[broke] = chunk[f"c{k}"][broke]
+                cal[broke] = chunk[col.calib(k)][broke]
                 decided |= broke
                 held = (s == 1) & ~decided
-                cal[held] = chunk[f"c{k}"][held]
-                alive &= s == 1
+                cal[held] = chunk[col.calib(k)][held]
+                alive &= survived(chunk, k)
             acc[g][0].append(cal)
             acc[g][1].append(alive)
     n_boot = int(settings.get("bootstrap", DEFAULT_BOOTSTRAP))

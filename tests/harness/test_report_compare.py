@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -163,7 +164,8 @@ def test_pairing_by_ids_and_refusals(tmp_path, pair):
     assert t.p_value is None and "dataset sha256" in t.note
     # a record that contradicts result.json is not trusted
     bad = json.loads((b / "result.json").read_text())
-    bad["clean"]["correct"] += 1
+    # (a self-consistent clean accuracy, so result.json itself loads: only the record contradicts it)
+    bad["clean"] = asdict(Accuracy.of(bad["clean"]["correct"] + 1, bad["clean"]["n"]))
     (b / "result.json").write_text(json.dumps(bad))
     cmp = compare_runs([a, b])
     assert cmp.test("clean", "B").p_value is None and any("does not reproduce" in n for n in cmp.notes)
