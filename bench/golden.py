@@ -99,11 +99,13 @@ def _diff(a: Any, b: Any, where: str, out: list[str]) -> None:
         out.append(f"{where}: {a!r} != {b!r}")
 
 
-def compare_runs(golden: Path, new: Path) -> list[str]:
+def compare_runs(golden: Path, new: Path, suites: list[str]) -> list[str]:
     """Differences between two plan folders: record columns bit by bit, result.json without timing."""
     problems: list[str] = []
     for gres in sorted(golden.glob("*/*/result.json")):
         run = gres.parent.relative_to(golden)
+        if run.parts[0] not in suites:
+            continue
         nres = new / run / "result.json"
         if not nres.exists():
             problems.append(f"{run}: no result.json in the new run")
@@ -132,6 +134,7 @@ def main() -> int:
     p.add_argument("--golden", type=Path, help="with compare: the recorded plan folder")
     p.add_argument("--suites", default=",".join(SUITES))
     p.add_argument("--skip-done", action="store_true", help="record: keep runs that already have a result.json")
+    p.add_argument("--no-run", action="store_true", help="compare: only compare the folders already there")
     a = p.parse_args()
     suites = a.suites.split(",")
     if a.mode == "compare":
@@ -141,10 +144,11 @@ def main() -> int:
         if want != cpu_capability():
             print(f"goldens were recorded on {want}, this machine is {cpu_capability()}: not comparable")
             return 2
-    run_plan(a.models, a.out, suites, skip_done=a.skip_done and a.mode == "record")
+    if not a.no_run:
+        run_plan(a.models, a.out, suites, skip_done=a.skip_done and a.mode == "record")
     if a.mode == "record":
         return 0
-    problems = compare_runs(a.golden, a.out)
+    problems = compare_runs(a.golden, a.out, suites)
     for line in problems[:50]:
         print(line)
     print(f"{len(problems)} difference(s)" if problems else "golden comparison: identical")
