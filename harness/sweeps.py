@@ -36,16 +36,10 @@ from harness.results import Result
 from harness.spec import default_run_name
 from harness.suites import load_suite
 
-# EvalConfig fields a sweep passes on to every cell, and their `harness evaluate` flags.
-EVAL_FLAGS = {
-    "batch_size": "--batch-size",
-    "chunk_size": "--chunk-size",
-    "seed": "--seed",
-    "device": "--device",
-    "checks": "--checks",
-    "max_samples": "--max-samples",
-    "eot_samples": "--eot-samples",
-}
+# EvalConfig fields a sweep passes on to every cell (as `EvalConfig.to_argv` flags).
+SWEEP_FIELDS = (
+    "batch_size", "chunk_size", "seed", "device", "checks", "max_samples", "eot_samples", "precision", "compile", "eps",
+)  # fmt: skip
 GLOB_CHARS = "*?["
 REPORT_DIR = "report"
 DEFAULT_TITLE = "Robustness report"  # the same default as `harness report`, so both reports agree
@@ -128,11 +122,9 @@ class Sweep:
         trust_torchscript: bool = False,
         **config: Any,
     ) -> None:
-        unknown = sorted(set(config) - set(EVAL_FLAGS) - {"eps"})
+        unknown = sorted(set(config) - set(SWEEP_FIELDS))
         if unknown:
-            raise UsageError(
-                f"sweep: unknown option(s) {unknown}", f"a sweep passes on {', '.join([*EVAL_FLAGS, 'eps'])}"
-            )
+            raise UsageError(f"sweep: unknown option(s) {unknown}", f"a sweep passes on {', '.join(SWEEP_FIELDS)}")
         self.suites = [suites] if isinstance(suites, str) else list(suites)
         for s in self.suites:
             load_suite(s)  # an unknown preset or a missing file fails here, before any model loads
@@ -214,11 +206,7 @@ class Sweep:
             raise SweepError("a sweep plan needs the dataset as a spec string", "pass e.g. dataset='digits'")
         args = [executable, "evaluate", cell.model, "--dataset", self.dataset, "--suite", cell.suite]
         args += ["--out", str(self.out), "--name", cell.name]
-        for fld, flag in EVAL_FLAGS.items():
-            value = getattr(self.config, fld)
-            args += [flag, str(value)] if value is not None else []
-        for norm, values in (self.config.eps or {}).items():
-            args += ["--eps", f"{norm}=" + ",".join(repr(float(v)) for v in values)]
+        args += self.config.to_argv()
         if zoo.is_zoo_spec(cell.model):
             for k, flag in (("model_dir", "--model-dir"), ("threat_model", "--threat-model")):
                 args += [flag, str(self.loader[k])] if self.loader[k] is not None else []

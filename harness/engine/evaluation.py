@@ -29,10 +29,9 @@ import contextlib
 import hashlib
 import itertools
 import json
-import re
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +42,7 @@ from torch import Tensor, nn
 
 from harness import __version__, distributed, environment, errors
 from harness.analyses.calibration import aggregate_calibration, heldout_dataset
-from harness.atomic import ensure_dir, lock_file, remove_stale_temps, temporary_directory, write_json, write_text
+from harness.atomic import temporary_directory, write_json, write_text
 from harness.batching import CPU_CAP, BatchRunner, autotune_batch_size, is_oom
 from harness.calibration import fit_temperature, prob_stats
 from harness.certify import aggregate_certified
@@ -59,12 +58,13 @@ from harness.checks import (
 )
 from harness.corruption_metrics import attach
 from harness.data.base import ImageDataset, check_image_range
+from harness.engine.config import EvalConfig, check_run_name, model_hash, run_lock
 from harness.errors import DataError, HarnessError, ModelError, UsageError
 from harness.faults import kill_point
 from harness.guard import ModelGuard
 from harness.logits import finite_rows, misclassified
 from harness.paths import safe_join
-from harness.precision import PRECISIONS, SearchModel, frozen
+from harness.precision import SearchModel, frozen
 from harness.records import RecordStore, drop_set_aside, restore_set_aside, result_config_hash, set_aside_outputs
 from harness.records import schema as col
 from harness.records.outcome import clean_correct, group_start, survived
@@ -72,12 +72,11 @@ from harness.reporting.markdown import render_markdown
 from harness.results import Accuracy, Finding, GroupResult, Result
 from harness.rng import stream_seed
 from harness.suites import Entry, Suite, group_entries, load_suite
-from harness.surrogate import BPDA, SurrogateSpec, build_surrogate, check_mode
+from harness.surrogate import BPDA, SurrogateSpec, build_surrogate
 from harness.threat import check_contract
 from harness.ties import TIE_ULPS, decide, ieee_fp32
 from harness.unit_test import attack_unit_test
 
-CHECK_LEVELS = ("basic", "full")
 # Samples of the first batch the precheck and the gradient probe look at.
 PRECHECK_SAMPLES = 64
 # A surrogate that agrees with the model on fewer clean predictions than this is flagged.
@@ -87,106 +86,6 @@ OBFUSCATED_WHEN = ("obfuscated-gradients",)
 NO_PREDICTION = -2
 # Label of the Square entries added when gradients are obfuscated (harness.checks.gradient_findings).
 AUTO_SQUARE_LABEL = "square-auto"
-SEED_MAX = 2**63 - 1  # seeds are int64: the range every keyed draw and torch generator takes
-RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
-
-
-@dataclass
-class EvalConfig:
-    """How to run an evaluation (not what: that is the suite)."""
-
-    # An int, or "auto" (None means the same): the largest batch a forward+backward fits, probed once.
-    batch_size: int | str | None = 256
-    chunk_size: int = 512
-    seed: int = 0
-    device: str = "auto"
-    max_samples: int | None = None
-    overwrite: bool = False
-    progress: bool = True
-    # Draws per gradient and per verdict for randomised models (EOT); None: 1, or
-    # EOT_AUTO_SAMPLES when the precheck finds the model stochastic.
-    eot_samples: int | None = None
-    # "basic": the sanity checks; "full": also the unbounded-eps check and the attack unit test.
-    checks: str = "basic"
-    # Replaces the dataset's eps grid for suite entries with eps = "dataset", e.g. {"linf": (0.1,)}.
-    eps: dict[str, tuple[float, ...]] | None = None
-    # Attack search under bf16 autocast ("bf16") or fp32; verdicts are always fp32 (docs/performance.md).
-    precision: str = "fp32"
-    # torch.compile the model for the attack search only; verdicts use the eager model.
-    compile: bool = False
-    # With a surrogate (Evaluation(surrogate=...)): "bpda" (real forward, surrogate gradient) or
-    # "transfer" (attack the surrogate, verdict on the real model); see harness.surrogate.
-    surrogate_mode: str = "bpda"
-
-    def __post_init__(self) -> None:
-        self.batch_size = parse_batch_size(self.batch_size)
-        _check_int("chunk_size", self.chunk_size, 1, "the samples per record chunk, e.g. --chunk-size 512")
-        if self.max_samples is not None:
-            _check_int("max_samples", self.max_samples, 1, "omit --max-samples to evaluate the whole dataset")
-        _check_int("seed", self.seed, 0, "e.g. --seed 0", high=SEED_MAX)
-        self.chunk_size, self.seed = int(self.chunk_size), int(self.seed)  # numpy integers become ints
-        self.max_samples = None if self.max_samples is None else int(self.max_samples)
-        environment.resolve_device(self.device)  # an unknown or absent device fails here, before any work
-        if self.precision not in PRECISIONS:
-            raise UsageError(f"unknown precision {self.precision!r}", f"use one of {', '.join(PRECISIONS)}")
-        if self.checks not in CHECK_LEVELS:
-            raise UsageError(f"unknown checks level {self.checks!r}", f"use one of {', '.join(CHECK_LEVELS)}")
-        if self.eot_samples is not None and (not isinstance(self.eot_samples, int) or self.eot_samples < 1):
-            raise UsageError(f"eot_samples must be a positive integer, not {self.eot_samples!r}")
-        check_mode(self.surrogate_mode)
-
-
-def _check_int(name: str, value: Any, low: int, hint: str, high: int | None = None) -> None:
-    """``value`` is an int (not a bool) in [low, high]: EvalConfig's declared ranges."""
-    ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-    if not ok or value < low or (high is not None and value > high):
-        bound = (
-            ("a positive integer" if low == 1 else f"an integer ≥ {low}")
-            if high is None
-            else f"an integer in [{low}, {high}]"
-        )
-        raise UsageError(f"{name} must be {bound}, not {value!r}", hint)
-
-
-def parse_batch_size(value: int | str | None) -> int | str:
-    """A positive int, or "auto" (also for None): the batch-size forms EvalConfig and the CLI accept."""
-    if value is None or (isinstance(value, str) and value.strip().lower() == "auto"):
-        return "auto"
-    try:
-        n = int(value) if not isinstance(value, (bool, float)) else None
-    except (TypeError, ValueError):
-        n = None
-    if n is None or n < 1:
-        raise UsageError(f"batch size must be a positive integer or 'auto', not {value!r}", "e.g. --batch-size 256")
-    return n
-
-
-def check_run_name(name: str) -> str:
-    """Run names are single path components: no separators, no '..', no absolute paths."""
-    if not RUN_NAME.match(name) or ".." in name:
-        raise UsageError(
-            f"invalid run name {name!r}",
-            "use letters, digits and . _ + - (no path separators or '..'); the run is created under the output root",
-        )
-    return name
-
-
-@contextlib.contextmanager
-def run_lock(directory: Path) -> Iterator[None]:
-    """An exclusive lock on a run directory; a second writer gets `RunLockedError`."""
-    ensure_dir(directory)
-    with lock_file(directory / ".lock", f"another process is writing to {directory}"):
-        remove_stale_temps(directory)
-        remove_stale_temps(directory / "records")
-        yield
-
-
-def model_hash(model: nn.Module) -> str:
-    h = hashlib.sha256()
-    for k, v in sorted(model.state_dict().items()):
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes() if v.numel() else b"")
-    return h.hexdigest()
 
 
 class Evaluation:
