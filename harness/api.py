@@ -15,6 +15,8 @@ from torch import nn
 from defenses import TrainConfig
 from defenses import train as train_objective
 from defenses.conditions import apply_conditions
+from harness.analyses.binarization import UnitTestResult
+from harness.analyses.binarization import attack_unit_test as run_attack_unit_test
 from harness.corruption_metrics import attach
 from harness.data.base import ImageDataset
 from harness.engine import EvalConfig, Evaluation, check_run_name
@@ -29,8 +31,6 @@ from harness.results import Result
 from harness.spec import split_spec
 from harness.suites import Suite, load_suite
 from harness.sweeps import Sweep
-from harness.unit_test import UnitTestResult
-from harness.unit_test import attack_unit_test as run_attack_unit_test
 
 __all__ = [
     "DEFAULT_RUN_OBJECTIVES",
@@ -104,7 +104,7 @@ def attack_unit_test(
     suite: str | Suite = "quick",
     **kwargs: Any,
 ) -> UnitTestResult:
-    """The attack unit test (Zimmermann et al. 2022) of a suite on a model; see `harness.unit_test`.
+    """The attack unit test (Zimmermann et al. 2022) of a suite on a model; see `harness.analyses.binarization`.
 
     Returns a `UnitTestResult` (fraction of provably existing adversarial examples the suite found,
     per threat model; under 95 % the suite is too weak for the model). Keyword arguments:

@@ -148,9 +148,9 @@ def env_world() -> tuple[int, int, int]:
     return rank, world, local
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """The device of this rank: ``auto`` picks cuda:LOCAL_RANK under torchrun when GPUs exist."""
-
+def rank_device(device: str | torch.device | None) -> torch.device:
+    """The device of this rank (`environment.resolve_device`, then ``auto`` picks cuda:LOCAL_RANK under
+    torchrun when GPUs exist)."""
     dev = environment.resolve_device(device)
     _, world, local = env_world()
     if world > 1 and dev.type == "cuda" and dev.index is None:

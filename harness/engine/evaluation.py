@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness import __version__, distributed, environment, errors
+from harness.analyses.binarization import attack_unit_test
 from harness.analyses.calibration import aggregate_calibration, heldout_dataset
 from harness.atomic import temporary_directory, write_json, write_text
 from harness.batching import CPU_CAP, BatchRunner, autotune_batch_size, is_oom
@@ -75,7 +76,6 @@ from harness.suites import Entry, Suite, group_entries, load_suite
 from harness.surrogate import BPDA, SurrogateSpec, build_surrogate
 from harness.threat import check_contract
 from harness.ties import TIE_ULPS, decide, ieee_fp32
-from harness.unit_test import attack_unit_test
 
 # Samples of the first batch the precheck and the gradient probe look at.
 PRECHECK_SAMPLES = 64
@@ -104,7 +104,7 @@ class Evaluation:
         surrogate: SurrogateSpec | None = None,
     ) -> None:
         self.config = config or EvalConfig()
-        self.device = distributed.resolve_device(self.config.device)
+        self.device = distributed.rank_device(self.config.device)
         self.was_training = model.training
         self.model = model.to(self.device).eval()
         self.dataset = dataset

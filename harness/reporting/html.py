@@ -10,7 +10,7 @@ import base64
 import html
 from collections.abc import Mapping, Sequence
 
-from harness.reporting import beyond
+from harness.reporting import metric_sections
 from harness.reporting import summary as S
 from harness.results import Accuracy, Finding, GroupResult, Result
 
@@ -156,7 +156,7 @@ def render_html(
         parts.append(_img(figures.get("tradeoff"), "clean vs robust accuracy trade-off"))
         parts.append(_img(figures.get("eps_curves"), "robust accuracy vs eps"))
 
-    parts.append(beyond.html(results, labels, figures, h, _img))
+    parts.append(metric_sections.html(results, labels, figures, h, _img))
     for i, (lab, r) in enumerate(zip(labels, results)):
         parts.append(_model_section(lab, r, figures, i, headline))
     parts.append("</body></html>")

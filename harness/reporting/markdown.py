@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from harness.corruption_metrics import corruption_summary
-from harness.reporting import beyond
+from harness.reporting import metric_sections
 from harness.reporting import summary as S
 from harness.results import Accuracy, Finding, Result
 
@@ -114,7 +114,7 @@ def render_markdown(
             if name in images:
                 lines += [f"![{alt}]({images[name]})", ""]
 
-    lines += beyond.markdown(results, labels, images, _esc)
+    lines += metric_sections.markdown(results, labels, images, _esc)
     for i, (lab, r) in enumerate(zip(labels, results)):
         lines += _model_section(lab, r, images, i, headline)
     return "\n".join(lines)
