@@ -98,10 +98,10 @@ def aggregate_calibration(
     for g, (cals, oks) in acc.items():
         cal = np.concatenate(cals) if cals else np.zeros((0, width), np.float32)
         ok = np.concatenate(oks) if oks else np.zeros(0, bool)
-        seed = stream_seed(seed, "calibration-bootstrap", g)
-        d = _group_stats(cal, ok, False).summary(seed=seed, n_boot=n_boot, n_bins=n_bins)
+        boot_seed = stream_seed(seed, "calibration-bootstrap", g)
+        d = _group_stats(cal, ok, False).summary(seed=boot_seed, n_boot=n_boot, n_bins=n_bins)
         if temperature is not None:
-            d["scaled"] = _group_stats(cal, ok, True).summary(seed=seed, n_boot=n_boot, n_bins=n_bins)
+            d["scaled"] = _group_stats(cal, ok, True).summary(seed=boot_seed, n_boot=n_boot, n_bins=n_bins)
         e = meta.get(g)
         if e is None:
             d["kind"] = "clean"
