@@ -110,7 +110,9 @@ def compare_runs(golden: Path, new: Path, suites: list[str]) -> list[str]:
         if not nres.exists():
             problems.append(f"{run}: no result.json in the new run")
             continue
-        _diff(_strip(json.loads(gres.read_text())), _strip(json.loads(nres.read_text())), str(run), problems)
+        # The plan folder itself (user suite files live in it) is named in result.json: compare relative.
+        gtext, ntext = gres.read_text().replace(str(golden), "<plan>"), nres.read_text().replace(str(new), "<plan>")
+        _diff(_strip(json.loads(gtext)), _strip(json.loads(ntext)), str(run), problems)
         for gz in sorted((gres.parent / "records").glob("chunk-*.npz")):
             nz = new / run / "records" / gz.name
             if not nz.exists():
