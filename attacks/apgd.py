@@ -118,6 +118,8 @@ class APGD(Attack):
     """Auto-PGD with a chosen loss (ce, dlr, margin); 100 iterations, momentum 0.75, step halving."""
 
     targeted = False
+    strong: ClassVar[bool] = True
+    eot_param: ClassVar[str | None] = "eot_iter"  # the reference's name for EOT draws per step
     PARAMS: ClassVar[dict[str, Param]] = {
         "loss": Param("loss to ascend (dlr-targeted is apgd-t's)", choices=tuple(LOSSES)),
         "steps": STEPS,

@@ -77,6 +77,8 @@ def _fit(name: str, params: dict[str, Any]) -> dict[str, Any]:
 class AutoAttack(Attack):
     """AutoAttack: standard/plus/rand/custom component lists; native, pyautoattack or torchattacks backend."""
 
+    strong: ClassVar[bool] = True
+
     PARAMS: ClassVar[dict[str, Param]] = {
         "version": Param("component list and budgets of the reference", choices=(*VERSIONS, "custom")),
         "components": Param("version='custom': registered attack names, run in this order",
@@ -166,6 +168,12 @@ class AutoAttack(Attack):
         if self.backend != "native":
             return 3 if any(n in ("apgd-dlr", "apgd-t", "fab-t") for n in self.components) else 2
         return max(a.min_classes for a in self._attacks)
+
+    def set_eot(self, draws: int) -> list[str]:
+        """EOT for every native component that supports it; returns the components (or backend) that do not."""
+        if self.backend != "native":
+            return [f"autoattack ({self.backend} backend)"]
+        return [part for attack in self._attacks for part in attack.set_eot(draws)]
 
     @property
     def last_run(self) -> list[dict[str, Any]]:

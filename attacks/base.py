@@ -33,10 +33,19 @@ class Attack:
     Capabilities as data: ``PARAMS`` declares each constructor parameter (kind, range, choices; see
     `harness.params`), checked by `harness.registry.Registry.create`; ``REFERENCE`` is the budget of
     the reference implementation, below which the engine adds a ``weaker-than-reference`` finding.
+    The checks, the engine and the export read the class attributes below, never attack names.
     """
 
     PARAMS: ClassVar[dict[str, Param]] = {"norm": NORM, "eps": EPS}
     REFERENCE: ClassVar[Reference | None] = None
+    # Searches with forward passes only (no gradients): it runs on the model even with a surrogate,
+    # and breaking what the white-box attacks left is the "black-box beats white-box" finding.
+    black_box: ClassVar[bool] = False
+    # Sees through a saturated softmax (margin/DLR losses, minimum-norm search): the masking check
+    # compares such attacks with CE-PGD.
+    strong: ClassVar[bool] = False
+    # The constructor parameter holding the EOT draws averaged per step; None: no EOT support.
+    eot_param: ClassVar[str | None] = None
 
     def __init__(self, norm: str = "linf", eps: float = 8 / 255) -> None:
         self.threat = ThreatModel(norm, eps)
@@ -53,6 +62,16 @@ class Attack:
     @property
     def eps(self) -> float:
         return self.threat.eps
+
+    def set_eot(self, draws: int) -> list[str]:
+        """Average each step's gradient over ``draws`` forward passes (for a randomised model).
+
+        Returns what runs on single draws regardless: empty with EOT support, else the attack's name.
+        """
+        if self.eot_param is None:
+            return [str(getattr(type(self), "registry_name", type(self).__name__))]
+        setattr(self, self.eot_param, int(draws))
+        return []
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor, *, index: Tensor | None = None, seed: int = 0) -> Tensor:
         raise NotImplementedError

@@ -24,10 +24,10 @@ from harness.errors import UsageError
 from harness.logits import finite_grad, margin
 from harness.params import Param, Reference
 from harness.registry import ATTACKS
-from harness.threat import canonical_norm
+from harness.threat import canonical_norm, per_sample
 
 from .base import Attack
-from .pgd import PGD, _bcast
+from .pgd import PGD
 
 # Pixels exactly at 0 or 1 map to w = +-inf; shrinking by this factor keeps w finite (Carlini's code).
 TANH_SHRINK = 1 - 1e-6
@@ -46,7 +46,7 @@ def _from_w(w: Tensor) -> Tensor:
 class CWL2(Attack):
     """Carlini-Wagner L2 (tanh variables, Adam, binary search over c); best misclassified point within eps."""
 
-    black_box = False
+    strong: ClassVar[bool] = True
     PARAMS: ClassVar[dict[str, Param]] = {
         "c": Param("initial trade-off constant c (binary-searched per sample)", gt=0),
         "kappa": Param("confidence: success needs margin < -kappa", ge=0),
@@ -110,7 +110,7 @@ class CWL2(Attack):
                 ok = mg.detach() < -self.kappa if self.kappa > 0 else mg.detach() < 0
                 better = ok & (l2 < best_l2)
                 best_l2 = torch.where(better, l2, best_l2)
-                best_x = torch.where(_bcast(better, x), xa.detach(), best_x)
+                best_x = torch.where(per_sample(better, x), xa.detach(), best_x)
                 found |= ok
                 # Adam (Kingma & Ba 2015), written out so only input gradients are taken.
                 m1 = b1 * m1 + (1 - b1) * g
@@ -133,13 +133,15 @@ class CWL2(Attack):
         inside = best_l2 <= self.eps
         beyond = torch.isfinite(best_l2) & ~inside
         scale = torch.where(beyond, self.eps / best_l2.clamp_min(1e-12) * (1 - 1e-6), torch.ones_like(best_l2))
-        out = x + _bcast(scale, x) * (best_x - x)
-        return torch.where(_bcast(inside | beyond, x), out, x).clamp(0, 1).detach()
+        out = x + per_sample(scale, x) * (best_x - x)
+        return torch.where(per_sample(inside | beyond, x), out, x).clamp(0, 1).detach()
 
 
 @ATTACKS.register("cw-linf")
 class CWLinf(PGD):
     """CW-L-inf: PGD on the Carlini-Wagner margin loss max_{j!=y} z_j - z_y (no softmax saturation)."""
+
+    strong: ClassVar[bool] = True
 
     # PGD's reference (20 steps, 1 restart): this is PGD on the margin loss.
 

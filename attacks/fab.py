@@ -87,6 +87,7 @@ def project_hyperplane_box(t: Tensor, w: Tensor, r: Tensor, norm: str) -> Tensor
 
 class _FABBase(Attack):
     targeted = False
+    strong: ClassVar[bool] = True
     PARAMS: ClassVar[dict[str, Param]] = {
         "steps": STEPS,
         "restarts": RESTARTS,

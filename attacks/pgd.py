@@ -22,7 +22,7 @@ from harness.logits import finite_grad
 from harness.params import Param, Reference
 from harness.registry import ATTACKS
 from harness.rng import stream_seed
-from harness.threat import ascent_direction, linf_box, project_ball_box, random_start
+from harness.threat import ascent_direction, linf_box, per_sample, project_ball_box, random_start
 
 from .base import COMPACT_EVERY, EOT_SAMPLES, RESTARTS, STEPS, Attack
 from .losses import LOSSES, LossFn, get_loss, margin, scaled
@@ -37,10 +37,6 @@ class SearchResult:
     x_adv: Tensor
     margin: Tensor
     steps_correct: Tensor | None = None
-
-
-def _bcast(mask: Tensor, like: Tensor) -> Tensor:
-    return mask.view(-1, *([1] * (like.dim() - 1)))
 
 
 @ATTACKS.register("pgd")
@@ -61,6 +57,7 @@ class PGD(Attack):
         "logit_scale": Param("multiply the logits before the loss (x1000 defeats saturated softmax)", gt=0),
         "eot_samples": EOT_SAMPLES,
     }  # fmt: skip
+    eot_param: ClassVar[str | None] = "eot_samples"
     # PGD-20 with one restart: the evaluation budget of Madry et al. 2018's CIFAR-10 table and of the
     # TRADES/MART papers. `reference_shortfalls` also flags a step size too small to cross the ball.
     REFERENCE: ClassVar[Reference | None] = Reference(
@@ -162,7 +159,7 @@ class PGD(Attack):
             if not last:
                 better = m < bm
                 bm = torch.where(better, m, bm)
-                bx = torch.where(_bcast(better, bx), xa.detach(), bx)
+                bx = torch.where(per_sample(better, bx), xa.detach(), bx)
             if t == self.steps:
                 break
             # NaN logits give NaN gradients; the iterate must stay finite. sign(NaN) = 0 already (no extra
@@ -202,7 +199,7 @@ class PGD(Attack):
     def _write_back(pos: Tensor, bx: Tensor, bm: Tensor, best_x: Tensor, best_m: Tensor) -> None:
         better = bm < best_m[pos]
         best_m[pos] = torch.where(better, bm, best_m[pos])
-        best_x[pos] = torch.where(_bcast(better, bx), bx, best_x[pos])
+        best_x[pos] = torch.where(per_sample(better, bx), bx, best_x[pos])
 
 
 @ATTACKS.register("fgsm")

@@ -116,6 +116,11 @@ class SmoothingL2:
         self.attack_steps, self.eot_samples = int(attack_steps), int(eot_samples)
         self.n_verdict, self.max_images = int(n_verdict), int(max_images)
 
+    def set_eot(self, draws: int) -> list[str]:
+        """Noise draws averaged per EOT-PGD step of the empirical attack (the engine's EOT count)."""
+        self.eot_samples = int(draws)
+        return []
+
     def config(self) -> dict[str, Any]:
         return {"certifier": "smoothing-l2", **{k: v for k, v in vars(self).items() if not k.startswith("_")}}
 

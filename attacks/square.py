@@ -97,6 +97,8 @@ def _flat_l2(v: Tensor) -> Tensor:
 class Square(Attack):
     """Square Attack (score-based black-box random search), L-inf/L2, margin loss, 5000 queries."""
 
+    black_box: ClassVar[bool] = True
+
     PARAMS: ClassVar[dict[str, Param]] = {
         "n_queries": Param("model queries (iterations) per restart", ge=1),
         "p_init": Param("initial fraction of pixels a square changes (halved on the schedule)", gt=0, le=1),

@@ -31,7 +31,7 @@ from models_cache import EPOCHS, MASK_SCALE, benchmark_model  # noqa: E402
 
 from harness import api, environment  # noqa: E402
 from harness.compat import import_autoattack  # noqa: E402
-from harness.records import open_record  # noqa: E402
+from harness.records.outcome import read_bits  # noqa: E402
 
 
 def fast_run(model, ds, suite: str, eps: float, tmp: Path, name: str) -> tuple[float, np.ndarray, dict]:
@@ -39,12 +39,9 @@ def fast_run(model, ds, suite: str, eps: float, tmp: Path, name: str) -> tuple[f
     t0 = time.perf_counter()
     res = api.evaluate(model, ds, suite, eps={"linf": (eps,)}, progress=False, out=tmp, name=name, device="cpu")
     wall = time.perf_counter() - t0
-    rec = open_record(tmp / name / "records")
-    robust = rec.column("clean_pred") == rec.column("label")
-    for k in range(len(res.groups[0].entries)):
-        robust &= rec.column(f"s{k}") != 0  # -1: not attacked (already broken), 1: survived
-    ids = rec.column("id")
-    return wall, robust[np.argsort(ids)], res
+    bits = read_bits(tmp / name / "records")
+    robust = bits.groups[res.groups[0].key]  # the worst case over the suite's entries (one threat model)
+    return wall, robust[np.argsort(bits.ids)], res
 
 
 def autoattack_run(model, x: torch.Tensor, y: torch.Tensor, eps: float) -> tuple[float, np.ndarray]:

@@ -31,6 +31,7 @@ from models_cache import benchmark_model  # noqa: E402
 from harness import api, environment  # noqa: E402
 from harness.precision import SearchModel  # noqa: E402
 from harness.records import open_record  # noqa: E402
+from harness.records import schema as col  # noqa: E402
 from harness.registry import ATTACKS  # noqa: E402
 
 VARIANTS = {"eager fp32": ("fp32", False), "eager bf16": ("bf16", False)}
@@ -98,7 +99,7 @@ def accuracy(a: argparse.Namespace) -> dict:
                 rec = open_record(Path(tmp) / "r" / "records")
                 rob = rec.column("clean_pred") == rec.column("label")
                 for k in range(len(res.groups[0].entries)):
-                    rob &= rec.column(f"s{k}") != 0
+                    rob &= rec.column(col.status(k)) != 0
             out[prec] = (wall, rob, res.config.get("precision_reruns", 0))
         (wf, rf, _), (wb, rb, reruns) = out["fp32"], out["bf16"]
         row = {

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from harness.records import schema as col
 from harness.results import Accuracy, Finding
 
 CURVE_POINTS = 41
@@ -31,8 +32,8 @@ def aggregate_certified(ev: Any, store: Any) -> tuple[dict[str, Any], list[Findi
         lab, pred, rad, emp, viol = [], [], [], [], []
         for chunk in store.iter_chunks():
             lab.append(chunk["label"])
-            pred.append(chunk[f"p{k}"])
-            rad.append(chunk[f"m{k}"])
+            pred.append(chunk[col.pred(k)])
+            rad.append(chunk[col.margin(k)])
             emp.append(chunk[f"e{k}"])
             viol.append(chunk[f"v{k}"])
         y, p, r = np.concatenate(lab), np.concatenate(pred), np.concatenate(rad)

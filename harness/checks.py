@@ -26,6 +26,7 @@ from harness.batching import is_oom
 from harness.errors import HarnessError, ModelError
 from harness.guard import HINT, ModelGuard, first_line
 from harness.logits import finite_rows, margin, misclassified
+from harness.registry import ATTACKS
 from harness.results import Finding, GroupResult, Result
 
 SATURATION_PROB = 1 - 1e-6
@@ -44,7 +45,6 @@ BLACK_BOX_FRACTION = 0.005
 MASKING_REL = 0.10
 MASKING_ABS = 0.03
 STRONG_LOSSES = ("margin", "cw", "dlr")
-STRONG_PREFIXES = ("apgd", "autoattack", "cw-", "fab")
 # Zero margin gradients on more than this fraction: the "gradients" warning.
 ZERO_GRAD_FRACTION = 0.05
 # Zero or non-finite margin gradients on more than this fraction (or none at all): obfuscated gradients.
@@ -223,14 +223,15 @@ def _majority_correct(model: nn.Module, x: Tensor, y: Tensor, draws: int) -> Ten
 
 def unbounded_check(model: nn.Module, x: Tensor, y: Tensor, num_classes: int, eot_samples: int = 1) -> Finding | None:
     """PGD (margin loss, start at x) with L-inf eps = 1 on up to 64 correct samples: must reach < chance."""
-    from attacks.pgd import PGD  # attacks sits above harness; imported lazily
-
     ok = _majority_correct(model, x, y, eot_samples)
     x, y = x[ok][:UNBOUNDED_SAMPLES], y[ok][:UNBOUNDED_SAMPLES]
     if len(x) == 0:
         return None
-    attack = PGD("linf", UNBOUNDED_EPS, steps=UNBOUNDED_STEPS, loss="margin", random_start=False)
-    attack.eot_samples = eot_samples
+    # Through the registry: the core never imports a concrete attack (attacks/ sits beside it).
+    attack = ATTACKS.create(
+        "pgd", norm="linf", eps=UNBOUNDED_EPS, steps=UNBOUNDED_STEPS, loss="margin", random_start=False
+    )
+    attack.set_eot(eot_samples)
     xa = attack(ModelGuard(model), x, y, index=torch.arange(len(x), device=x.device), seed=0)
     acc = float(_majority_correct(model, xa, y, eot_samples).float().mean())
     chance = 1.0 / num_classes
@@ -390,14 +391,20 @@ def _is_ce_pgd(e: dict[str, Any]) -> bool:
     )
 
 
+def _declares_strong(name: str) -> bool:
+    """The registered attack's declared `Attack.strong`; False for a name no longer registered."""
+    if name not in ATTACKS:
+        return False
+    return bool(getattr(ATTACKS.get(name).factory, "strong", False))
+
+
 def _is_strong(e: dict[str, Any]) -> bool:
     """White-box attacks that see through softmax saturation: margin/DLR losses, logit scaling, APGD, ..."""
     if e.get("black_box", False):
         return False
     cfg = e.get("config", {})
-    name = str(e.get("name", ""))
     return (
-        name.startswith(STRONG_PREFIXES)
+        _declares_strong(str(e.get("name", "")))
         or cfg.get("loss") in STRONG_LOSSES
         or float(cfg.get("logit_scale", 1.0)) != 1.0
     )

@@ -54,6 +54,7 @@ from typing import Any, TypeVar
 
 import torch
 
+from harness import environment, errors
 from harness.atomic import write_json
 from harness.errors import HarnessError, UsageError
 
@@ -147,10 +148,9 @@ def env_world() -> tuple[int, int, int]:
     return rank, world, local
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """The device of this rank: ``auto`` picks cuda:LOCAL_RANK under torchrun when GPUs exist."""
-    from harness import environment
-
+def rank_device(device: str | torch.device | None) -> torch.device:
+    """The device of this rank (`environment.resolve_device`, then ``auto`` picks cuda:LOCAL_RANK under
+    torchrun when GPUs exist)."""
     dev = environment.resolve_device(device)
     _, world, local = env_world()
     if world > 1 and dev.type == "cuda" and dev.index is None:
@@ -177,7 +177,6 @@ def setup(device: torch.device) -> DistContext:
 
     if not dist.is_available():
         raise UsageError("this PyTorch build has no torch.distributed", "run with one process")
-    from harness import environment
 
     timeout = datetime.timedelta(seconds=environment.env("HARNESS_DIST_TIMEOUT_S", DEFAULT_TIMEOUT_S))
     owns = False
@@ -404,7 +403,6 @@ def _replay(log: Path) -> None:
 # ---- errors reported by the ranks of a launch -------------------------------------------------------------
 def internal_exit_code() -> int:
     """The exit code of an unexpected (non-`HarnessError`) failure, as the CLI gives it."""
-    from harness import errors
 
     code = getattr(getattr(errors, "ExitCode", None), "INTERNAL", None)
     return int(code) if code is not None else 1

@@ -14,7 +14,8 @@ from typing import Any
 
 from harness.cost import Cost
 from harness.labels import threat_label
-from harness.suites import Entry, Suite
+from harness.loading import load_dataset
+from harness.suites import Entry, Suite, load_suite
 
 
 @dataclass(frozen=True)
@@ -179,19 +180,17 @@ def plan_evaluation(
 
     Loads the dataset's description (size, classes, eps grid) and the suite, never a model.
     """
-    from harness.api import load_dataset
-    from harness.suites import load_suite
-
     ds = load_dataset(dataset)
     s = load_suite(suite)
     n = len(ds) if max_samples is None else min(len(ds), int(max_samples))
     entries = s.resolve({**ds.eps_grid, **(eps or {})})
     attackers = [e.build() for e in entries]
     eot = int(eot_samples or 1)
-    if eot > 1:  # as the engine does (`_setup_eot`): attacks that support EOT average over the draws
+    if eot > 1:  # as the engine does: attacks that declare EOT support (`Attack.set_eot`) average over the draws
         for a in attackers:
-            if hasattr(a, "eot_samples"):
-                a.eot_samples = eot
+            set_eot = getattr(a, "set_eot", None)
+            if set_eot is not None:
+                set_eot(eot)
     bs = batch_size if isinstance(batch_size, int) else None
     clean, rows = plan_entries(
         entries, attackers, n=n, num_classes=ds.num_classes, batch_size=bs, chunk_size=chunk_size, eot=eot

@@ -30,7 +30,7 @@ PLUGIN_GROUP = "harness.plugins"
 
 
 @dataclass(frozen=True)
-class Entry(Generic[T]):
+class Registered(Generic[T]):
     """A registered factory with its name, kind, one-line summary and declared parameters."""
 
     name: str
@@ -103,7 +103,7 @@ class Registry(Generic[T]):
     def __init__(self, kind: str, plugins: tuple[str, ...] = ()) -> None:
         self.kind = kind
         self._plugins = plugins
-        self._entries: dict[str, Entry[T]] = {}
+        self._entries: dict[str, Registered[T]] = {}
         self._loaded = False
 
     def register(
@@ -137,7 +137,9 @@ class Registry(Generic[T]):
         if name in self._entries and self._entries[name].factory is not factory:
             raise ValueError(f"duplicate {self.kind} name {name!r}")
         resolved, takes_any = resolve(factory, declared_params(factory, params))
-        self._entries[name] = Entry(name, self.kind, factory, summary or _summary(factory), tags, resolved, takes_any)
+        self._entries[name] = Registered(
+            name, self.kind, factory, summary or _summary(factory), tags, resolved, takes_any
+        )
         try:
             factory.registry_name = name  # type: ignore[attr-defined]
         except (AttributeError, TypeError):
@@ -152,7 +154,7 @@ class Registry(Generic[T]):
         for ep in metadata.entry_points(group=PLUGIN_GROUP):
             ep.load()
 
-    def get(self, name: str) -> Entry[T]:
+    def get(self, name: str) -> Registered[T]:
         self._load()
         if not isinstance(name, str):
             raise UsageError(f"a {self.kind} name must be a string, not {name!r}", f"run `harness list {self.kind}s`")
@@ -169,7 +171,7 @@ class Registry(Generic[T]):
         return self.get(name).validate(kwargs)
 
     def create(self, name: str, /, **kwargs: Any) -> T:
-        """Build the entry after checking every parameter against its declaration (`Entry.validate`)."""
+        """Build the entry after checking every parameter against its declaration (`Registered.validate`)."""
         entry = self.get(name)
         return entry.factory(**entry.validate(kwargs))
 
@@ -186,7 +188,7 @@ class Registry(Generic[T]):
         self._load()
         return sorted(n for n in self._entries if fnmatch.fnmatch(n, pattern))
 
-    def entries(self, pattern: str = "*") -> Iterator[Entry[T]]:
+    def entries(self, pattern: str = "*") -> Iterator[Registered[T]]:
         for n in self.names(pattern):
             yield self._entries[n]
 

@@ -37,3 +37,15 @@ def mcnemar_one_sided(b: int, c: int) -> float:
     logs = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) - n * math.log(2) for i in range(c, n + 1)]
     m = max(logs)
     return min(1.0, math.exp(m) * sum(math.exp(v - m) for v in logs))
+
+
+def holm(pvals: list[float | None]) -> list[float | None]:
+    """Holm-Bonferroni adjusted p-values (step-down, monotone, capped at 1); None entries left alone."""
+    idx = sorted((i for i, p in enumerate(pvals) if p is not None), key=lambda i: pvals[i])  # type: ignore[arg-type, return-value]
+    m = len(idx)
+    out: list[float | None] = list(pvals)
+    running = 0.0
+    for rank, i in enumerate(idx):
+        running = max(running, min(1.0, (m - rank) * pvals[i]))  # type: ignore[operator]
+        out[i] = running
+    return out

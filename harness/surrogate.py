@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from harness.errors import HarnessError, UsageError
 from harness.guard import first_line
+from harness.models.external import import_factory, is_factory_spec
 
 SURROGATE_MODES = ("bpda", "transfer")
 
@@ -70,7 +71,6 @@ def _call(factory: Callable[..., Any], model: nn.Module) -> Any:
 
 def build_surrogate(spec: SurrogateSpec, model: nn.Module) -> tuple[nn.Module, dict[str, Any]]:
     """The surrogate module and its description for result.json, from a module, a callable or a spec."""
-    from harness.models.external import import_factory, is_factory_spec
 
     if isinstance(spec, nn.Module):
         return spec, {"source": "python", "name": type(spec).__name__}

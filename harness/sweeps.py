@@ -22,24 +22,24 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness import __version__, distributed
+from harness.atomic import write_json
 from harness.data.base import ImageDataset
 from harness.engine import EvalConfig, Evaluation, check_run_name, model_hash
 from harness.errors import HarnessError, SweepError, UsageError
+from harness.loading import load_dataset, load_model
+from harness.models import external, zoo
 from harness.paths import safe_join
+from harness.reporting import build_report
 from harness.reporting.runs import SWEEP_MANIFEST
 from harness.results import Result
 from harness.spec import default_run_name
+from harness.suites import load_suite
 
-# EvalConfig fields a sweep passes on to every cell, and their `harness evaluate` flags.
-EVAL_FLAGS = {
-    "batch_size": "--batch-size",
-    "chunk_size": "--chunk-size",
-    "seed": "--seed",
-    "device": "--device",
-    "checks": "--checks",
-    "max_samples": "--max-samples",
-    "eot_samples": "--eot-samples",
-}
+# EvalConfig fields a sweep passes on to every cell (as `EvalConfig.to_argv` flags).
+SWEEP_FIELDS = (
+    "batch_size", "chunk_size", "seed", "device", "checks", "max_samples", "eot_samples", "precision", "compile", "eps",
+)  # fmt: skip
 GLOB_CHARS = "*?["
 REPORT_DIR = "report"
 DEFAULT_TITLE = "Robustness report"  # the same default as `harness report`, so both reports agree
@@ -79,8 +79,6 @@ class SweepResult:
 
 def cell_key(ev: Evaluation) -> str:
     """12 hex digits over the engine's config hash (model, data, suite, seed, ...), tool version and checks."""
-    from harness import __version__
-
     blob = json.dumps({"config_hash": ev.config_hash, "version": __version__, "checks": ev.config.checks})
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -92,8 +90,6 @@ def cell_name(model: str, suite: str, key: str) -> str:
 
 def expand_models(specs: Sequence[str]) -> list[str]:
     """Model specs with globs expanded (sorted; JSON sidecars dropped), duplicates removed, order kept."""
-    from harness.models import zoo
-
     out: list[str] = []
     for spec in specs:
         if zoo.is_zoo_spec(spec) or not any(c in spec for c in GLOB_CHARS):
@@ -126,13 +122,9 @@ class Sweep:
         trust_torchscript: bool = False,
         **config: Any,
     ) -> None:
-        from harness.suites import load_suite
-
-        unknown = sorted(set(config) - set(EVAL_FLAGS) - {"eps"})
+        unknown = sorted(set(config) - set(SWEEP_FIELDS))
         if unknown:
-            raise UsageError(
-                f"sweep: unknown option(s) {unknown}", f"a sweep passes on {', '.join([*EVAL_FLAGS, 'eps'])}"
-            )
+            raise UsageError(f"sweep: unknown option(s) {unknown}", f"a sweep passes on {', '.join(SWEEP_FIELDS)}")
         self.suites = [suites] if isinstance(suites, str) else list(suites)
         for s in self.suites:
             load_suite(s)  # an unknown preset or a missing file fails here, before any model loads
@@ -153,8 +145,6 @@ class Sweep:
     def data(self) -> ImageDataset:
         """The dataset, loaded once and cut to max_samples once (so its content hash is computed once)."""
         if self._data is None:
-            from harness.api import load_dataset
-
             ds = load_dataset(self.dataset)
             n = self.config.max_samples
             self._data = ds.subset(slice(0, n)) if n is not None and n < len(ds) else ds
@@ -162,9 +152,6 @@ class Sweep:
 
     def load(self, spec: str, device: str = "cpu") -> tuple[Any, dict[str, Any]]:
         """A model of the sweep and its description, with the engine's state hash precomputed."""
-        from harness.api import load_model
-        from harness.models import external, zoo
-
         if external.is_factory_spec(spec):
             raise SweepError(
                 f"{spec}: a module:factory model needs --weights, which a sweep cannot give per model",
@@ -205,9 +192,6 @@ class Sweep:
 
     def write_manifest(self) -> Path:
         """OUT/sweep.json: the cells in order, so `harness report OUT` reports exactly this sweep."""
-        from harness import __version__
-        from harness.atomic import write_json
-
         ds = self.dataset if isinstance(self.dataset, str) else self.dataset.name
         path = self.out / SWEEP_MANIFEST
         write_json(
@@ -218,17 +202,11 @@ class Sweep:
     # ---- plan as commands -----------------------------------------------------------------------------
     def command(self, cell: Cell, executable: str = "harness") -> list[str]:
         """The `harness evaluate` arguments that compute ``cell`` (same key, same run directory)."""
-        from harness.models import zoo
-
         if not isinstance(self.dataset, str):
             raise SweepError("a sweep plan needs the dataset as a spec string", "pass e.g. dataset='digits'")
         args = [executable, "evaluate", cell.model, "--dataset", self.dataset, "--suite", cell.suite]
         args += ["--out", str(self.out), "--name", cell.name]
-        for fld, flag in EVAL_FLAGS.items():
-            value = getattr(self.config, fld)
-            args += [flag, str(value)] if value is not None else []
-        for norm, values in (self.config.eps or {}).items():
-            args += ["--eps", f"{norm}=" + ",".join(repr(float(v)) for v in values)]
+        args += self.config.to_argv()
         if zoo.is_zoo_spec(cell.model):
             for k, flag in (("model_dir", "--model-dir"), ("threat_model", "--threat-model")):
                 args += [flag, str(self.loader[k])] if self.loader[k] is not None else []
@@ -248,7 +226,6 @@ class Sweep:
         A cell that fails with a `HarnessError` is reported and the others go on; at the end a
         `SweepError` names the failed cells (after the report of the finished ones is written).
         """
-        from harness import distributed
 
         if distributed.env_world()[1] > 1:
             raise UsageError(
@@ -292,7 +269,6 @@ class Sweep:
         return self._finish(res, title, threat)
 
     def _finish(self, res: SweepResult, title: str, threat: str | None) -> SweepResult:
-        from harness.reporting import build_report
 
         if res.run_dirs:
             res.report = build_report(

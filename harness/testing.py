@@ -18,8 +18,10 @@ from typing import Any
 
 from torch import nn
 
+from harness.api import evaluate
+from harness.atomic import temporary_directory
 from harness.errors import UsageError
-from harness.gate import Baseline, GateReport, check, compare, read_run
+from harness.gate import Baseline, GateReport, check, decide, read_run
 
 
 def assert_robust(
@@ -62,9 +64,6 @@ def assert_robust(
             batch_size=batch_size,
         )
     else:
-        from harness.api import evaluate
-        from harness.atomic import temporary_directory
-
         with temporary_directory("harness-assert-") as tmp:
             evaluate(
                 model,
@@ -80,7 +79,7 @@ def assert_robust(
             )
             outcome = read_run(Path(tmp) / "assert")
         outcome.source = str(model) if isinstance(model, (str, Path)) else type(model).__name__
-        report = compare(outcome, None, tolerance=tolerance, alpha=alpha, min_robust=min_robust, correction=correction)
+        report = decide(outcome, None, tolerance=tolerance, alpha=alpha, min_robust=min_robust, correction=correction)
     if not report.passed:
         raise AssertionError("\n" + report.text())
     return report

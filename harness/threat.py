@@ -79,7 +79,8 @@ def lp_norm(v: Tensor, norm: str) -> Tensor:
     return _flat_norm(v, norm)
 
 
-def _view(t: Tensor, like: Tensor) -> Tensor:
+def per_sample(t: Tensor, like: Tensor) -> Tensor:
+    """A per-sample vector (mask, scale, eps) shaped to broadcast against the batch ``like``."""
     return t.view(-1, *([1] * (like.dim() - 1)))
 
 
@@ -87,13 +88,13 @@ def project(delta: Tensor, norm: str, eps: float | Tensor) -> Tensor:
     """Project perturbations onto the ``norm`` ball of radius ``eps`` (scalar or per sample)."""
     if norm == "linf":
         if isinstance(eps, Tensor):
-            e = _view(eps, delta)
+            e = per_sample(eps, delta)
             return torch.maximum(torch.minimum(delta, e), -e)
         return delta.clamp(-eps, eps)
     n = _flat_norm(delta, "l2")
     e = eps if isinstance(eps, Tensor) else torch.full_like(n, eps)
     factor = torch.clamp(e / (n + 1e-12), max=1.0)
-    return delta * _view(factor, delta)
+    return delta * per_sample(factor, delta)
 
 
 def linf_box(x: Tensor, eps: float) -> tuple[Tensor, Tensor]:
@@ -126,7 +127,7 @@ def ascent_direction(grad: Tensor, norm: str) -> Tensor:
     if norm == "linf":
         return grad.sign()
     n = _flat_norm(grad, "l2")
-    return grad / _view(n + 1e-12, grad)
+    return grad / per_sample(n + 1e-12, grad)
 
 
 def random_start(x: Tensor, norm: str, eps: float, seed: int, index: Tensor, init: str = "uniform") -> Tensor:
@@ -148,7 +149,7 @@ def random_start(x: Tensor, norm: str, eps: float, seed: int, index: Tensor, ini
             g = keyed_normal(stream_seed(seed, "dir"), index, shape).to(x.device, x.dtype)
             r = keyed_uniform(stream_seed(seed, "radius"), index, (1,)).to(x.device, x.dtype)
             r = r.view(-1, *([1] * len(shape)))
-            d = g / _view(_flat_norm(g, "l2") + 1e-12, g) * r * eps
+            d = g / per_sample(_flat_norm(g, "l2") + 1e-12, g) * r * eps
     else:
         raise UsageError(f"unknown init {init!r}", "use 'uniform', 'normal' or 'zero'")
     return clip_box(x, project(d, norm, eps))

@@ -22,8 +22,11 @@ from scipy.special import betaincinv
 from torch import Tensor
 
 from harness.errors import UsageError
+from harness.loading import load_dataset
 from harness.params import Param
+from harness.registry import DATASETS
 from harness.rng import keyed_normal, keyed_randint, keyed_uniform, stream_seed
+from harness.spec import parse_spec
 
 from ..objective import StepState, TrainContext
 
@@ -128,9 +131,6 @@ class AuxData:
         self._aux_data: Any = None
         if self.aux == "noise":
             return
-        from harness.api import load_dataset
-        from harness.registry import DATASETS
-        from harness.spec import parse_spec
 
         name, args = parse_spec(self.aux)
         if "split" not in args and "split" in DATASETS.get(name).parameters():

@@ -18,7 +18,9 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from harness import __version__
 from harness.errors import ExitCode, HarnessError, work_folder
+from harness.registry import import_submodules
 
 app = typer.Typer(
     name="harness",
@@ -80,7 +82,6 @@ def write_error_log(e: BaseException, argv: list[str]) -> Path | None:
 
     Returns the file, or None when no folder could take it (the caller then prints the traceback).
     """
-    from harness import __version__
 
     name = f"harness-error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
     text = (
@@ -176,7 +177,6 @@ def main(argv: list[str] | None = None) -> None:
     usage_errors, help_errors = _click_errors()
     try:
         # Importing the command modules registers them on `app`.
-        from harness.registry import import_submodules
 
         import_submodules("harness.cli")
         rv = app(args=args, standalone_mode=False)

@@ -6,6 +6,9 @@ from pathlib import Path
 
 import typer
 
+from harness.atomic import write_json, write_text
+from harness.errors import UsageError
+
 from .app import app, console
 
 
@@ -18,8 +21,6 @@ def compare(
     """Compare runs against the first: accuracies with CIs, differences, exact McNemar p-values."""
     from rich.table import Table
 
-    from harness.atomic import write_json, write_text
-    from harness.errors import UsageError
     from harness.reporting import compare_runs
 
     if not 0 < alpha < 1:

@@ -93,22 +93,17 @@ def evaluate(
     # The numbers and the device are checked once, here, also before --nproc launches any rank.
     cfg = EvalConfig(
         batch_size=batch_size, chunk_size=chunk_size, seed=seed, device=device, max_samples=max_samples,
-        eot_samples=eot_samples, checks=checks, precision=precision,
+        eot_samples=eot_samples, checks=checks, precision=precision, compile=compile, eps=parse_eps_grid(eps),
     )  # fmt: skip
     bs = cfg.batch_size
     if nproc is not None:
         # Every rank runs this same command without --nproc; torchrun sets RANK/WORLD_SIZE.
         args = ["evaluate", "--model", spec, "--dataset", dataset, "--suite", suite, "--out", str(out)]
-        args += ["--name", run_name, "--batch-size", str(bs), "--seed", str(seed), "--device", device]
-        args += ["--checks", checks, "--chunk-size", str(chunk_size), "--precision", precision]
-        args += ["--compile"] if compile else []
+        args += ["--name", run_name, *cfg.to_argv()]
         optional = {"--threat-model": threat_model, "--model-dir": model_dir, "--weights": weights, "--mean": mean}
-        optional |= {"--std": std, "--max-samples": max_samples, "--eot-samples": eot_samples}
-        optional |= {"--surrogate": surrogate, "--surrogate-mode": surrogate_mode if surrogate else None}
+        optional |= {"--std": std, "--surrogate": surrogate, "--surrogate-mode": surrogate_mode if surrogate else None}
         for flag, value in optional.items():
             args += [flag, str(value)] if value is not None else []
-        for grid in eps:
-            args += ["--eps", grid]
         args += ["--overwrite"] if overwrite else []
         args += ["--trust-torchscript"] if trust_torchscript else []
         args += ["--progress" if progress else "--no-progress"]

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from harness.errors import UsageError
+
 from .app import app, console
 
 FORMATS = ("robustbench",)
@@ -21,7 +23,6 @@ def export(
     ),
 ) -> None:
     """Export a run's clean, robust (worst-case) and corruption accuracies for use beside a leaderboard."""
-    from harness.errors import UsageError
     from harness.reporting import export_robustbench
 
     if format not in FORMATS:

@@ -20,7 +20,7 @@ def sweep(
     threat_model: str | None = typer.Option(None, help="RobustBench threat model (for robustbench: models)"),
     model_dir: Path | None = typer.Option(None, help="RobustBench model dir (for robustbench: models)"),
     trust_torchscript: bool = typer.Option(False, help="allow TorchScript files (they run the code they contain)"),
-    batch_size: int = typer.Option(256),
+    batch_size: str = typer.Option("256", help="images per batch, or auto: the largest that fits (probed once)"),
     chunk_size: int = typer.Option(512, help="samples per record chunk (the unit of resume and of sharding)"),
     seed: int = typer.Option(0),
     device: str = typer.Option("auto"),
@@ -28,6 +28,8 @@ def sweep(
     checks: str = typer.Option("basic", help="basic, or full: adds the unbounded-eps check and the attack unit test"),
     eot_samples: int | None = typer.Option(None, help="EOT draws for randomised models (default: 10 if stochastic)"),
     eps: list[str] = typer.Option([], "--eps", help="override the dataset's eps grid: NORM=V[,V...] (repeatable)"),
+    precision: str = typer.Option("fp32", help="attack search precision: fp32 or bf16 (verdicts are always fp32)"),
+    compile: bool = typer.Option(False, "--compile/--no-compile", help="torch.compile the model for the attack search"),
     title: str = typer.Option("Robustness report", help="report title"),
     threat: str | None = typer.Option(None, help="threat model of the trade-off plot, e.g. linf-0.1"),
     plan: bool = typer.Option(False, "--plan", help="print one `harness evaluate` command per cell; run nothing"),
@@ -61,6 +63,8 @@ def sweep(
         checks=checks,
         eot_samples=eot_samples,
         eps=parse_eps_grid(eps),
+        precision=precision,
+        compile=compile,
     )
     if plan:
         lines = plan_sweep(models, suites, dataset, **opts)

@@ -7,6 +7,11 @@ from typing import Any
 
 import typer
 
+from harness.errors import UsageError
+from harness.recipes import load_recipe
+from harness.registry import MODELS, OBJECTIVES
+from harness.spec import split_kv
+
 from .app import app, console
 
 
@@ -47,10 +52,6 @@ def train(
     parameters; any flag given here wins over the recipe's value (parameters merge key by key).
     """
     from harness.api import train as api_train
-    from harness.errors import UsageError
-    from harness.recipes import load_recipe
-    from harness.registry import MODELS, OBJECTIVES
-    from harness.spec import split_kv
 
     given: dict[str, Any] = {
         "objective": objective,

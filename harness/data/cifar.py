@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from harness.environment import env
 from harness.errors import DataError
 from harness.params import Param
 from harness.registry import DATASETS
@@ -53,7 +54,6 @@ def safe_unpickle(data: bytes, what: str) -> Any:
 
 
 def default_root(name: str) -> Path:
-    from harness.environment import env
 
     return Path(env("HARNESS_DATA")) / name
 

@@ -16,7 +16,7 @@ import torch
 from harness.errors import DataError
 from harness.params import Param
 from harness.paths import regular_file
-from harness.registry import DATASETS
+from harness.registry import DATASETS, close_matches
 
 from .base import ImageDataset
 from .cifar import CIFAR10_CLASSES, CIFAR_EPS, default_root
@@ -59,8 +59,6 @@ def _open(path: Path, what: str) -> np.ndarray:
 def load_cifar_c(name: str, root: Path, corruption: str, severity: int, num_classes: int) -> ImageDataset:
     what = f"dataset {name}"
     if corruption not in CIFAR_C_CORRUPTIONS:
-        from harness.registry import close_matches
-
         raise DataError(
             f"{what}: unknown corruption {corruption!r}.{close_matches(corruption, list(CIFAR_C_CORRUPTIONS))}",
             f"choose one of {', '.join(CIFAR_C_CORRUPTIONS)}",

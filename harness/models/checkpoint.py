@@ -17,8 +17,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from harness import __version__
 from harness.atomic import sha256_bytes, sha256_file, write_bytes, write_json
-from harness.errors import CheckpointError, UsageError
+from harness.data.base import MAX_CHANNELS, MAX_CLASSES, MAX_IMAGE_SIDE
+from harness.errors import CheckpointError, DataError, UsageError
+from harness.paths import regular_file
 from harness.registry import MODELS
 
 SCHEMA_VERSION = 1
@@ -82,7 +85,6 @@ def _is_int(v: Any) -> bool:
 
 def _field_problems(d: dict[str, Any]) -> list[tuple[str, str]]:
     """(field, what it must be) for every sidecar field whose value has the wrong type or range."""
-    from harness.data.base import MAX_CHANNELS, MAX_CLASSES, MAX_IMAGE_SIDE
 
     shape = d.get("input_shape")
     checks: dict[str, tuple[bool, str]] = {
@@ -154,8 +156,6 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: CheckpointMeta) ->
     """Write ``<path>.safetensors`` and ``<path>.json`` atomically; returns the weights path."""
     from safetensors.torch import save
 
-    from harness import __version__
-
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     blob = save(state)
     meta = dataclasses.replace(
@@ -210,8 +210,6 @@ def load_state_dict_file(path: str | Path, expected_sha256: str | None = None) -
 
 
 def _regular(path: Path, what: str) -> None:
-    from harness.errors import DataError
-    from harness.paths import regular_file
 
     try:
         regular_file(path, what)

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from harness.checks import check_logits
 from harness.errors import CheckpointError, ModelError, UsageError
 
 from .base import Normalize
@@ -208,7 +209,6 @@ def maybe_normalize(
 
 def probe(model: nn.Module, shape: tuple[int, ...] | list[int], num_classes: int, where: str) -> None:
     """One forward pass on two blank images: clear errors for wrong channels, sizes or class counts."""
-    from harness.checks import check_logits
 
     x = torch.full((2, *shape), 0.5, device=next((p.device for p in model.parameters()), torch.device("cpu")))
     try:

@@ -17,7 +17,9 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from harness.compat import NetworkRefused, import_robustbench, no_network
 from harness.errors import CheckpointError, UsageError
+from harness.registry import close_matches
 
 from .checkpoint import load_weights_into
 from .external import fit_prefixes, read_torch_file, unwrap_state
@@ -54,7 +56,6 @@ def is_zoo_spec(spec: Any) -> bool:
 
 
 def _zoo() -> dict:
-    from harness.compat import import_robustbench
 
     import_robustbench()
     from robustbench.model_zoo import model_dicts
@@ -84,8 +85,6 @@ def resolve(name: str, dataset: str, threat_model: str | None, model_dir: str | 
         raise UsageError(f"unknown RobustBench threat model {threat_model!r}", "use Linf, L2 or corruptions")
     models = zoo.get(tm, {})
     if name not in models:
-        from harness.registry import close_matches
-
         raise UsageError(
             f"{name!r} is not a RobustBench {dataset} {tm} model.{close_matches(name, list(models))}",
             "names as in robustbench's model zoo (robustbench.model_zoo), e.g. Standard",
@@ -115,7 +114,6 @@ def expected_files(name: str, dataset: str, threat_model: str | None, model_dir:
 
 def build_architecture(entry: ZooEntry) -> nn.Module:
     """Call the registry's constructor with the network refused (a constructor must not download)."""
-    from harness.compat import NetworkRefused, no_network
 
     try:
         with no_network():

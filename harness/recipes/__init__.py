@@ -142,13 +142,6 @@ def load_recipe(spec: str | os.PathLike[str] | Recipe) -> Recipe:
     return RECIPES.create(spec)
 
 
-def train_recipe(recipe: str | os.PathLike[str] | Recipe, **overrides: Any) -> Any:
-    """Train from a recipe; ``overrides`` are `harness.api.train` keywords that win over the recipe's."""
-    from harness.api import train
-
-    return train(**load_recipe(recipe).train_kwargs(**overrides))
-
-
 def _register_presets() -> None:
     for path in sorted(PRESET_DIR.glob("*.toml")):
         text = path.read_text(encoding="utf-8")
@@ -162,4 +155,4 @@ def _register_presets() -> None:
 
 _register_presets()
 
-__all__ = ["RECIPES", "Recipe", "load_recipe", "parse_recipe", "train_recipe"]
+__all__ = ["RECIPES", "Recipe", "load_recipe", "parse_recipe"]

@@ -17,11 +17,11 @@ import numpy as np
 
 from harness.errors import UsageError
 from harness.labels import key_label
-from harness.records import open_record, read_index
+from harness.records.outcome import read_bits
 from harness.reporting import summary as S
 from harness.reporting.runs import Run, load_runs
 from harness.results import Accuracy, Result
-from harness.stats import mcnemar_exact
+from harness.stats import holm, mcnemar_exact
 
 
 @dataclass
@@ -34,27 +34,9 @@ class SampleBits:
 
 
 def sample_bits(records_dir: str | Path) -> SampleBits:
-    """Read a finished per-sample record into one bool array per group (one bit per sample)."""
-    store = open_record(records_dir)
-    entries = read_index(records_dir).get("entries", [])
-    members: dict[str, list[int]] = {}
-    kinds: dict[str, str] = {}
-    for k, e in enumerate(entries):
-        members.setdefault(e["group"], []).append(k)
-        kinds[e["group"]] = e["kind"]
-    ids, clean = [], []
-    groups: dict[str, list[np.ndarray]] = {g: [] for g in members}
-    for chunk in store.iter_chunks():
-        ok = chunk["clean_pred"] == chunk["label"]
-        ids.append(chunk["id"])
-        clean.append(ok)
-        for g, ks in members.items():
-            alive = ok.copy() if kinds[g] == "attack" else np.ones(len(ok), bool)
-            for k in ks:
-                alive &= chunk[f"s{k}"] == 1
-            groups[g].append(alive)
-    cat = lambda xs: np.concatenate(xs) if xs else np.zeros(0, bool)
-    return SampleBits(cat(ids), cat(clean), {g: cat(v) for g, v in groups.items()})
+    """Read a finished per-sample record into one bool array per group (`records.outcome.read_bits`)."""
+    rb = read_bits(records_dir, complete=False)
+    return SampleBits(rb.ids, rb.clean, rb.groups)
 
 
 @dataclass
@@ -314,11 +296,8 @@ def _align(ids_a: np.ndarray, ids_b: np.ndarray) -> np.ndarray | None:
 
 
 def _holm(tests: list[PairTest], alpha: float) -> None:
-    """Holm step-down adjustment over the tests that have a p-value (monotone adjusted p-values)."""
-    tested = sorted((t for t in tests if t.p_value is not None), key=lambda t: t.p_value)  # type: ignore[arg-type,return-value]
-    m = len(tested)
-    running = 0.0
-    for i, t in enumerate(tested):
-        running = max(running, min(1.0, (m - i) * t.p_value))  # type: ignore[operator]
-        t.p_holm = running
-        t.significant = running < alpha
+    """Holm step-down adjustment (`stats.holm`) over the tests that have a p-value."""
+    for t, p in zip(tests, holm([t.p_value for t in tests])):
+        if t.p_value is not None and p is not None:
+            t.p_holm = p
+            t.significant = p < alpha

@@ -11,6 +11,7 @@ import html
 from collections.abc import Mapping, Sequence
 
 from harness.labels import relabel
+from harness.reporting import metric_sections
 from harness.reporting import summary as S
 from harness.results import Accuracy, Finding, GroupResult, Result
 
@@ -156,9 +157,8 @@ def render_html(
             )
         parts.append(_img(figures.get("tradeoff"), "clean vs robust accuracy trade-off"))
         parts.append(_img(figures.get("eps_curves"), "robust accuracy vs eps"))
-    from harness.reporting import beyond
 
-    parts.append(beyond.html(results, labels, figures, h, _img))
+    parts.append(metric_sections.html(results, labels, figures, h, _img))
     for i, (lab, r) in enumerate(zip(labels, results)):
         parts.append(_model_section(lab, r, figures, i, headline))
     parts.append("</body></html>")

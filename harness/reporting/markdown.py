@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from harness.corruption_metrics import corruption_summary
 from harness.labels import relabel
+from harness.reporting import metric_sections
 from harness.reporting import summary as S
 from harness.results import Accuracy, Finding, Result
 
@@ -114,9 +116,8 @@ def render_markdown(
         for name, alt in (("tradeoff", "clean vs robust trade-off"), ("eps_curves", "robust accuracy vs eps")):
             if name in images:
                 lines += [f"![{alt}]({images[name]})", ""]
-    from harness.reporting import beyond
 
-    lines += beyond.markdown(results, labels, images, _esc)
+    lines += metric_sections.markdown(results, labels, images, _esc)
     for i, (lab, r) in enumerate(zip(labels, results)):
         lines += _model_section(lab, r, images, i, headline)
     return "\n".join(lines)
@@ -240,7 +241,6 @@ def _pc(acc: float, n: int | None) -> str:
 
 def _corruption_summary(results: Sequence[Result], labels: Sequence[str]) -> list[str]:
     """Mean corruption accuracy, mCE and relative mCE, with the reference model named."""
-    from harness.corruption_metrics import corruption_summary
 
     rows = [
         (lab, r.extra.get("corruptions") or corruption_summary(r)) for lab, r in zip(labels, results) if r.corruptions

@@ -29,7 +29,7 @@ STYLE = {
 }
 
 
-def _figure(w: float, h: float) -> Figure:
+def new_figure(w: float, h: float) -> Figure:
     import matplotlib
 
     with matplotlib.rc_context(STYLE):
@@ -38,7 +38,7 @@ def _figure(w: float, h: float) -> Figure:
     return fig
 
 
-def _png(fig: Figure, dpi: int = 150) -> bytes:
+def to_png(fig: Figure, dpi: int = 150) -> bytes:
     import matplotlib
 
     buf = io.BytesIO()
@@ -47,7 +47,7 @@ def _png(fig: Figure, dpi: int = 150) -> bytes:
     return buf.getvalue()
 
 
-def _colors(n: int) -> list:
+def palette(n: int) -> list:
     import matplotlib
 
     cmap = matplotlib.colormaps["tab10" if n <= 10 else "tab20"]
@@ -129,11 +129,11 @@ def tradeoff(results: Sequence[Result], threat: str | None) -> bytes | None:
     if threat is None and not has_corr:
         return None
     panels = (threat is not None) + has_corr
-    fig = _figure(5.2 * panels, 4.4)
+    fig = new_figure(5.2 * panels, 4.4)
     axes = fig.subplots(1, panels, squeeze=False)[0]
     labels = S.unique_labels(results, S.short_label)
     objectives = [str(r.model.get("objective") or "?") for r in results]
-    colors = _colors(len(results))
+    colors = palette(len(results))
     clean = [100 * r.clean.accuracy for r in results]
     cerr = [_err(r.clean) for r in results]
     ai = 0
@@ -187,7 +187,7 @@ def tradeoff(results: Sequence[Result], threat: str | None) -> bytes | None:
             "mean corruption accuracy (%)",
             "Clean vs common corruptions",
         )
-    return _png(fig)
+    return to_png(fig)
 
 
 def eps_curves(results: Sequence[Result]) -> bytes | None:
@@ -195,10 +195,10 @@ def eps_curves(results: Sequence[Result]) -> bytes | None:
     norms = sorted({g.norm for r in results for g in r.threat_models if g.norm})
     if not norms:
         return None
-    fig = _figure(4.6 * len(norms) + 1.8, 3.8)
+    fig = new_figure(4.6 * len(norms) + 1.8, 3.8)
     axes = fig.subplots(1, len(norms), squeeze=False)[0]
     labels = S.unique_labels(results)
-    colors = _colors(len(results))
+    colors = palette(len(results))
     for ax, norm in zip(axes, norms):
         for i, r in enumerate(results):
             gs = sorted((g for g in r.threat_models if g.norm == norm), key=lambda g: g.eps or 0.0)
@@ -221,7 +221,7 @@ def eps_curves(results: Sequence[Result]) -> bytes | None:
         ax.set_xlim(left=0)
     handles, labs = axes[0].get_legend_handles_labels()
     fig.legend(handles, labs, loc="outside right center", frameon=False, title="model (shaded: 95 % CI)")
-    return _png(fig)
+    return to_png(fig)
 
 
 def _nanmean(a: np.ndarray, **kw: Any) -> np.ndarray:
@@ -245,7 +245,7 @@ def corruption_heatmap(r: Result) -> bytes | None:
     mean_row = _nanmean(m, axis=0, keepdims=True) if len(names) > 1 else None
     full = np.vstack([m, mean_row]) if mean_row is not None else m
     rows = names + (["mean"] if mean_row is not None else [])
-    fig = _figure(1.2 + 0.75 * len(sevs) + 1.6, 1.0 + 0.32 * len(rows))
+    fig = new_figure(1.2 + 0.75 * len(sevs) + 1.6, 1.0 + 0.32 * len(rows))
     ax = fig.subplots()
     ax.grid(False)
     im = ax.imshow(full, vmin=0, vmax=100, cmap="viridis", aspect="auto")
@@ -259,7 +259,7 @@ def corruption_heatmap(r: Result) -> bytes | None:
     ax.set_xlabel("severity")
     ax.set_title(f"Corruption accuracy (%) — {_clip(S.label(r), 60)}\nclean {r.clean.pct()} %", fontsize=9)
     fig.colorbar(im, ax=ax, label="accuracy (%)", shrink=0.9)
-    return _png(fig)
+    return to_png(fig)
 
 
 def per_class(r: Result, threat: str | None) -> bytes | None:
@@ -276,7 +276,7 @@ def per_class(r: Result, threat: str | None) -> bytes | None:
     cs = [c for c in r.corruptions if c.per_class]
     if cs:
         series.append(("mean corruption", list(_nanmean(np.array([c.per_class for c in cs], float), axis=0))))
-    fig = _figure(min(14.0, 2.5 + 0.55 * K * len(series) / 2), 3.6)
+    fig = new_figure(min(14.0, 2.5 + 0.55 * K * len(series) / 2), 3.6)
     ax = fig.subplots()
     width = 0.8 / len(series)
     x = np.arange(K)
@@ -305,4 +305,4 @@ def per_class(r: Result, threat: str | None) -> bytes | None:
     ax.set_ylim(0, 105)
     ax.set_title(f"Per-class accuracy — {_clip(S.label(r), 60)}" + (" (bars: 95 % CI)" if counts else ""))
     fig.legend(loc="outside upper right", frameon=False, ncols=len(series))
-    return _png(fig)
+    return to_png(fig)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from harness.errors import UsageError
 from harness.paths import safe_join
+from harness.records import check_result_matches_record
 from harness.results import Result
 
 # Written by `harness sweep` (also with --plan) in its output root: the cells of the sweep, in order.
@@ -27,7 +28,6 @@ class Run:
         """The per-sample record folder, when the run kept one."""
         if self.path is None:
             return None
-        from harness.paths import safe_join
 
         d = safe_join(self.path, str(self.result.record.get("path") or "records"), what="record folder in result.json")
         return d if (d / "index.json").is_file() else None
@@ -79,7 +79,6 @@ def load_runs(paths: Sequence[str | Path]) -> list[Run]:
 
 def load_run(path: str | Path) -> Run:
     """One run folder: its result.json, verified against its record (`check_result_matches_record`)."""
-    from harness.records import check_result_matches_record
 
     p = Path(path)
     r = Result.load(p / "result.json")

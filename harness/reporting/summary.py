@@ -6,6 +6,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from harness.errors import UsageError
 from harness.labels import key_label, threat_label
 from harness.results import Accuracy, Finding, GroupResult, Result
 from harness.stats import wilson
@@ -130,8 +131,6 @@ def headline_threat(results: Sequence[Result], prefer: str | None = None) -> str
         want = canonical_threat(prefer)
         same = [k for k in keys if k == prefer or (want is not None and canonical_threat(k) == want)]
         if not same:
-            from harness.errors import UsageError
-
             raise UsageError(f"no threat model {prefer!r} in these runs", f"choose one of {', '.join(keys)}")
         return same[0]
     count = {k: sum(any(g.key == k for g in r.threat_models) for r in results) for k in keys}

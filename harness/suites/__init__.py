@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.checks import PRECHECKS
 from harness.errors import UsageError
 from harness.labels import parse_eps
 from harness.params import Param
@@ -234,6 +235,14 @@ class Suite:
         }
 
 
+def group_entries(entries: list[Entry]) -> list[tuple[str, list[int]]]:
+    """Entries by group (threat model or corruption x severity) in suite order: (group key, entry indices)."""
+    order: dict[str, list[int]] = {}
+    for i, e in enumerate(entries):
+        order.setdefault(e.group, []).append(i)
+    return list(order.items())
+
+
 def parse_eps_grid(items: list[str] | None) -> dict[str, tuple[float, ...]] | None:
     """``["linf=8/255,0.1", "l2=1"]`` -> ``{"linf": (0.0313725..., 0.1), "l2": (1.0,)}`` (None when empty).
 
@@ -254,8 +263,6 @@ def parse_eps_grid(items: list[str] | None) -> dict[str, tuple[float, ...]] | No
 
 def _when(value: Any, where: str) -> tuple[str, ...]:
     """An attack's ``when``: precheck finding names (a string or a list of them)."""
-    from harness.checks import PRECHECKS
-
     names = [value] if isinstance(value, str) else value
     if not isinstance(names, list) or not all(isinstance(n, str) and n in PRECHECKS for n in names):
         raise UsageError(f"{where}: when must name precheck findings, not {value!r}", f"use {', '.join(PRECHECKS)}")

@@ -1,4 +1,4 @@
-"""Every loss/augmentation/auxiliary-data objective trains one epoch of an MLP on digits."""
+"""Every registered objective not trained by its own test module trains one epoch of an MLP on digits."""
 
 from __future__ import annotations
 
@@ -10,26 +10,18 @@ import torch
 from harness.api import train
 from harness.registry import OBJECTIVES
 
-NAMES = [
-    "cot",
-    "gce",
-    "hcot",
-    "logitnorm",
-    "logitclip",
-    "square",
-    "mixup",
-    "maxup",
-    "mmel-h",
-    "mmel-s",
-    "odnl",
-    "open-sampling",
-]
+# Registered objectives trained by their own test modules (adversarial training: test_objectives_at.py;
+# certified training: test_objectives_certified.py); every other one, including any newly registered
+# objective, trains one epoch here.
+TRAINED_ELSEWHERE = {"gairat", "lrat", "mart", "pgd-at", "srat", "trades", "ibp", "crown-ibp"}
+NAMES = [n for n in OBJECTIVES.names() if n not in TRAINED_ELSEWHERE]
 # digits has no class hierarchy: group the ten digits into three coarse classes for HCOT
 PARAMS = {"hcot": {"hierarchy": [0, 0, 0, 1, 1, 1, 2, 2, 2, 2]}}
 
 
 def test_all_registered_with_summaries():
-    for name in NAMES:
+    assert TRAINED_ELSEWHERE <= set(OBJECTIVES.names())  # a renamed objective is not silently untested
+    for name in OBJECTIVES.names():
         assert name in OBJECTIVES
         assert OBJECTIVES.get(name).summary
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from harness.corruption_metrics import attach, corruption_errors, corruption_summary
-from harness.report import render_markdown
+from harness.reporting.markdown import render_markdown
 from harness.results import Accuracy, GroupResult, Result
 
 

@@ -102,7 +102,7 @@ class _Interrupt(BaseException):
 
 def test_evaluate_interrupted_in_process_resumes_identically(checkpoint, tmp_path, monkeypatch):
     """The fast in-process twin of the SIGKILL test: an interrupt after the first chunk, then resume."""
-    import harness.engine
+    import harness.engine.evaluation
     from harness.api import evaluate
 
     kw = dict(out=tmp_path, device="cpu", progress=False, chunk_size=100, batch_size=50, max_samples=200)
@@ -112,7 +112,7 @@ def test_evaluate_interrupted_in_process_resumes_identically(checkpoint, tmp_pat
         if point == "eval:chunk":
             raise _Interrupt
 
-    monkeypatch.setattr(harness.engine, "kill_point", interrupt)
+    monkeypatch.setattr(harness.engine.evaluation, "kill_point", interrupt)
     with pytest.raises(_Interrupt):
         evaluate(checkpoint, DATA, name="cut", **kw)
     assert len(list((tmp_path / "cut" / "records").glob("chunk-*.json"))) == 1

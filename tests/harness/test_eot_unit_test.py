@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
 from attacks.pgd import PGD
 from harness.api import attack_unit_test, load_dataset
-from harness.engine import EvalConfig, evaluate
-from harness.report import render_markdown
+from harness.engine import EvalConfig, Evaluation, evaluate
+from harness.registry import ATTACKS
+from harness.reporting.markdown import render_markdown
 from harness.suites import parse_suite
 from tests.harness._digits_models import ce_model, pgd_at_model
 
@@ -83,3 +85,36 @@ def test_attack_unit_test_calls_suite_too_weak_on_masked_model():
     assert r.too_weak()
     weak = [f for f in r.findings() if f.severity == "error"]
     assert weak and "too weak" in weak[0].message
+
+
+def test_engine_gives_apgd_and_autoattack_eot_draws():
+    # APGD's EOT knob is `eot_iter` (the reference's name); the engine reads the declared `eot_param`,
+    # so on a stochastic model APGD (and AutoAttack's APGD components) average over the EOT draws.
+    torch.manual_seed(0)
+    model = NoisyInput(ce_model(), 0.3)
+    text = (
+        '[[attack]]\nname = "apgd-ce"\nnorm = "linf"\neps = 0.05\nparams = { steps = 5 }\n\n'
+        '[[attack]]\nname = "autoattack"\nnorm = "linf"\neps = 0.05\n'
+        'params = { version = "custom", components = ["apgd-ce", "square"], '
+        "component_params = { apgd-ce = { steps = 5 }, square = { n_queries = 20 } } }\n"
+    )
+    suite = parse_suite(text, "t")
+    ev = Evaluation(model, load_dataset("digits"), suite, config=EvalConfig(max_samples=24, progress=False))
+    res = ev.run()
+    assert res.config["eot_samples_used"] == 10
+    apgd = res.group("linf-0.05").entries[0]
+    assert apgd["config"]["eot_iter"] == 10
+    assert ev.attackers[1].set_eot(10) == ["square"]  # the component without EOT support, by name
+    (eot,) = [f for f in res.findings if f.check == "eot"]
+    assert "apgd-ce@" not in eot.message
+    assert "autoattack@linf-0.05 (square)" in eot.message
+
+
+@pytest.mark.parametrize("name", ATTACKS.names())
+def test_set_eot_follows_the_declared_parameter(name):
+    attack = ATTACKS.create(name, norm="l2" if name == "cw-l2" else "linf", eps=0.1)
+    single = attack.set_eot(7)
+    if type(attack).eot_param is not None:
+        assert single == [] and getattr(attack, type(attack).eot_param) == 7
+    elif name != "autoattack":
+        assert single == [name]

@@ -193,7 +193,7 @@ def test_holm_correction():
     out, base = _pair(*_bits(200, 100, lost=10, gained=0))
     raw = compare(out, base).checks[0].p_value
     assert compare(out, base, correction="holm").checks[0].p_value == pytest.approx(raw)  # one metric: unchanged
-    from harness.gate import _holm
+    from harness.stats import holm as _holm
 
     # Holm: sorted p (0.01, 0.02, 0.04) -> (3*0.01, max(0.03, 2*0.02), max(0.04, 1*0.04)).
     assert _holm([0.04, 0.01, None, 0.02]) == pytest.approx([0.04, 0.03, None, 0.04])

@@ -6,9 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from harness import api, engine
+from harness import api
 from harness.data.base import ImageDataset
 from harness.engine import EvalConfig, Evaluation
+from harness.engine import evaluation as engine
 from harness.errors import UsageError
 from harness.precision import SearchModel
 from harness.results import Result

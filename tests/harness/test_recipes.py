@@ -10,9 +10,10 @@ import torch
 
 from defenses import TrainConfig
 from defenses.conditions import parse_imbalance, parse_label_noise
+from harness.api import train_recipe
 from harness.errors import UsageError
 from harness.models.checkpoint import build_model
-from harness.recipes import RECIPES, load_recipe, parse_recipe, train_recipe
+from harness.recipes import RECIPES, load_recipe, parse_recipe
 from harness.registry import MODELS, OBJECTIVES
 from tests.harness.cli_helpers import cli
 

@@ -164,7 +164,7 @@ def test_pairing_by_ids_and_refusals(tmp_path, pair):
     assert t.p_value is None and "dataset sha256" in t.note
     # a record that contradicts result.json is not trusted
     bad = json.loads((b / "result.json").read_text())
-    # (self-consistent counts, accuracy and interval: result.json's own check passes; the record disagrees)
+    # (a self-consistent clean accuracy, so result.json itself loads: only the record contradicts it)
     bad["clean"] = asdict(Accuracy.of(bad["clean"]["correct"] + 1, bad["clean"]["n"]))
     (b / "result.json").write_text(json.dumps(bad))
     cmp = compare_runs([a, b])

@@ -208,3 +208,20 @@ def test_errors_are_one_line_with_a_hint(swept, tmp_path, capsys):
         assert e.value.code == 2, err
         assert err.count("\n") == 0 and err.startswith("error:") and what in err and "hint:" in err, err
     assert not (tmp_path / "o").exists()  # nothing was written
+
+
+def test_sweep_cells_pass_on_what_evaluate_takes(tmp_path):
+    # One EvalConfig.to_argv for --nproc ranks and sweep cells: a sweep accepts precision, compile and
+    # --batch-size auto, and its cell commands carry them (they used to be refused by sweeps).
+    from harness.engine import EvalConfig
+    from harness.sweeps import Cell
+
+    cfg = EvalConfig(batch_size="auto", precision="bf16", compile=True, eot_samples=3, eps={"linf": (0.1, 0.2)})
+    argv = cfg.to_argv()
+    assert argv[:2] == ["--batch-size", "auto"]
+    assert {"--compile", "bf16", "--eot-samples", "linf=0.1,0.2"} <= set(argv)
+    assert "--precision" not in EvalConfig().to_argv()  # defaults stay off the command line
+    sw = Sweep("m.safetensors", "quick", "digits", out=tmp_path, batch_size="auto", precision="bf16", compile=True)
+    cmd = sw.command(Cell("m.safetensors", "quick", "m-quick-k", "k", "h"))
+    assert cmd[cmd.index("--batch-size") + 1] == "auto"
+    assert cmd[cmd.index("--precision") + 1] == "bf16" and "--compile" in cmd

@@ -29,10 +29,9 @@ import contextlib
 import hashlib
 import itertools
 import json
-import re
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +40,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from harness import distributed, environment
-from harness.atomic import ensure_dir, lock_file, remove_stale_temps, temporary_directory, write_json, write_text
+from harness import __version__, distributed, environment, errors
+from harness.analyses.binarization import attack_unit_test
+from harness.analyses.calibration import aggregate_calibration, heldout_dataset
+from harness.atomic import temporary_directory, write_json, write_text
 from harness.batching import CPU_CAP, BatchRunner, autotune_batch_size, is_oom
+from harness.calibration import fit_temperature, prob_stats, score_to_prob_of
+from harness.certify import aggregate_certified
 from harness.checks import (
     AUTO_SQUARE_P_INIT,
     AUTO_SQUARE_QUERIES,
@@ -54,7 +57,9 @@ from harness.checks import (
     postcheck,
     precheck,
 )
+from harness.corruption_metrics import attach
 from harness.data.base import ImageDataset, check_image_range
+from harness.engine.config import EvalConfig, check_run_name, model_hash, run_lock
 from harness.errors import DataError, HarnessError, ModelError, UsageError
 from harness.faults import kill_point
 from harness.guard import ModelGuard, backward_failure, first_line
@@ -62,17 +67,19 @@ from harness.labels import threat_label
 from harness.logits import finite_rows, misclassified
 from harness.paths import safe_join
 from harness.plan import entry_label
-from harness.precision import PRECISIONS, SearchModel, frozen
+from harness.precision import SearchModel, frozen
 from harness.progress import Quiet, evaluation_progress
-from harness.records import drop_set_aside, restore_set_aside, result_config_hash, set_aside_outputs
+from harness.records import RecordStore, drop_set_aside, restore_set_aside, result_config_hash, set_aside_outputs
+from harness.records import schema as col
+from harness.records.outcome import clean_correct, group_start, survived
+from harness.reporting.markdown import render_markdown
 from harness.results import Accuracy, Finding, GroupResult, Result
 from harness.rng import stream_seed
-from harness.suites import Entry, Suite, load_suite
-from harness.surrogate import BPDA, SurrogateSpec, build_surrogate, check_mode
+from harness.suites import Entry, Suite, group_entries, load_suite
+from harness.surrogate import BPDA, SurrogateSpec, build_surrogate
 from harness.threat import check_contract
 from harness.ties import TIE_ULPS, decide, ieee_fp32
 
-CHECK_LEVELS = ("basic", "full")
 # Samples of the first batch the precheck and the gradient probe look at.
 PRECHECK_SAMPLES = 64
 # A surrogate that agrees with the model on fewer clean predictions than this is flagged.
@@ -82,113 +89,6 @@ OBFUSCATED_WHEN = ("obfuscated-gradients",)
 NO_PREDICTION = -2
 # Label of the Square entries added when gradients are obfuscated (harness.checks.gradient_findings).
 AUTO_SQUARE_LABEL = "square-auto"
-SEED_MAX = 2**63 - 1  # seeds are int64: the range every keyed draw and torch generator takes
-RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
-
-
-@dataclass
-class EvalConfig:
-    """How to run an evaluation (not what: that is the suite)."""
-
-    # An int, or "auto" (None means the same): the largest batch a forward+backward fits, probed once.
-    batch_size: int | str | None = 256
-    chunk_size: int = 512
-    seed: int = 0
-    device: str = "auto"
-    max_samples: int | None = None
-    overwrite: bool = False
-    progress: bool = True
-    # Draws per gradient and per verdict for randomised models (EOT); None: 1, or
-    # EOT_AUTO_SAMPLES when the precheck finds the model stochastic.
-    eot_samples: int | None = None
-    # "basic": the sanity checks; "full": also the unbounded-eps check and the attack unit test.
-    checks: str = "basic"
-    # Replaces the dataset's eps grid for suite entries with eps = "dataset", e.g. {"linf": (0.1,)}.
-    eps: dict[str, tuple[float, ...]] | None = None
-    # Attack search under bf16 autocast ("bf16") or fp32; verdicts are always fp32 (docs/performance.md).
-    precision: str = "fp32"
-    # torch.compile the model for the attack search only; verdicts use the eager model.
-    compile: bool = False
-    # With a surrogate (Evaluation(surrogate=...)): "bpda" (real forward, surrogate gradient) or
-    # "transfer" (attack the surrogate, verdict on the real model); see harness.surrogate.
-    surrogate_mode: str = "bpda"
-
-    def __post_init__(self) -> None:
-        self.batch_size = parse_batch_size(self.batch_size)
-        _check_int("chunk_size", self.chunk_size, 1, "the samples per record chunk, e.g. --chunk-size 512")
-        if self.max_samples is not None:
-            _check_int("max_samples", self.max_samples, 1, "omit --max-samples to evaluate the whole dataset")
-        _check_int("seed", self.seed, 0, "e.g. --seed 0", high=SEED_MAX)
-        self.chunk_size, self.seed = int(self.chunk_size), int(self.seed)  # numpy integers become ints
-        self.max_samples = None if self.max_samples is None else int(self.max_samples)
-        environment.resolve_device(self.device)  # an unknown or absent device fails here, before any work
-        if self.precision not in PRECISIONS:
-            raise UsageError(f"unknown precision {self.precision!r}", f"use one of {', '.join(PRECISIONS)}")
-        if self.checks not in CHECK_LEVELS:
-            raise UsageError(f"unknown checks level {self.checks!r}", f"use one of {', '.join(CHECK_LEVELS)}")
-        if self.eot_samples is not None and (not isinstance(self.eot_samples, int) or self.eot_samples < 1):
-            raise UsageError(f"eot_samples must be a positive integer, not {self.eot_samples!r}")
-        check_mode(self.surrogate_mode)
-
-
-def _check_int(name: str, value: Any, low: int, hint: str, high: int | None = None) -> None:
-    """``value`` is an int (not a bool) in [low, high]: EvalConfig's declared ranges."""
-    ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-    if not ok or value < low or (high is not None and value > high):
-        bound = (
-            ("a positive integer" if low == 1 else f"an integer ≥ {low}")
-            if high is None
-            else f"an integer in [{low}, {high}]"
-        )
-        raise UsageError(f"{name} must be {bound}, not {value!r}", hint)
-
-
-def parse_batch_size(value: int | str | None) -> int | str:
-    """A positive int, or "auto" (also for None): the batch-size forms EvalConfig and the CLI accept."""
-    if value is None or (isinstance(value, str) and value.strip().lower() == "auto"):
-        return "auto"
-    try:
-        n = int(value) if not isinstance(value, (bool, float)) else None
-    except (TypeError, ValueError):
-        n = None
-    if n is None or n < 1:
-        raise UsageError(f"batch size must be a positive integer or 'auto', not {value!r}", "e.g. --batch-size 256")
-    return n
-
-
-def check_run_name(name: str) -> str:
-    """Run names are single path components: no separators, no '..', no absolute paths."""
-    if not RUN_NAME.match(name) or ".." in name:
-        raise UsageError(
-            f"invalid run name {name!r}",
-            "use letters, digits and . _ + - (no path separators or '..'); the run is created under the output root",
-        )
-    return name
-
-
-@contextlib.contextmanager
-def run_lock(directory: Path) -> Iterator[None]:
-    """An exclusive lock on a run directory; a second writer gets `RunLockedError`."""
-    ensure_dir(directory)
-    with lock_file(directory / ".lock", f"another process is writing to {directory}"):
-        remove_stale_temps(directory)
-        remove_stale_temps(directory / "records")
-        yield
-
-
-def model_hash(model: nn.Module) -> str:
-    h = hashlib.sha256()
-    for k, v in sorted(model.state_dict().items()):
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes() if v.numel() else b"")
-    return h.hexdigest()
-
-
-def _groups(entries: list[Entry]) -> list[tuple[str, list[int]]]:
-    order: dict[str, list[int]] = {}
-    for i, e in enumerate(entries):
-        order.setdefault(e.group, []).append(i)
-    return list(order.items())
 
 
 class Evaluation:
@@ -207,7 +107,7 @@ class Evaluation:
         surrogate: SurrogateSpec | None = None,
     ) -> None:
         self.config = config or EvalConfig()
-        self.device = distributed.resolve_device(self.config.device)
+        self.device = distributed.rank_device(self.config.device)
         self.was_training = model.training
         self.model = model.to(self.device).eval()
         self.dataset = dataset
@@ -254,6 +154,7 @@ class Evaluation:
         self.eot = self.config.eot_samples or 1
         self.cal = dict(self.suite.calibration)
         self.temperature: float | None = None
+        self.temperature_split: dict[str, Any] | None = None  # {"split", "n"} once a temperature is fitted
         self.config_hash = self._config_hash()
 
     # ---- gradients: probe, gradient-free fallback, surrogate -------------------------------------
@@ -284,7 +185,7 @@ class Evaluation:
                 n0 //= 2
 
     def _black_box(self, k: int) -> bool:
-        return _is_black_box(self.entries[k].name, self.attackers[k])
+        return _is_black_box(self.attackers[k])
 
     def _auto_entries(self) -> list[Entry]:
         """Square at the reference budget for every threat model without one, when gradients are obfuscated.
@@ -398,8 +299,6 @@ class Evaluation:
         return "white-box" if "model" in ran else "none"
 
     def _config_hash(self) -> str:
-        from harness import __version__
-
         blob = json.dumps(
             {
                 "model": self.model_info["sha256_state"],
@@ -437,16 +336,17 @@ class Evaluation:
             "batch": np.zeros(n, np.int32),
         }
         for k in range(len(self.entries)):
-            cols[f"s{k}"] = np.full(n, -1, np.int8)
-            cols[f"m{k}"] = np.full(n, np.nan, np.float32)
-            cols[f"p{k}"] = np.full(n, -1, np.int16)
-            cols[f"t{k}"] = np.zeros(n, np.int8)  # 1: the verdict rests on a float-level tie (harness/ties.py)
+            cols[col.status(k)] = np.full(n, -1, np.int8)
+            cols[col.margin(k)] = np.full(n, np.nan, np.float32)
+            cols[col.pred(k)] = np.full(n, -1, np.int16)
+            cols[col.tie(k)] = np.zeros(n, np.int8)  # 1: the verdict rests on a float-level tie (harness/ties.py)
             if self.entries[k].kind == "smoothing":
                 R = len(self.attackers[k].radii)
-                cols[f"e{k}"], cols[f"v{k}"] = np.zeros((n, R), np.int8), np.zeros((n, R), np.int8)
-                cols[f"a{k}"] = np.zeros(n, np.float32)
+                emp, viol, pa = col.smoothing_columns(k)
+                cols[emp], cols[viol] = np.zeros((n, R), np.int8), np.zeros((n, R), np.int8)
+                cols[pa] = np.zeros(n, np.float32)
             else:
-                cols[f"c{k}"] = np.full((n, self._cal_width), np.nan, np.float32)
+                cols[col.calib(k)] = np.full((n, self._cal_width), np.nan, np.float32)
         if self.search.precision != "fp32":
             # Per sample: entries whose low-precision search was redone in fp32 (kept in the record,
             # so the count survives a resume and a merge across ranks).
@@ -471,7 +371,7 @@ class Evaluation:
             cols["clean_pred"][sl] = pred.cpu().numpy()
             cols["clean_margin"][sl] = margin0.cpu().numpy()
             cols["clean_cal"][sl] = cal0.cpu().numpy()
-            for _, members in _groups(self.entries):
+            for _, members in group_entries(self.entries):
                 alive = correct.clone()
                 for k in members:
                     self._shown.entry(entry_label(self.entries[k]), alive, len(x))  # per batch, not per step
@@ -507,9 +407,10 @@ class Evaluation:
         seed = stream_seed(self.config.seed, entry.key)
         if entry.kind == "smoothing":
             res = attacker.run(self.verdict, x, y, index=ids, seed=seed, num_classes=self.dataset.num_classes)
-            cols[f"s{k}"][sl] = (res["pred"] == y.cpu().numpy()).astype(np.int8)
-            cols[f"m{k}"][sl], cols[f"p{k}"][sl] = res["radius"], res["pred"]
-            cols[f"a{k}"][sl], cols[f"e{k}"][sl], cols[f"v{k}"][sl] = (
+            cols[col.status(k)][sl] = (res["pred"] == y.cpu().numpy()).astype(np.int8)
+            cols[col.margin(k)][sl], cols[col.pred(k)][sl] = res["radius"], res["pred"]
+            emp, viol, pa = col.smoothing_columns(k)
+            cols[pa][sl], cols[emp][sl], cols[viol][sl] = (
                 res["pa_lower"],
                 res["emp"],
                 res["viol"],
@@ -517,13 +418,13 @@ class Evaluation:
         elif entry.kind == "corruption":
             xc = attacker(x, index=ids, seed=seed)
             status, m, p, cal, tie = self._score(xc, y)
-            cols[f"s{k}"][sl] = status.cpu().numpy()
-            cols[f"t{k}"][sl] = tie.cpu().numpy()
-            cols[f"m{k}"][sl] = m.cpu().numpy()
-            cols[f"p{k}"][sl] = p.cpu().numpy()
-            cols[f"c{k}"][sl] = cal.cpu().numpy()
+            cols[col.status(k)][sl] = status.cpu().numpy()
+            cols[col.tie(k)][sl] = tie.cpu().numpy()
+            cols[col.margin(k)][sl] = m.cpu().numpy()
+            cols[col.pred(k)][sl] = p.cpu().numpy()
+            cols[col.calib(k)][sl] = cal.cpu().numpy()
         elif k in self.skipped:
-            cols[f"s{k}"][sl] = np.where(alive.cpu().numpy(), 1, -1)  # not attacked: as robust as before
+            cols[col.status(k)][sl] = np.where(alive.cpu().numpy(), 1, -1)  # not attacked: as robust as before
         else:
             act = alive.nonzero().squeeze(1)
             if len(act):
@@ -543,9 +444,9 @@ class Evaluation:
                 c_np[a_np] = cal.cpu().numpy()
                 t_np = np.zeros(len(x), np.int8)
                 t_np[a_np] = tie.cpu().numpy()
-                cols[f"s{k}"][sl], cols[f"m{k}"][sl], cols[f"p{k}"][sl] = s_np, m_np, p_np
-                cols[f"t{k}"][sl] = t_np
-                cols[f"c{k}"][sl] = c_np
+                cols[col.status(k)][sl], cols[col.margin(k)][sl], cols[col.pred(k)][sl] = s_np, m_np, p_np
+                cols[col.tie(k)][sl] = t_np
+                cols[col.calib(k)][sl] = c_np
 
     def _rerun_fp32(
         self,
@@ -582,8 +483,6 @@ class Evaluation:
 
     def _cal(self, logits: Tensor, y: Tensor, draws: list[Tensor] | None = None) -> Tensor:
         """Calibration statistics (conf, log p_y, sum p^2), raw then temperature-scaled if fitted."""
-        from harness.calibration import prob_stats, score_to_prob_of
-
         kind = score_to_prob_of(self.model_info)  # softmax, or the simplex coding of a square-loss model
         raw = prob_stats(logits, y, draws=draws, score_to_prob=kind)
         if self.temperature is None:
@@ -643,8 +542,6 @@ class Evaluation:
 
         With one process the collectives are identities, so this is also the single-process path.
         """
-        from harness.records import RecordStore
-
         assert self.dir is not None
         t_start = time.perf_counter()
         store = RecordStore(self.dir / "records", self.config_hash, self.config.chunk_size, len(self.dataset))
@@ -883,10 +780,14 @@ class Evaluation:
             },
         )
         result = self._aggregate(store, findings, timing, runner)
-        from harness.calibration import aggregate_calibration
-        from harness.certify import aggregate_certified
-
-        result.extra["calibration"] = aggregate_calibration(self, store)
+        result.extra["calibration"] = aggregate_calibration(
+            self.entries,
+            store,
+            seed=self.config.seed,
+            settings=self.cal,
+            temperature=self.temperature,
+            temperature_split=self.temperature_split,
+        )
         cert, cert_findings = aggregate_certified(self, store)
         if cert:
             result.extra["certified"] = cert
@@ -903,8 +804,6 @@ class Evaluation:
                 )
             )
         if self.config.checks == "full":
-            from harness.unit_test import attack_unit_test
-
             # Without any input gradient, through the guard: the suite's gradient attacks then see zero
             # gradients (and the test says they are too weak) instead of failing inside autograd.
             ut_model = self.model if self.probe.connected else self.verdict
@@ -913,8 +812,6 @@ class Evaluation:
             )
             result.extra["unit_test"] = ut.to_dict()
             result.findings += ut.findings()
-        from harness.corruption_metrics import attach
-
         attach(result)
         if ctx.active:
             result.extra["distributed"] = {
@@ -925,8 +822,6 @@ class Evaluation:
             }
         result.timing["wall_s"] = time.perf_counter() - t_start
         result.save(self.dir / "result.json")
-        from harness.report import render_markdown
-
         write_text(self.dir / "report.md", render_markdown([result]))
         drop_set_aside(self.dir)
         return result
@@ -936,8 +831,6 @@ class Evaluation:
         split = self.cal.get("temperature")
         if not split or split == "none":
             return
-        from harness.calibration import fit_temperature, heldout_dataset
-
         held = heldout_dataset(self.dataset, str(split))
         logits, labels = [], []
         with torch.no_grad():
@@ -957,10 +850,12 @@ class Evaluation:
             return
         lacking = []
         for e, a in zip(self.entries, self.attackers):
-            if hasattr(a, "eot_samples"):
-                a.eot_samples = self.eot
-            elif e.kind == "attack":
-                lacking.append(e.key)
+            # The attack declares its EOT support (`Attack.set_eot`); corruptions have none to give.
+            set_eot = getattr(a, "set_eot", None)
+            single = set_eot(self.eot) if set_eot is not None else [e.name]
+            if single and e.kind == "attack":
+                whole = single == [e.name]
+                lacking.append(e.key if whole else f"{e.key} ({', '.join(single)})")
         msg = (
             f"results use EOT: attack gradients averaged over {self.eot} forward passes, every verdict "
             f"(clean and adversarial) the majority over {self.eot} passes"
@@ -997,7 +892,7 @@ class Evaluation:
 
     def _aggregate(self, store: Any, findings: list, timing: dict[str, float], runner: BatchRunner) -> Result:
         K = self.dataset.num_classes
-        groups = _groups(self.entries)
+        groups = group_entries(self.entries)
         clean_c = 0
         class_n = np.zeros(K, np.int64)
         class_clean = np.zeros(K, np.int64)
@@ -1019,29 +914,29 @@ class Evaluation:
                 sizes = [int(b) for b, _ in itertools.groupby(chunk["batch"].tolist())]
                 plan.append(sizes[0] if len(sizes) == 1 else sizes)
             lab = chunk["label"]
-            ok = chunk["clean_pred"] == lab
+            ok = clean_correct(chunk)
             tie0 = chunk["clean_tie"].astype(bool) if "clean_tie" in chunk else np.zeros(len(lab), bool)
             clean_ties += int(tie0.sum())
             clean_nonfinite += int(np.isneginf(chunk["clean_margin"]).sum())
             for k, e in enumerate(self.entries):
                 if e.kind != "smoothing":
-                    e_nonfinite[k] += int(np.isneginf(chunk[f"m{k}"]).sum())
+                    e_nonfinite[k] += int(np.isneginf(chunk[col.margin(k)]).sum())
             n += len(lab)
             clean_c += int(ok.sum())
             class_n += np.bincount(lab, minlength=K)
             class_clean += np.bincount(lab[ok], minlength=K)
             for gi, (_, members) in enumerate(groups):
                 attack = self.entries[members[0]].kind == "attack"
-                alive = ok.copy() if attack else np.ones(len(lab), bool)
+                alive = group_start(ok, self.entries[members[0]].kind)
                 on_tie = ok & tie0 if attack else np.zeros(len(lab), bool)
                 for k in members:
-                    s_k = chunk[f"s{k}"]
-                    t_k = (chunk[f"t{k}"] == 1) & (s_k == 0) if f"t{k}" in chunk else np.zeros(len(lab), bool)
+                    s_k = chunk[col.status(k)]
+                    t_k = (chunk[col.tie(k)] == 1) & (s_k == 0) if col.tie(k) in chunk else np.zeros(len(lab), bool)
                     e_first[k] += int((s_k == 0).sum())
                     e_tried[k] += int((s_k >= 0).sum())
                     e_ties[k] += int(t_k.sum())
                     on_tie |= alive & t_k  # broken first by this entry, at a tie
-                    alive &= s_k == 1
+                    alive &= survived(chunk, k)
                     e_cum[k] += int(alive.sum())
                 g_correct[gi] += int(alive.sum())
                 g_ties[gi] += int(on_tie.sum())
@@ -1069,7 +964,7 @@ class Evaluation:
                             "attacked": 0 if k in self.skipped else int(e_tried[k]),
                             **({"skipped": self.skipped[k]} if k in self.skipped else {}),
                             "broken_first": int(e_first[k]),
-                            "black_box": _is_black_box(self.entries[k].name, self.attackers[k]),
+                            "black_box": _is_black_box(self.attackers[k]),
                             **_below_reference(self.attackers[k]),
                             **({"gradients": self._gradient_source(k)} if first.kind == "attack" else {}),
                             **({"nonfinite": int(e_nonfinite[k])} if e_nonfinite[k] else {}),
@@ -1163,16 +1058,15 @@ def _rows(store: Any, cid: int) -> int:
 
 def _error_from(msg: tuple) -> HarnessError:
     """Rebuild on this rank the error another rank broadcast as (kind, class name, what, hint)."""
-    import harness.errors as errors
-
     cls = getattr(errors, msg[1], None) or getattr(distributed, msg[1], None)
     if not (isinstance(cls, type) and issubclass(cls, HarnessError)):
         cls = HarnessError
     return cls(msg[2], msg[3])
 
 
-def _is_black_box(name: str, attacker: Any) -> bool:
-    return name == "square" or bool(getattr(attacker, "black_box", False))
+def _is_black_box(attacker: Any) -> bool:
+    """The attack's declared `Attack.black_box` (capabilities are data, never attack names)."""
+    return bool(getattr(attacker, "black_box", False))
 
 
 def _below_reference(attacker: Any) -> dict[str, Any]:

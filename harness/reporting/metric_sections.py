@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from harness.labels import key_label
-from harness.reporting.plots import _colors, _figure, _png
+from harness.reporting.plots import new_figure, palette, to_png
 from harness.results import Result
 
 CAL_COLS = ("ece", "ece_adaptive", "nll", "brier", "conf_errors")
@@ -98,12 +98,12 @@ def reliability_plot(r: Result) -> bytes | None:
     cal = _cal(r)
     if not cal or "clean" not in cal["groups"]:
         return None
-    fig = _figure(3.6, 3.4)
+    fig = new_figure(3.6, 3.4)
     ax = fig.add_subplot(1, 1, 1)
     ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="perfect calibration")
     d = cal["groups"]["clean"]
     panels = [("raw", d)] + ([("T-scaled", d["scaled"])] if "scaled" in d else [])
-    for (name, g), col in zip(panels, _colors(2)):
+    for (name, g), col in zip(panels, palette(2)):
         rel = g["reliability"]
         edges = np.asarray(rel["edges"])
         acc = np.array([np.nan if a is None else a for a in rel["accuracy"]])
@@ -125,7 +125,7 @@ def reliability_plot(r: Result) -> bytes | None:
     ax.set_ylabel("accuracy")
     ax.set_title("Reliability diagram (clean, 15 bins)")
     ax.legend(loc="upper left")
-    return _png(fig)
+    return to_png(fig)
 
 
 def ece_severity_plot(results: Sequence[Result], labels: Sequence[str]) -> bytes | None:
@@ -145,15 +145,15 @@ def ece_severity_plot(results: Sequence[Result], labels: Sequence[str]) -> bytes
             series.append((lab, xs, ys))
     if not series:
         return None
-    fig = _figure(4.2, 3.2)
+    fig = new_figure(4.2, 3.2)
     ax = fig.add_subplot(1, 1, 1)
-    for (lab, xs, ys), col in zip(series, _colors(len(series))):
+    for (lab, xs, ys), col in zip(series, palette(len(series))):
         ax.plot(xs, ys, "o-", color=col, label=lab[:40])
     ax.set_xlabel("corruption severity (0 = clean)")
     ax.set_ylabel("ECE (mean over corruptions)")
     ax.set_title("Calibration under shift")
     ax.legend()
-    return _png(fig)
+    return to_png(fig)
 
 
 def certified_plot(r: Result) -> bytes | None:
@@ -161,9 +161,9 @@ def certified_plot(r: Result) -> bytes | None:
     cert = _cert(r)
     if not cert:
         return None
-    fig = _figure(4.2, 3.2)
+    fig = new_figure(4.2, 3.2)
     ax = fig.add_subplot(1, 1, 1)
-    for (key, d), col in zip(cert.items(), _colors(len(cert))):
+    for (key, d), col in zip(cert.items(), palette(len(cert))):
         c = np.asarray(d["curve"])
         ax.plot(c[:, 0], c[:, 1], "-", color=col, label=f"{key[:30]} certified")
         rad = [t["radius"] for t in d["table"]]
@@ -174,7 +174,7 @@ def certified_plot(r: Result) -> bytes | None:
     ax.set_ylim(0, 1)
     ax.set_title("Randomized smoothing")
     ax.legend()
-    return _png(fig)
+    return to_png(fig)
 
 
 def figures(results: Sequence[Result], labels: Sequence[str]) -> dict[str, bytes | None]:

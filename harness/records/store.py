@@ -24,8 +24,9 @@ import numpy as np
 
 from harness.atomic import sha256_bytes, write_bytes, write_json
 from harness.errors import DataError
+from harness.paths import safe_join
+from harness.records.schema import RECORD_SCHEMA, check_schema
 
-RECORD_SCHEMA = 2  # 2: calibration columns (clean_cal, c{k}) and smoothing columns
 # What `harness evaluate --overwrite` moves aside (into REPLACED) before it writes a new evaluation,
 # and deletes once the new one has finished: the engine's own outputs, nothing else in the folder.
 RUN_OUTPUTS = ("result.json", "report.md", "records")
@@ -87,6 +88,13 @@ class RecordStore:
             if isinstance(meta, dict) and meta.get("config_hash") not in (None, self.config_hash):
                 out.append(mp)
         return out
+
+    def check_schema(self) -> None:
+        """Refuse (one clear line) a record whose chunks were written under another schema version."""
+        for cid in range(self.n_chunks):
+            meta = self._meta(cid)
+            if meta is not None and meta.get("schema") != RECORD_SCHEMA:
+                check_schema(meta.get("schema"), str(self._paths(cid)[1]))
 
     def missing(self, cids: list[int] | None = None) -> list[int]:
         return [c for c in (range(self.n_chunks) if cids is None else cids) if not self.is_done(c)]
@@ -211,7 +219,6 @@ def check_result_matches_record(run_dir: str | Path, record: dict[str, Any], con
     the same config hash and chunk count as result.json, and every chunk's metadata names that
     hash. A folder without a record (a result.json copied for reporting) is taken as it is.
     """
-    from harness.paths import safe_join
 
     d = Path(run_dir)
     rec = safe_join(d, str(record.get("path") or "records"), what="record folder in result.json")

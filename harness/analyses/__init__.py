@@ -1,0 +1,1 @@
+"""Analyses of a finished record (calibration, ...): pure functions of the record and the suite."""

@@ -1,0 +1,92 @@
+"""The one reader of a finished record: per-sample correctness, clean and per group (worst case).
+
+The core rule lives here once: a sample is robust at a threat model when it is correct on the clean
+image AND no attack of that threat model broke it (every member's status is ROBUST); a corruption or
+smoothing group stands alone (its entries' statuses only). The engine's aggregation, the gate, run
+comparison, calibration and the benchmarks all use these functions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.errors import DataError
+from harness.records.schema import CLEAN_PRED, ID, LABEL, ROBUST, status
+from harness.records.store import RERUN, open_record, read_index
+
+
+def clean_correct(chunk: dict[str, np.ndarray]) -> np.ndarray:
+    """Per sample: the clean prediction is the label."""
+    return chunk[CLEAN_PRED] == chunk[LABEL]
+
+
+def group_start(clean_ok: np.ndarray, kind: str) -> np.ndarray:
+    """A group's per-sample bits before any of its entries: clean-correct for attacks, all True otherwise."""
+    return clean_ok.copy() if kind == "attack" else np.ones(len(clean_ok), bool)
+
+
+def survived(chunk: dict[str, np.ndarray], k: int) -> np.ndarray:
+    """Per sample: entry k left it robust (a sample it did not run on did not survive it)."""
+    return chunk[status(k)] == ROBUST
+
+
+def group_bits(chunk: dict[str, np.ndarray], kind: str, members: list[int]) -> np.ndarray:
+    """Per sample of one chunk: the group's worst case over its member entries."""
+    alive = group_start(clean_correct(chunk), kind)
+    for k in members:
+        alive &= survived(chunk, k)
+    return alive
+
+
+def members_by_group(entries: list[dict[str, Any]]) -> dict[str, list[int]]:
+    """Entry indices by group key, in suite order, from ``records/index.json`` entries."""
+    groups: dict[str, list[int]] = {}
+    for k, e in enumerate(entries):
+        groups.setdefault(e["group"], []).append(k)
+    return groups
+
+
+@dataclass
+class RecordBits:
+    """Per-sample correctness of one finished record: ids, clean, and per group (worst case)."""
+
+    ids: np.ndarray
+    clean: np.ndarray
+    groups: dict[str, np.ndarray]
+    entries: list[dict[str, Any]]
+
+
+def read_bits(records_dir: str | Path, *, complete: bool = True) -> RecordBits:
+    """Read a finished record (``records/``) into one bool array per group.
+
+    With ``complete`` (the gate) a missing chunk or a column the index implies is one `DataError` up
+    front; without (run comparison) a damaged chunk fails as it is read, a lacking column as `KeyError`.
+    """
+    rec = Path(records_dir)
+    entries = list(read_index(rec).get("entries", []))
+    store = open_record(rec)
+    store.check_schema()
+    missing = store.missing() if complete else []
+    if missing:
+        raise DataError(
+            f"the record in {rec} is incomplete or corrupt (chunks {missing[:5]})",
+            "run the same evaluation command again to finish it",
+        )
+    groups = members_by_group(entries)
+    kinds = {g: entries[ks[0]]["kind"] for g, ks in groups.items()}
+    ids, clean, gbits = [], [], {g: [] for g in groups}
+    columns = [ID, CLEAN_PRED, LABEL, *(status(k) for k in range(len(entries)))]
+    for chunk in store.iter_chunks():
+        lacking = [c for c in columns if c not in chunk] if complete else []
+        if lacking:
+            raise DataError(f"the record in {rec} has no column(s) {lacking[:5]} for its index", RERUN)
+        ids.append(chunk[ID].astype(np.int64))
+        clean.append(clean_correct(chunk))
+        for g, ks in groups.items():
+            gbits[g].append(group_bits(chunk, kinds[g], ks))
+    cat = lambda xs: np.concatenate(xs) if xs else np.zeros(0, bool)
+    return RecordBits(cat(ids).astype(np.int64), cat(clean), {g: cat(v) for g, v in gbits.items()}, entries)

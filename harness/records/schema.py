@@ -1,0 +1,86 @@
+"""The per-sample record's columns: names, dtypes and meaning, in one place (schema version RECORD_SCHEMA).
+
+Every reader and the engine's writer name columns through this module. Per-sample columns are one
+value (or one row) per sample; entry ``k`` of the suite (in `Entry` order, see ``records/index.json``)
+owns the columns ``status(k)``, ``margin(k)``, ``pred(k)``, ``tie(k)`` and, by kind, ``calib(k)`` or
+the smoothing columns. A record of another schema version is recomputed by `harness evaluate` and
+refused by the readers (`check_schema`), never read as if it were this one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from harness.errors import DataError
+
+RECORD_SCHEMA = 2  # 2: calibration columns (clean_cal, c{k}) and smoothing columns
+
+ID, LABEL = "id", "label"
+CLEAN_PRED, CLEAN_MARGIN, CLEAN_CAL, CLEAN_TIE = "clean_pred", "clean_margin", "clean_cal", "clean_tie"
+BATCH, RERUNS = "batch", "reruns"
+
+# Values of status(k).
+BROKEN, ROBUST, NOT_RUN = 0, 1, -1
+
+
+@dataclass(frozen=True)
+class Column:
+    """One record column: its name (``{k}`` for an entry's), numpy dtype, and what it holds."""
+
+    name: str
+    dtype: str
+    doc: str
+
+
+COLUMNS: tuple[Column, ...] = (
+    Column(ID, "int64", "the sample's global dataset id (the RNG key)"),
+    Column(LABEL, "int64", "the true class"),
+    Column(CLEAN_PRED, "int16", "the clean prediction (fp32 verdict pass)"),
+    Column(CLEAN_MARGIN, "float32", "clean logit margin z_y - max_{j!=y} z_j (-inf: non-finite logits)"),
+    Column(CLEAN_CAL, "float32", "clean calibration stats (n, 3): confidence, log p_y, sum p^2; 6 with a temperature"),
+    Column(CLEAN_TIE, "int8", "1: the clean verdict rests on a float-level tie (harness/ties.py)"),
+    Column(BATCH, "int32", "the batch size in force when the sample was computed (halves on OOM)"),
+    Column(RERUNS, "int8", "entries whose low-precision search was redone in fp32 (non-fp32 runs only)"),
+    Column("s{k}", "int8", "entry k: 1 robust/correct, 0 broken, -1 not run (already broken or clean-wrong)"),
+    Column("m{k}", "float32", "entry k: margin at the returned point (smoothing: certified radius)"),
+    Column("p{k}", "int16", "entry k: prediction at the returned point (-1: not run)"),
+    Column("t{k}", "int8", "entry k: 1 when its verdict rests on a float-level tie"),
+    Column("c{k}", "float32", "attack/corruption entry k: calibration stats at its point, as clean_cal"),
+    Column("e{k}", "int8", "smoothing entry k: (n, radii) empirical robustness per radius"),
+    Column("v{k}", "int8", "smoothing entry k: (n, radii) certificate violated per radius"),
+    Column("a{k}", "float32", "smoothing entry k: lower confidence bound on p_A"),
+)
+
+
+def status(k: int) -> str:
+    return f"s{k}"
+
+
+def margin(k: int) -> str:
+    return f"m{k}"
+
+
+def pred(k: int) -> str:
+    return f"p{k}"
+
+
+def tie(k: int) -> str:
+    return f"t{k}"
+
+
+def calib(k: int) -> str:
+    return f"c{k}"
+
+
+def smoothing_columns(k: int) -> tuple[str, str, str]:
+    """(empirical per radius, violated per radius, p_A lower bound) of smoothing entry k."""
+    return f"e{k}", f"v{k}", f"a{k}"
+
+
+def check_schema(version: object, where: str) -> None:
+    """Refuse a record chunk of another schema version with one clear line (no migration exists yet)."""
+    if version != RECORD_SCHEMA:
+        raise DataError(
+            f"{where} holds a record of schema {version!r}; this harness reads schema {RECORD_SCHEMA}",
+            "run the same `harness evaluate` command again: it recomputes records of an older schema",
+        )
