@@ -68,6 +68,17 @@ def backward_failure(e: BaseException) -> str | None:
     return None
 
 
+def backward_error(e: BaseException, during: str) -> ModelError | None:
+    """The one-line `ModelError` for an exception the model's backward raised ``during`` something, else None."""
+    where = backward_failure(e)
+    if where is None:
+        return None
+    return ModelError(
+        f"{during}: the model's backward raised {first_line(e)} (at {where})",
+        "the model's gradient must be computable for every input in the threat model",
+    )
+
+
 class ModelGuard(nn.Module):
     """``model(x)`` with the contract checked on the output's metadata only (no host synchronisation)."""
 

@@ -62,7 +62,7 @@ from harness.data.base import ImageDataset, check_image_range
 from harness.engine.config import EvalConfig, check_run_name, model_hash, run_lock
 from harness.errors import DataError, HarnessError, ModelError, UsageError
 from harness.faults import kill_point
-from harness.guard import ModelGuard, backward_failure, first_line
+from harness.guard import ModelGuard, backward_error
 from harness.labels import threat_label
 from harness.logits import finite_rows, misclassified
 from harness.paths import safe_join
@@ -382,13 +382,10 @@ class Evaluation:
                         # A model that fails only on perturbed inputs: one line naming the entry.
                         raise ModelError(f"during {self.entries[k].key}: {e.what}", e.hint) from e
                     except Exception as e:
-                        where = backward_failure(e)
-                        if where is None:
+                        failure = backward_error(e, f"during {self.entries[k].key}")
+                        if failure is None:
                             raise
-                        raise ModelError(
-                            f"during {self.entries[k].key}: the model's backward raised {first_line(e)} (at {where})",
-                            "the model's gradient must be computable for every input in the threat model",
-                        ) from e
+                        raise failure from e
                     if self.device.type == "cuda":
                         torch.cuda.synchronize(self.device)
                     key = self.entries[k].key
@@ -738,14 +735,10 @@ class Evaluation:
                     try:
                         torch.autograd.grad(F.cross_entropy(self.guarded(x), y, reduction="sum"), x)
                     except Exception as e:
-                        where = backward_failure(e)
-                        if where is None:
+                        failure = backward_error(e, "while sizing batches (--batch-size auto)")
+                        if failure is None:
                             raise
-                        raise ModelError(
-                            f"while sizing batches (--batch-size auto): the model's backward raised {first_line(e)} "
-                            f"(at {where})",
-                            "the model's gradient must be computable for every input in the threat model",
-                        ) from e
+                        raise failure from e
 
             with frozen(self.model):
                 self.autotuned = autotune_batch_size(step, cap)
