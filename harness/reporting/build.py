@@ -92,12 +92,13 @@ def build_report(
         p = safe_join(out, names[key], what="figure name")
         write_bytes(p, png)
         paths_out[key] = p
+    link = LEADERBOARD if len(results) > 1 else None
     md = out / "report.md"
-    write_text(md, render_markdown(results, title, images=names, threat=threat))
+    write_text(md, render_markdown(results, title, images=names, threat=threat, leaderboard=link))
     page = out / "report.html"
-    write_text(page, render_html(results, figs, title, threat))
+    write_text(page, render_html(results, figs, title, threat, leaderboard=link))
     board = None
-    if len(results) > 1:
-        board = safe_join(out, LEADERBOARD, what="leaderboard")
+    if link is not None:
+        board = safe_join(out, link, what="leaderboard")
         write_text(board, render_leaderboard(results, title=f"{title}: leaderboard"))
     return Report(out, md, page, paths_out, results, board)

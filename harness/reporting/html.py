@@ -82,7 +82,9 @@ def render_html(
     figures: Mapping[str, bytes],
     title: str = "Robustness report",
     threat: str | None = None,
+    leaderboard: str | None = None,
 ) -> str:
+    """The self-contained HTML report; ``leaderboard`` names the sortable table written beside it (linked)."""
     labels = S.unique_labels(results)
     keys = S.threat_keys(results)
     has_corr = any(r.corruptions for r in results)
@@ -119,7 +121,9 @@ def render_html(
     suites = sorted({str(r.suite.get("name")) for r in results})
     parts.append(
         f'<p class="meta">{len(results)} model(s) on {h(", ".join(datasets))}; suite(s): {h(", ".join(suites))}. '
-        "Every accuracy is given with its 95 % Wilson interval in brackets.</p>"
+        "Every accuracy is given with its 95 % Wilson interval in brackets."
+        + (f' <a href="{h(leaderboard)}">Sortable, filterable table of these runs</a>.' if leaderboard else "")
+        + "</p>"
     )
     table = (
         '<h2 id="summary">Clean vs robust accuracy (%)</h2>'

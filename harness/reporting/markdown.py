@@ -43,8 +43,10 @@ def render_markdown(
     *,
     images: Mapping[str, str] | None = None,
     threat: str | None = None,
+    leaderboard: str | None = None,
 ) -> str:
-    """The markdown report for one or many results; ``images`` maps figure names to file names."""
+    """The markdown report for one or many results; ``images`` maps figure names to file names,
+    ``leaderboard`` names the sortable table written beside the report (linked under the summary line)."""
     images = images or {}
     labels = S.unique_labels(results)
     keys = S.threat_keys(results)
@@ -70,6 +72,7 @@ def render_markdown(
     lines += [
         f"{len(results)} model(s) on {_esc(', '.join(datasets))}; suite(s): {_esc(', '.join(suites))}.",
         "",
+        *([f"Sortable, filterable table of these runs: [{leaderboard}]({leaderboard}).", ""] if leaderboard else []),
     ]
     if notes.items:
         lines += [

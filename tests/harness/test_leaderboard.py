@@ -76,6 +76,11 @@ def test_build_report_writes_it_for_two_or_more_runs(tmp_path):
     assert one.leaderboard is None and not (tmp_path / "one" / "leaderboard.html").exists()
     many = build_report(_results(), tmp_path / "many")
     assert many.leaderboard == tmp_path / "many" / "leaderboard.html" and many.leaderboard.is_file()
+    # the reports link to it (relative: the files sit side by side), and only when it exists
+    assert 'href="leaderboard.html"' in (tmp_path / "many" / "report.html").read_text()
+    assert "](leaderboard.html)" in (tmp_path / "many" / "report.md").read_text()
+    assert "leaderboard.html" not in (tmp_path / "one" / "report.html").read_text()
+    assert "leaderboard.html" not in (tmp_path / "one" / "report.md").read_text()
 
 
 def test_leaderboard_refuses_a_link_leading_out_of_out(tmp_path):
