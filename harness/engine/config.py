@@ -22,6 +22,9 @@ from harness.precision import PRECISIONS
 from harness.surrogate import check_mode
 
 CHECK_LEVELS = ("basic", "full")
+# Batch and chunk sizes are recorded per sample in the record's int32 batch-plan column; larger
+# values mean "the whole chunk" anyway, so anything beyond int32 is refused, not wrapped.
+SIZE_MAX = 2**31 - 1
 SEED_MAX = 2**63 - 1  # seeds are int64: the range every keyed draw and torch generator takes
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 
@@ -56,6 +59,7 @@ class EvalConfig:
     def __post_init__(self) -> None:
         self.batch_size = parse_batch_size(self.batch_size)
         _check_int("chunk_size", self.chunk_size, 1, "the samples per record chunk, e.g. --chunk-size 512")
+        _check_at_most("chunk_size", self.chunk_size, SIZE_MAX, "e.g. --chunk-size 512")
         if self.max_samples is not None:
             _check_int("max_samples", self.max_samples, 1, "omit --max-samples to evaluate the whole dataset")
         _check_int("seed", self.seed, 0, "e.g. --seed 0", high=SEED_MAX)
@@ -99,6 +103,11 @@ def _check_int(name: str, value: Any, low: int, hint: str, high: int | None = No
         raise UsageError(f"{name} must be {bound}, not {value!r}", hint)
 
 
+def _check_at_most(name: str, value: int, high: int, hint: str) -> None:
+    if value > high:
+        raise UsageError(f"{name} must be at most {high}, not {value!r}", hint)
+
+
 def parse_batch_size(value: int | str | None) -> int | str:
     """A positive int, or "auto" (also for None): the batch-size forms EvalConfig and the CLI accept."""
     if value is None or (isinstance(value, str) and value.strip().lower() == "auto"):
@@ -109,6 +118,7 @@ def parse_batch_size(value: int | str | None) -> int | str:
         n = None
     if n is None or n < 1:
         raise UsageError(f"batch size must be a positive integer or 'auto', not {value!r}", "e.g. --batch-size 256")
+    _check_at_most("batch size", n, SIZE_MAX, "e.g. --batch-size 256, or --batch-size auto")
     return n
 
 

@@ -215,6 +215,11 @@ ROWS = [
         cli=_eval(M, "--chunk-size", "0"), api=_api_eval(M, chunk_size=0)),
     Row("chunk-size-negative", UsageError, r"chunk_size must be a positive integer, not -4",
         cli=_eval(M, "--chunk-size", "-4"), api=_api_eval(M, chunk_size=-4)),
+    # found by the fuzz test (ci profile): 2^63 overflowed the record's batch-plan column
+    Row("batch-size-huge", UsageError, r"batch size must be at most 2147483647, not 9223372036854775808",
+        cli=_eval(M, "--batch-size", "9223372036854775808"), api=_api_eval(M, batch_size=2**63)),
+    Row("chunk-size-huge", UsageError, r"chunk_size must be at most 2147483647, not 9223372036854775808",
+        cli=_eval(M, "--chunk-size", "9223372036854775808"), api=_api_eval(M, chunk_size=2**63)),
     Row("seed-negative", UsageError, r"seed must be an integer in \[0, \d+\], not -1",
         cli=_eval(M, "--seed", "-1"), api=_api_eval(M, seed=-1)),
     Row("chunk-size-0-sweep", UsageError, r"chunk_size must be a positive integer, not 0",
