@@ -1,6 +1,6 @@
 """The model attacks search with: the eager fp32 model, or bf16 autocast and/or torch.compile around it.
 
-Only the search goes through `SearchModel`. The engine's verdict (`Evaluation._score`), the threat
+Only the search goes through `SearchModel`. The engine's verdict (`Evaluation.score`), the threat
 contract check and the sanity checks call the eager model in fp32 outside autocast, so a bf16 or
 compiler artefact can change where an attack looks but never what counts as a success.
 """

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -148,3 +149,41 @@ def model_hash(model: nn.Module) -> str:
         h.update(k.encode())
         h.update(v.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes() if v.numel() else b"")
     return h.hexdigest()
+
+
+def config_hash(
+    config: EvalConfig,
+    *,
+    model_sha: str,
+    data_hash: str,
+    entries: list[dict[str, Any]],
+    version: str,
+    calibration: dict[str, Any] | None = None,
+    surrogate: dict[str, Any] | None = None,
+) -> str:
+    """16 hex digits over everything that decides a run's per-sample numbers (a pure function).
+
+    The model's weights, the data's content, the resolved entries (`Entry.describe`), the seed, chunk
+    size, EOT, search precision/compile, the tool version, calibration settings and the surrogate. Not
+    the batch size, device or thread count: the verdicts do not depend on them (docs/reliability.md),
+    so a run resumes and compares across them.
+    """
+    blob = json.dumps(
+        {
+            "model": model_sha,
+            "data": data_hash,
+            "entries": entries,
+            "seed": config.seed,
+            "chunk": config.chunk_size,
+            "eot": config.eot_samples,
+            # Only when not the default, so the hashes (and resumability) of fp32 eager runs stay as they were.
+            **({"precision": config.precision} if config.precision != "fp32" else {}),
+            **({"compile": True} if config.compile else {}),
+            "version": version,
+            **({"calibration": calibration} if calibration else {}),
+            **({"surrogate": surrogate} if surrogate else {}),
+        },
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]

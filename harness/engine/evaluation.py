@@ -26,7 +26,6 @@ draw is keyed by (seed, global sample id, entry), gives the same numbers as an u
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import itertools
 import json
 import time
@@ -59,25 +58,25 @@ from harness.checks import (
 )
 from harness.corruption_metrics import attach
 from harness.data.base import ImageDataset, check_image_range
-from harness.engine.config import EvalConfig, check_run_name, model_hash, run_lock
+from harness.engine.config import EvalConfig, check_run_name, config_hash, model_hash, run_lock
+from harness.engine.runners import Batch, EntryRunner, runner_for
 from harness.errors import DataError, HarnessError, ModelError, UsageError
 from harness.faults import kill_point
 from harness.guard import ModelGuard, backward_error
-from harness.labels import threat_label
-from harness.logits import finite_rows, misclassified
+from harness.logits import finite_rows
 from harness.paths import safe_join
 from harness.plan import entry_label
 from harness.precision import SearchModel, frozen
 from harness.progress import Quiet, evaluation_progress
 from harness.records import RecordStore, drop_set_aside, restore_set_aside, result_config_hash, set_aside_outputs
 from harness.records import schema as col
+from harness.records.kinds import entry_kind
 from harness.records.outcome import clean_correct, group_start, survived
 from harness.reporting.markdown import render_markdown
 from harness.results import Accuracy, Finding, GroupResult, Result
 from harness.rng import stream_seed
 from harness.suites import Entry, Suite, group_entries, load_suite
 from harness.surrogate import BPDA, SurrogateSpec, build_surrogate
-from harness.threat import check_contract
 from harness.ties import TIE_ULPS, decide, ieee_fp32
 
 # Samples of the first batch the precheck and the gradient probe look at.
@@ -142,6 +141,7 @@ class Evaluation:
         auto = self._auto_entries()
         self.entries += auto
         self.attackers += [e.build() for e in auto]
+        self.runners: list[EntryRunner] = [runner_for(e.kind) for e in self.entries]
         self.batch_size: int = self.config.batch_size if isinstance(self.config.batch_size, int) else 0
         self.autotuned: int | None = None  # probed once per Evaluation (one model, one device)
         # Entries whose ``when`` names no finding the precheck raised: not run (set by _precheck).
@@ -198,7 +198,7 @@ class Evaluation:
         gradient_runs = self.probe.connected or self.surrogate is not None
         groups: dict[str, list[int]] = {}
         for k, e in enumerate(self.entries):
-            if e.kind == "attack":
+            if entry_kind(e.kind).threat_model:
                 groups.setdefault(e.group, []).append(k)
         out = []
         for members in groups.values():
@@ -260,7 +260,7 @@ class Evaluation:
             msg += ": a poor surrogate gives weak attacks, so the numbers may overestimate robustness"
         return [Finding("surrogate", "warning" if weak else "info", msg, data={"agreement": agree, "mode": mode})]
 
-    def _attack_model(self, k: int, eager: bool = False) -> nn.Module:
+    def attack_model(self, k: int, eager: bool = False) -> nn.Module:
         """What attack k searches with: the guarded model, or with a surrogate BPDA / the surrogate."""
         kind = "model" if self.surrogate is None or self._black_box(k) else self.config.surrogate_mode
         key = (kind, eager)
@@ -276,10 +276,10 @@ class Evaluation:
             self._attack_models[key] = m
         return self._attack_models[key]
 
-    def _gradient_source(self, k: int) -> str | None:
+    def gradient_source(self, k: int) -> str | None:
         """Where attack k's gradients come from: model, surrogate-bpda, surrogate-transfer, none (gradient-free)."""
         e = self.entries[k]
-        if e.kind != "attack":
+        if not entry_kind(e.kind).threat_model:
             return None
         if self._black_box(k):
             return "none"
@@ -287,9 +287,9 @@ class Evaluation:
 
     def _attack_basis(self, members: list[int]) -> str | None:
         """What a threat model's number rests on (docs/checks.md): white-box, surrogate, gradient-free, none."""
-        if self.entries[members[0]].kind != "attack":
+        if not entry_kind(self.entries[members[0]].kind).threat_model:
             return None
-        ran = {self._gradient_source(k) for k in members if k not in self.skipped}
+        ran = {self.gradient_source(k) for k in members if k not in self.skipped}
         if "model" in ran and not self.probe.obfuscated:
             return "white-box"
         if any(str(s).startswith("surrogate") for s in ran):
@@ -299,25 +299,29 @@ class Evaluation:
         return "white-box" if "model" in ran else "none"
 
     def _config_hash(self) -> str:
-        blob = json.dumps(
-            {
-                "model": self.model_info["sha256_state"],
-                "data": self.dataset.content_hash(),
-                "entries": [e.describe() for e in self.entries],
-                "seed": self.config.seed,
-                "chunk": self.config.chunk_size,
-                "eot": self.config.eot_samples,
-                # Only when not the default, so the hashes (and resumability) of fp32 eager runs stay as they were.
-                **({"precision": self.config.precision} if self.config.precision != "fp32" else {}),
-                **({"compile": True} if self.config.compile else {}),
-                "version": __version__,
-                **({"calibration": self.cal} if self.cal else {}),
-                **({"surrogate": self.surrogate_info} if self.surrogate_info else {}),
-            },
-            sort_keys=True,
-            default=str,
+        return config_hash(
+            self.config,
+            model_sha=self.model_info["sha256_state"],
+            data_hash=self.dataset.content_hash(),
+            entries=[e.describe() for e in self.entries],
+            version=__version__,
+            calibration=self.cal,
+            surrogate=self.surrogate_info,
         )
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    # ---- what the runners use (harness.engine.runners.Engine) ------------------------------------
+    @property
+    def num_classes(self) -> int:
+        return self.dataset.num_classes
+
+    @property
+    def reduced_precision(self) -> bool:
+        """The attack search runs below fp32 (its candidate points may be re-searched in fp32)."""
+        return self.search.precision != "fp32"
+
+    def entry_seed(self, k: int) -> int:
+        """Entry k's random stream: keyed by (seed, entry key), then per sample by its global id."""
+        return stream_seed(self.config.seed, self.entries[k].key)
 
     # ---- per-chunk work -------------------------------------------------------------------------
     def _chunk(self, start: int, stop: int, runner: BatchRunner, timing: dict[str, float]) -> dict[str, np.ndarray]:
@@ -326,31 +330,21 @@ class Evaluation:
         ids_all = self.dataset.ids[rows]  # type: ignore[index]
         n = stop - start
         cols: dict[str, np.ndarray] = {
-            "id": ids_all.numpy(),
-            "label": y_all.numpy(),
-            "clean_pred": np.zeros(n, np.int16),
-            "clean_margin": np.zeros(n, np.float32),
-            "clean_cal": np.zeros((n, self._cal_width), np.float32),
-            "clean_tie": np.zeros(n, np.int8),
+            col.ID: ids_all.numpy(),
+            col.LABEL: y_all.numpy(),
+            col.CLEAN_PRED: np.zeros(n, np.int16),
+            col.CLEAN_MARGIN: np.zeros(n, np.float32),
+            col.CLEAN_CAL: np.zeros((n, self.cal_width), np.float32),
+            col.CLEAN_TIE: np.zeros(n, np.int8),
             # The batch plan: the batch size in force when each sample was computed (it halves on OOM).
-            "batch": np.zeros(n, np.int32),
+            col.BATCH: np.zeros(n, np.int32),
         }
-        for k in range(len(self.entries)):
-            cols[col.status(k)] = np.full(n, -1, np.int8)
-            cols[col.margin(k)] = np.full(n, np.nan, np.float32)
-            cols[col.pred(k)] = np.full(n, -1, np.int16)
-            cols[col.tie(k)] = np.zeros(n, np.int8)  # 1: the verdict rests on a float-level tie (harness/ties.py)
-            if self.entries[k].kind == "smoothing":
-                R = len(self.attackers[k].radii)
-                emp, viol, pa = col.smoothing_columns(k)
-                cols[emp], cols[viol] = np.zeros((n, R), np.int8), np.zeros((n, R), np.int8)
-                cols[pa] = np.zeros(n, np.float32)
-            else:
-                cols[col.calib(k)] = np.full((n, self._cal_width), np.nan, np.float32)
-        if self.search.precision != "fp32":
+        for k, r in enumerate(self.runners):
+            cols.update(r.columns(self, k, n))
+        if self.reduced_precision:
             # Per sample: entries whose low-precision search was redone in fp32 (kept in the record,
             # so the count survives a resume and a merge across ranks).
-            cols["reruns"] = np.zeros(n, np.int8)
+            cols[col.RERUNS] = np.zeros(n, np.int8)
 
         def work(sl: slice) -> None:
             x = x_all[sl].to(self.device)
@@ -364,20 +358,20 @@ class Evaluation:
                 raise ModelError(f"on clean images: {e.what}", e.hint) from e
             # NaN/Inf rows are wrong predictions (the aggregate reports them); all-NaN was refused by the precheck.
             check_logits(logits, len(x), self.dataset.num_classes, some_finite=False)
-            status0, margin0, pred, cal0, tie0 = self._score(x, y, logits)
+            status0, margin0, pred, cal0, tie0 = self.score(x, y, logits)
             correct = status0.bool()
-            cols["batch"][sl] = runner.batch_size
-            cols["clean_tie"][sl] = tie0.cpu().numpy()
-            cols["clean_pred"][sl] = pred.cpu().numpy()
-            cols["clean_margin"][sl] = margin0.cpu().numpy()
-            cols["clean_cal"][sl] = cal0.cpu().numpy()
+            cols[col.BATCH][sl] = runner.batch_size
+            cols[col.CLEAN_TIE][sl] = tie0.cpu().numpy()
+            cols[col.CLEAN_PRED][sl] = pred.cpu().numpy()
+            cols[col.CLEAN_MARGIN][sl] = margin0.cpu().numpy()
+            cols[col.CLEAN_CAL][sl] = cal0.cpu().numpy()
             for _, members in group_entries(self.entries):
-                alive = correct.clone()
+                batch = Batch(x, y, ids, sl, correct.clone(), cols)
                 for k in members:
-                    self._shown.entry(entry_label(self.entries[k]), alive, len(x))  # per batch, not per step
+                    self._shown.entry(entry_label(self.entries[k]), batch.alive, len(x))  # per batch, not per step
                     t0 = time.perf_counter()
                     try:
-                        self._entry(k, x, y, ids, sl, alive, cols)
+                        self.runners[k].run(self, k, batch)
                     except ModelError as e:
                         # A model that fails only on perturbed inputs: one line naming the entry.
                         raise ModelError(f"during {self.entries[k].key}: {e.what}", e.hint) from e
@@ -396,86 +390,9 @@ class Evaluation:
         runner.map(work, n)
         return cols
 
-    def _entry(
-        self, k: int, x: Tensor, y: Tensor, ids: Tensor, sl: slice, alive: Tensor, cols: dict[str, np.ndarray]
-    ) -> None:
-        """Run suite entry k on one batch; write its record columns, and clear ``alive`` where it broke a sample."""
-        entry, attacker = self.entries[k], self.attackers[k]
-        seed = stream_seed(self.config.seed, entry.key)
-        if entry.kind == "smoothing":
-            res = attacker.run(self.verdict, x, y, index=ids, seed=seed, num_classes=self.dataset.num_classes)
-            cols[col.status(k)][sl] = (res["pred"] == y.cpu().numpy()).astype(np.int8)
-            cols[col.margin(k)][sl], cols[col.pred(k)][sl] = res["radius"], res["pred"]
-            emp, viol, pa = col.smoothing_columns(k)
-            cols[pa][sl], cols[emp][sl], cols[viol][sl] = (
-                res["pa_lower"],
-                res["emp"],
-                res["viol"],
-            )
-        elif entry.kind == "corruption":
-            xc = attacker(x, index=ids, seed=seed)
-            status, m, p, cal, tie = self._score(xc, y)
-            cols[col.status(k)][sl] = status.cpu().numpy()
-            cols[col.tie(k)][sl] = tie.cpu().numpy()
-            cols[col.margin(k)][sl] = m.cpu().numpy()
-            cols[col.pred(k)][sl] = p.cpu().numpy()
-            cols[col.calib(k)][sl] = cal.cpu().numpy()
-        elif k in self.skipped:
-            cols[col.status(k)][sl] = np.where(alive.cpu().numpy(), 1, -1)  # not attacked: as robust as before
-        else:
-            act = alive.nonzero().squeeze(1)
-            if len(act):
-                xa = attacker(self._attack_model(k), x[act], y[act], index=ids[act], seed=seed)
-                check_contract(x[act], xa, entry.threat, who=entry.key)  # type: ignore[arg-type]
-                status, m, p, cal, tie = self._score(xa, y[act])
-                if self.search.precision != "fp32":
-                    redo = self._rerun_fp32(k, x[act], y[act], ids[act], seed, xa, (status, m, p, cal, tie))
-                    cols["reruns"][sl][act[redo].cpu().numpy()] += 1
-                alive[act] = status.bool()
-                s_np = np.full(len(x), -1, np.int8)
-                m_np = np.full(len(x), np.nan, np.float32)
-                p_np = np.full(len(x), -1, np.int16)
-                c_np = np.full((len(x), self._cal_width), np.nan, np.float32)
-                a_np = act.cpu().numpy()
-                s_np[a_np], m_np[a_np], p_np[a_np] = status.cpu().numpy(), m.cpu().numpy(), p.cpu().numpy()
-                c_np[a_np] = cal.cpu().numpy()
-                t_np = np.zeros(len(x), np.int8)
-                t_np[a_np] = tie.cpu().numpy()
-                cols[col.status(k)][sl], cols[col.margin(k)][sl], cols[col.pred(k)][sl] = s_np, m_np, p_np
-                cols[col.tie(k)][sl] = t_np
-                cols[col.calib(k)][sl] = c_np
-
-    def _rerun_fp32(
-        self,
-        k: int,
-        x: Tensor,
-        y: Tensor,
-        ids: Tensor,
-        seed: int,
-        xa: Tensor,
-        scored: tuple[Tensor, Tensor, Tensor, Tensor, Tensor],
-    ) -> Tensor:
-        """Re-attack in fp32 the samples whose low-precision search ended on a point only it calls misclassified.
-
-        Such a sample is robust by the fp32 verdict already; the rerun makes sure a rounding artefact
-        did not also stop its search early (attacks drop samples they think broken). Updates ``scored``
-        and returns the positions re-attacked.
-        """
-        entry, attacker = self.entries[k], self.attackers[k]
-        status, m, p, cal, tie = scored
-        with torch.no_grad():
-            low_wrong = misclassified(self.guarded(xa), y)
-        redo = (low_wrong & status.bool()).nonzero().squeeze(1)  # one sync per attacked batch
-        if len(redo) == 0:
-            return redo
-        xr = attacker(self._attack_model(k, eager=True), x[redo], y[redo], index=ids[redo], seed=seed)
-        check_contract(x[redo], xr, entry.threat, who=entry.key)  # type: ignore[arg-type]
-        s2, m2, p2, c2, t2 = self._score(xr, y[redo])
-        status[redo], m[redo], p[redo], cal[redo], tie[redo] = s2, m2, p2, c2, t2
-        return redo
-
     @property
-    def _cal_width(self) -> int:
+    def cal_width(self) -> int:
+        """Columns of the calibration statistics: 3 raw, 6 with a fitted temperature."""
         return 3 if self.temperature is None else 6
 
     def _cal(self, logits: Tensor, y: Tensor, draws: list[Tensor] | None = None) -> Tensor:
@@ -486,7 +403,7 @@ class Evaluation:
             return raw
         return torch.cat([raw, prob_stats(logits, y, self.temperature, draws=draws, score_to_prob=kind)], 1)
 
-    def _score(
+    def score(
         self, x_adv: Tensor, y: Tensor, logits: Tensor | None = None
     ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         """The engine's own fp32 verdict on candidate points: (status 1/0, margin, prediction, calibration stats, tie).
@@ -709,7 +626,7 @@ class Evaluation:
             why = "needs input gradients and the model gives none (obfuscated-gradients finding); "
             why += "pass a differentiable surrogate (--surrogate) for BPDA"
             for k, e in enumerate(self.entries):
-                if e.kind == "attack" and not self._black_box(k):
+                if entry_kind(e.kind).threat_model and not self._black_box(k):
                     self.skipped[k] = why
         self._setup_eot(findings)
         self._fit_temperature()
@@ -846,7 +763,7 @@ class Evaluation:
             # The attack declares its EOT support (`Attack.set_eot`); corruptions have none to give.
             set_eot = getattr(a, "set_eot", None)
             single = set_eot(self.eot) if set_eot is not None else [e.name]
-            if single and e.kind == "attack":
+            if single and entry_kind(e.kind).threat_model:
                 whole = single == [e.name]
                 lacking.append(e.key if whole else f"{e.key} ({', '.join(single)})")
         msg = (
@@ -871,7 +788,7 @@ class Evaluation:
             )
         for k, e in enumerate(self.entries):
             if per_entry[k]:
-                where = f"at the points of {e.key}" if e.kind == "attack" else f"on the images of {e.key}"
+                where = f"{entry_kind(e.kind).inputs} {e.key}"
                 out.append(
                     Finding(
                         "nonfinite-logits",
@@ -912,14 +829,14 @@ class Evaluation:
             clean_ties += int(tie0.sum())
             clean_nonfinite += int(np.isneginf(chunk["clean_margin"]).sum())
             for k, e in enumerate(self.entries):
-                if e.kind != "smoothing":
+                if entry_kind(e.kind).logit_margin:
                     e_nonfinite[k] += int(np.isneginf(chunk[col.margin(k)]).sum())
             n += len(lab)
             clean_c += int(ok.sum())
             class_n += np.bincount(lab, minlength=K)
             class_clean += np.bincount(lab[ok], minlength=K)
             for gi, (_, members) in enumerate(groups):
-                attack = self.entries[members[0]].kind == "attack"
+                attack = entry_kind(self.entries[members[0]].kind).threat_model
                 alive = group_start(ok, self.entries[members[0]].kind)
                 on_tie = ok & tie0 if attack else np.zeros(len(lab), bool)
                 for k in members:
@@ -946,9 +863,8 @@ class Evaluation:
                     accuracy=Accuracy.of(g_correct[gi], n),
                     norm=first.norm,
                     eps=first.eps,
-                    corruption=first.name if first.kind == "corruption" else None,
                     severity=first.severity,
-                    label=threat_label(first.norm, first.eps) if first.kind == "attack" else None,
+                    **self.runners[members[0]].group_fields(self, first),
                     entries=[
                         {
                             **self.entries[k].describe(),
@@ -959,7 +875,7 @@ class Evaluation:
                             "broken_first": int(e_first[k]),
                             "black_box": _is_black_box(self.attackers[k]),
                             **_below_reference(self.attackers[k]),
-                            **({"gradients": self._gradient_source(k)} if first.kind == "attack" else {}),
+                            **self.runners[k].entry_fields(self, k),
                             **({"nonfinite": int(e_nonfinite[k])} if e_nonfinite[k] else {}),
                             "seconds": round(timing.get(self.entries[k].key, 0.0), 4),
                         }

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from harness.errors import DataError
+from harness.records.kinds import entry_kind
 from harness.records.schema import CLEAN_PRED, ID, LABEL, ROBUST, status
 from harness.records.store import RERUN, open_record, read_index
 
@@ -25,8 +26,9 @@ def clean_correct(chunk: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def group_start(clean_ok: np.ndarray, kind: str) -> np.ndarray:
-    """A group's per-sample bits before any of its entries: clean-correct for attacks, all True otherwise."""
-    return clean_ok.copy() if kind == "attack" else np.ones(len(clean_ok), bool)
+    """A group's per-sample bits before any of its entries: clean-correct for threat-model kinds (attacks),
+    all True for kinds whose entries stand alone (corruptions, certifiers)."""
+    return clean_ok.copy() if entry_kind(kind).threat_model else np.ones(len(clean_ok), bool)
 
 
 def survived(chunk: dict[str, np.ndarray], k: int) -> np.ndarray:

@@ -65,7 +65,7 @@ def test_the_knife_edge_model_flips_under_bf16_only():
 def test_a_bf16_artefact_never_counts_as_a_success(monkeypatch):
     m, ds = KnifeEdge().eval(), knife_edge_data()
     verdict_calls: list[tuple[bool, torch.dtype]] = []
-    score = Evaluation._score
+    score = Evaluation.score
 
     def spy(self, x_adv, y, logits=None):
         verdict_calls.append((torch.is_autocast_enabled("cpu"), x_adv.dtype))
