@@ -8,7 +8,7 @@ temperature-scaled when the suite asks for it). Smoothing entries record the cer
 Worst-case robust accuracy of a threat model is the per-sample AND over its attacks. Every
 adversarial batch is re-verified here (ball, box, finiteness) and scored with the engine's own
 forward pass; a row of non-finite logits is a wrong prediction (margin -inf, prediction
-`NO_PREDICTION`), reported per entry as a ``nonfinite-logits`` finding.
+`harness.engine.verdicts.NO_PREDICTION`), reported per entry as a ``nonfinite-logits`` finding.
 
 Hostile models (docs/checks.md): every model call goes through `harness.guard.ModelGuard`, so a
 model that raises during an attack ends in one `ModelError` naming the entry. The input gradients
@@ -26,7 +26,6 @@ draw is keyed by (seed, global sample id, entry), gives the same numbers as an u
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import time
 from collections.abc import Callable
@@ -58,8 +57,10 @@ from harness.checks import (
 )
 from harness.corruption_metrics import attach
 from harness.data.base import ImageDataset, check_image_range
+from harness.engine.aggregation import nonfinite_findings, tally, tie_findings
 from harness.engine.config import EvalConfig, check_run_name, config_hash, model_hash, run_lock
 from harness.engine.runners import Batch, EntryRunner, runner_for
+from harness.engine.verdicts import Scored, score_points
 from harness.errors import DataError, HarnessError, ModelError, UsageError
 from harness.faults import kill_point
 from harness.guard import ModelGuard, backward_error
@@ -71,21 +72,18 @@ from harness.progress import Quiet, evaluation_progress
 from harness.records import RecordStore, drop_set_aside, restore_set_aside, result_config_hash, set_aside_outputs
 from harness.records import schema as col
 from harness.records.kinds import entry_kind
-from harness.records.outcome import clean_correct, group_start, survived
 from harness.reporting.markdown import render_markdown
 from harness.results import Accuracy, Finding, GroupResult, Result
 from harness.rng import stream_seed
 from harness.suites import Entry, Suite, group_entries, load_suite
 from harness.surrogate import BPDA, SurrogateSpec, build_surrogate
-from harness.ties import TIE_ULPS, decide, ieee_fp32
+from harness.ties import TIE_ULPS, ieee_fp32
 
 # Samples of the first batch the precheck and the gradient probe look at.
 PRECHECK_SAMPLES = 64
 # A surrogate that agrees with the model on fewer clean predictions than this is flagged.
 SURROGATE_MIN_AGREEMENT = 0.5
 OBFUSCATED_WHEN = ("obfuscated-gradients",)
-# The record's prediction for a row of non-finite logits: no class (never equal to a label).
-NO_PREDICTION = -2
 # Label of the Square entries added when gradients are obfuscated (harness.checks.gradient_findings).
 AUTO_SQUARE_LABEL = "square-auto"
 
@@ -403,35 +401,9 @@ class Evaluation:
             return raw
         return torch.cat([raw, prob_stats(logits, y, self.temperature, draws=draws, score_to_prob=kind)], 1)
 
-    def score(
-        self, x_adv: Tensor, y: Tensor, logits: Tensor | None = None
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        """The engine's own fp32 verdict on candidate points: (status 1/0, margin, prediction, calibration stats, tie).
-
-        A point is robust only when the true class wins by more than the float-level tie tolerance
-        (harness/ties.py), so the verdict does not depend on the kernel path; ``tie`` marks the
-        points whose |margin| is within it. A row of non-finite logits is a wrong prediction:
-        status 0, margin -inf, prediction `NO_PREDICTION`, calibration statistics of the uniform
-        distribution (it says nothing). With EOT the verdict is the majority over ``eot`` draws
-        (robust when at least half are; a non-finite draw is not), the prediction the most frequent
-        class, the margin the mean over draws and ``tie`` set when any draw is a tie; the
-        calibration statistics use the mean softmax over draws.
-        """
-        with torch.no_grad(), ieee_fp32():
-            if self.eot == 1:
-                logits = self.verdict(x_adv.float()) if logits is None else logits
-                ok, m, tie = decide(logits, y)
-                pred = _prediction(logits).to(torch.int16)
-                return ok.to(torch.int8), m.float(), pred, self._cal(_sane(logits), y), tie.to(torch.int8)
-            draws = [self.verdict(x_adv.float()) for _ in range(self.eot)]
-        decided = [decide(d, y) for d in draws]
-        preds = torch.stack([_prediction(d) for d in draws])
-        ok = torch.stack([r for r, _, _ in decided]).float().mean(0) >= 0.5
-        m = torch.stack([mm.float() for _, mm, _ in decided]).mean(0)
-        tie = torch.stack([t for _, _, t in decided]).any(0)
-        sane = [_sane(d) for d in draws]
-        pred = preds.mode(0).values.to(torch.int16)
-        return ok.to(torch.int8), m, pred, self._cal(sane[0], y, sane), tie.to(torch.int8)
+    def score(self, x_adv: Tensor, y: Tensor, logits: Tensor | None = None) -> Scored:
+        """The engine's own fp32 verdict on candidate points (`harness.engine.verdicts.score_points`)."""
+        return score_points(self.verdict, x_adv, y, eot=self.eot, stats=self._cal, logits=logits)
 
     # ---- the run ----------------------------------------------------------------------------------
     def run(self) -> Result:
@@ -774,85 +746,10 @@ class Evaluation:
             msg += f"; attacks without EOT support (run on single draws): {', '.join(lacking)}"
         findings.append(Finding("eot", "warning" if lacking else "info", msg, data={"eot_samples": self.eot}))
 
-    def _nonfinite_findings(self, clean: int, per_entry: np.ndarray, n: int) -> list[Finding]:
-        """One finding for non-finite clean logits, one per entry whose points gave non-finite logits."""
-        out = []
-        if clean:
-            out.append(
-                Finding(
-                    "nonfinite-logits",
-                    "error",
-                    _nonfinite_msg(clean, n, "on clean images"),
-                    data={"samples": clean, "n": n, "entry": "clean"},
-                )
-            )
-        for k, e in enumerate(self.entries):
-            if per_entry[k]:
-                where = f"{entry_kind(e.kind).inputs} {e.key}"
-                out.append(
-                    Finding(
-                        "nonfinite-logits",
-                        "warning",
-                        _nonfinite_msg(int(per_entry[k]), n, where),
-                        related=e.group,
-                        data={"samples": int(per_entry[k]), "n": n, "entry": e.key},
-                    )
-                )
-        return out
-
     def _aggregate(self, store: Any, findings: list, timing: dict[str, float], runner: BatchRunner) -> Result:
-        K = self.dataset.num_classes
-        groups = group_entries(self.entries)
-        clean_c = 0
-        class_n = np.zeros(K, np.int64)
-        class_clean = np.zeros(K, np.int64)
-        g_correct = np.zeros(len(groups), np.int64)
-        g_class = np.zeros((len(groups), K), np.int64)
-        e_cum = np.zeros(len(self.entries), np.int64)
-        e_first = np.zeros(len(self.entries), np.int64)  # broken by this entry and no earlier one
-        e_tried = np.zeros(len(self.entries), np.int64)
-        # Samples whose verdict came from non-finite logits (margin -inf in the record; smoothing records radii).
-        e_nonfinite = np.zeros(len(self.entries), np.int64)
-        e_ties = np.zeros(len(self.entries), np.int64)  # broken at a float-level tie (harness/ties.py)
-        g_ties = np.zeros(len(groups), np.int64)  # group verdicts that rest on a tie
-        clean_ties = 0
-        plan: list[Any] = []  # per chunk: the batch size used, or the sizes in order after an OOM back-off
-        n = reruns = clean_nonfinite = 0
-        for chunk in store.iter_chunks():
-            reruns += int(chunk["reruns"].sum()) if "reruns" in chunk else 0
-            if "batch" in chunk:
-                sizes = [int(b) for b, _ in itertools.groupby(chunk["batch"].tolist())]
-                plan.append(sizes[0] if len(sizes) == 1 else sizes)
-            lab = chunk["label"]
-            ok = clean_correct(chunk)
-            tie0 = chunk["clean_tie"].astype(bool) if "clean_tie" in chunk else np.zeros(len(lab), bool)
-            clean_ties += int(tie0.sum())
-            clean_nonfinite += int(np.isneginf(chunk["clean_margin"]).sum())
-            for k, e in enumerate(self.entries):
-                if entry_kind(e.kind).logit_margin:
-                    e_nonfinite[k] += int(np.isneginf(chunk[col.margin(k)]).sum())
-            n += len(lab)
-            clean_c += int(ok.sum())
-            class_n += np.bincount(lab, minlength=K)
-            class_clean += np.bincount(lab[ok], minlength=K)
-            for gi, (_, members) in enumerate(groups):
-                attack = entry_kind(self.entries[members[0]].kind).threat_model
-                alive = group_start(ok, self.entries[members[0]].kind)
-                on_tie = ok & tie0 if attack else np.zeros(len(lab), bool)
-                for k in members:
-                    s_k = chunk[col.status(k)]
-                    t_k = (chunk[col.tie(k)] == 1) & (s_k == 0) if col.tie(k) in chunk else np.zeros(len(lab), bool)
-                    e_first[k] += int((s_k == 0).sum())
-                    e_tried[k] += int((s_k >= 0).sum())
-                    e_ties[k] += int(t_k.sum())
-                    on_tie |= alive & t_k  # broken first by this entry, at a tie
-                    alive &= survived(chunk, k)
-                    e_cum[k] += int(alive.sum())
-                g_correct[gi] += int(alive.sum())
-                g_ties[gi] += int(on_tie.sum())
-                g_class[gi] += np.bincount(lab[alive], minlength=K)
-        per_class = lambda c: [float(a / b) if b else float("nan") for a, b in zip(c, class_n)]
-        tie_groups = {gkey: int(g_ties[gi]) for gi, (gkey, _) in enumerate(groups)}
+        t = tally(store, self.entries, self.dataset.num_classes)
+        n, groups = t.n, t.groups
+        tie_groups = t.tie_groups()
         out_groups = []
         for gi, (gkey, members) in enumerate(groups):
             first = self.entries[members[0]]
@@ -860,7 +757,7 @@ class Evaluation:
                 GroupResult(
                     key=gkey,
                     kind=first.kind,
-                    accuracy=Accuracy.of(g_correct[gi], n),
+                    accuracy=Accuracy.of(t.g_correct[gi], n),
                     norm=first.norm,
                     eps=first.eps,
                     severity=first.severity,
@@ -869,24 +766,24 @@ class Evaluation:
                         {
                             **self.entries[k].describe(),
                             "config": _config_of(self.attackers[k]),
-                            "cumulative": asdict(Accuracy.of(e_cum[k], n)),
-                            "attacked": 0 if k in self.skipped else int(e_tried[k]),
+                            "cumulative": asdict(Accuracy.of(t.e_cum[k], n)),
+                            "attacked": 0 if k in self.skipped else int(t.e_tried[k]),
                             **({"skipped": self.skipped[k]} if k in self.skipped else {}),
-                            "broken_first": int(e_first[k]),
+                            "broken_first": int(t.e_first[k]),
                             "black_box": _is_black_box(self.attackers[k]),
                             **_below_reference(self.attackers[k]),
                             **self.runners[k].entry_fields(self, k),
-                            **({"nonfinite": int(e_nonfinite[k])} if e_nonfinite[k] else {}),
+                            **({"nonfinite": int(t.e_nonfinite[k])} if t.e_nonfinite[k] else {}),
                             "seconds": round(timing.get(self.entries[k].key, 0.0), 4),
                         }
                         for k in members
                     ],
-                    per_class=per_class(g_class[gi]),
+                    per_class=t.per_class(t.g_class[gi]),
                     attack_basis=self._attack_basis(members),
                 )
             )
-        findings = list(findings) + self._nonfinite_findings(clean_nonfinite, e_nonfinite, n)
-        findings += _tie_findings(clean_ties, tie_groups)
+        findings = list(findings) + nonfinite_findings(self.entries, t.clean_nonfinite, t.e_nonfinite, n)
+        findings += tie_findings(t.clean_ties, tie_groups)
         return Result(
             name=self.name or "evaluation",
             model=self.model_info,
@@ -903,19 +800,19 @@ class Evaluation:
                 # Bitwise-identical records need the same batch plan and kernel configuration (docs/reliability.md).
                 "batch_plan": {
                     "batch_size": self.config.batch_size,
-                    "used": sorted({b for c in plan for b in (c if isinstance(c, list) else [c])}, reverse=True),
-                    "per_chunk": plan,
+                    "used": t.used_batch_sizes,
+                    "per_chunk": t.plan,
                 },
                 "cpu_capability": torch.backends.cpu.get_cpu_capability(),
                 "threads": torch.get_num_threads(),
                 "eot_samples_used": self.eot,
-                "precision_reruns": reruns,
+                "precision_reruns": t.reruns,
                 **({"surrogate": self.surrogate_info} if self.surrogate_info else {}),
             },
             environment=environment.describe(self.device),
-            clean=Accuracy.of(clean_c, n),
+            clean=Accuracy.of(t.clean_correct, n),
             groups=out_groups,
-            per_class_clean=per_class(class_clean),
+            per_class_clean=t.per_class(t.class_clean),
             findings=findings,
             record={
                 "path": "records",
@@ -925,39 +822,15 @@ class Evaluation:
             },
             timing={"attack_s": round(sum(timing.values()), 4)},
             extra={
-                "class_counts": class_n.tolist(),
+                "class_counts": t.class_n.tolist(),
                 "ties": {
                     "tolerance_ulps": TIE_ULPS,
-                    "clean": clean_ties,
+                    "clean": t.clean_ties,
                     "groups": tie_groups,
-                    "entries": {self.entries[k].key: int(e_ties[k]) for k in range(len(self.entries))},
+                    "entries": {self.entries[k].key: int(t.e_ties[k]) for k in range(len(self.entries))},
                 },
             },
         )
-
-
-def _tie_findings(clean: int, groups: dict[str, int]) -> list[Finding]:
-    """An info finding when some verdicts rest on a float-level tie (decided by the tie rule, harness/ties.py)."""
-    tied = {g: n for g, n in groups.items() if n}
-    if not clean and not tied:
-        return []
-    parts = [f"{n} at {g}" for g, n in tied.items()] + ([f"{clean} clean"] if clean else [])
-    return [
-        Finding(
-            "ties",
-            "info",
-            f"verdicts at a float-level tie (|margin| within {TIE_ULPS} float32 ulps of the logit scale), "
-            f"counted as not robust: {', '.join(parts)}; on other hardware their argmax could go either way",
-            data={"clean": clean, "groups": tied, "tolerance_ulps": TIE_ULPS},
-        )
-    ]
-
-
-def _nonfinite_msg(count: int, n: int, where: str) -> str:
-    return (
-        f"the model returned NaN or Inf logits {where} for {count} of {n} samples; each counts as a wrong "
-        "prediction (non-finite logits predict nothing)"
-    )
 
 
 def _rows(store: Any, cid: int) -> int:
@@ -988,16 +861,6 @@ def _below_reference(attacker: Any) -> dict[str, Any]:
 def _config_of(obj: Any) -> dict[str, Any]:
     cfg = getattr(obj, "config", None)
     return cfg() if callable(cfg) else {}
-
-
-def _prediction(logits: Tensor) -> Tensor:
-    """argmax, or `NO_PREDICTION` for a row of non-finite logits (never equal to a label)."""
-    return torch.where(finite_rows(logits), logits.argmax(1), NO_PREDICTION)
-
-
-def _sane(logits: Tensor) -> Tensor:
-    """Non-finite rows replaced by zeros (the uniform distribution) for the calibration statistics."""
-    return torch.where(finite_rows(logits)[:, None], logits, 0.0)
 
 
 def evaluate(

@@ -14,9 +14,8 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 from torch import Tensor, nn
 
+from harness.engine.verdicts import Scored
 from harness.suites import Entry
-
-Scored = tuple[Tensor, Tensor, Tensor, Tensor, Tensor]  # status, margin, prediction, calibration, tie
 
 
 class Engine(Protocol):

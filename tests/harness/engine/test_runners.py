@@ -77,7 +77,7 @@ def test_a_run_over_every_kind_fills_each_runners_result_fields(evaluation):
     assert kinds == set(ENTRY_KINDS)
     corr = [g for g in result.groups if g.kind == "corruption"]
     assert corr[0].corruption == "gaussian_noise"
-    att = [g for g in result.groups if g.kind == "attack"][0]
+    att = next(g for g in result.groups if g.kind == "attack")
     assert att.label is not None and att.entries[0]["gradients"] == "model"
 
 
