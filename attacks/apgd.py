@@ -32,7 +32,7 @@ from harness.losses import LOSSES, MIN_CLASSES, TARGETED_LOSSES
 from harness.params import Param, Reference
 from harness.registry import ATTACKS
 from harness.rng import keyed_normal, keyed_uniform, stream_seed
-from harness.threat import ascent_direction, linf_box, project_ball_box
+from harness.threat import ascent_direction, linf_box, per_sample, project_ball_box
 
 from .base import COMPACT_EVERY, EOT_SAMPLES, RESTARTS, STEPS, Attack
 
@@ -75,12 +75,8 @@ def checkpoints(steps: int) -> list[tuple[int, int]]:
     return out
 
 
-def _col(v: Tensor, like: Tensor) -> Tensor:
-    return v.view(-1, *([1] * (like.dim() - 1)))
-
-
 def _where(mask: Tensor, a: Tensor, b: Tensor) -> Tensor:
-    return torch.where(_col(mask, a), a, b)
+    return torch.where(per_sample(mask, a), a, b)
 
 
 class APGD(Attack):
@@ -188,10 +184,10 @@ class APGD(Attack):
         shape = tuple(xs.shape[1:])
         if self.norm == "linf":
             t = (2 * keyed_uniform(key, idx, shape) - 1).to(xs.device, xs.dtype)
-            d = t / _col(t.flatten(1).abs().amax(1) + 1e-12, t)
+            d = t / per_sample(t.flatten(1).abs().amax(1) + 1e-12, t)
         else:
             t = keyed_normal(key, idx, shape).to(xs.device, xs.dtype)
-            d = t / _col(t.flatten(1).norm(dim=1) + 1e-12, t)
+            d = t / per_sample(t.flatten(1).norm(dim=1) + 1e-12, t)
         return (xs + self.eps * d).clamp(0.0, 1.0)
 
     def _grad(self, model: nn.Module, xa: Tensor, ys: Tensor, ts: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
@@ -231,7 +227,7 @@ class APGD(Attack):
                 mom = xa - x_old
                 x_old = xa
                 z1 = project_ball_box(
-                    xs, xa + _col(step, xa) * ascent_direction(g, self.norm), self.norm, self.eps, box
+                    xs, xa + per_sample(step, xa) * ascent_direction(g, self.norm), self.norm, self.eps, box
                 )
                 xa = project_ball_box(xs, xa + a * (z1 - xa) + (1 - a) * mom, self.norm, self.eps, box)
             z, loss, g = self._grad(model, xa, ys, ts)

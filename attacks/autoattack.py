@@ -30,6 +30,7 @@ from harness.logits import margin
 from harness.params import Param
 from harness.registry import ATTACKS
 from harness.rng import stream_seed
+from harness.threat import per_sample
 
 from .base import Attack
 
@@ -223,7 +224,7 @@ class AutoAttack(Attack):
                 m = margin(model(xa).float(), y[todo])
             better = m < best_m[todo]
             best_m[todo] = torch.where(better, m, best_m[todo])
-            best_x[todo] = torch.where(better.view(-1, *([1] * (x.dim() - 1))), xa, best_x[todo])
+            best_x[todo] = torch.where(per_sample(better, xa), xa, best_x[todo])
             self._last_run.append({"component": name, "attacked": len(todo), "robust_after": int((best_m >= 0).sum())})
         return best_x
 

@@ -80,7 +80,11 @@ def lp_norm(v: Tensor, norm: str) -> Tensor:
 
 
 def per_sample(t: Tensor, like: Tensor) -> Tensor:
-    """A per-sample vector (mask, scale, eps) shaped to broadcast against the batch ``like``."""
+    """A per-sample vector (mask, scale, eps) shaped to broadcast against the batch ``like``.
+
+    The one helper for this reshape: attacks, defenses and analyses use it instead of writing
+    ``t.view(-1, 1, 1, 1)`` (which assumes image batches) or its generic form out by hand.
+    """
     return t.view(-1, *([1] * (like.dim() - 1)))
 
 
@@ -148,8 +152,7 @@ def random_start(x: Tensor, norm: str, eps: float, seed: int, index: Tensor, ini
         else:
             g = keyed_normal(stream_seed(seed, "dir"), index, shape).to(x.device, x.dtype)
             r = keyed_uniform(stream_seed(seed, "radius"), index, (1,)).to(x.device, x.dtype)
-            r = r.view(-1, *([1] * len(shape)))
-            d = g / per_sample(_flat_norm(g, "l2") + 1e-12, g) * r * eps
+            d = g / per_sample(_flat_norm(g, "l2") + 1e-12, g) * per_sample(r, g) * eps
     else:
         raise UsageError(f"unknown init {init!r}", "use 'uniform', 'normal' or 'zero'")
     return clip_box(x, project(d, norm, eps))
