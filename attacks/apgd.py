@@ -85,6 +85,7 @@ class APGD(Attack):
     targeted = False
     strong: ClassVar[bool] = True
     eot_param: ClassVar[str | None] = "eot_iter"  # the reference's name for EOT draws per step
+    loss_param: ClassVar[str | None] = "loss"
     PARAMS: ClassVar[dict[str, Param]] = {
         "loss": Param("loss to ascend (dlr-targeted is apgd-t's)", choices=LOSS_NAMES),
         "steps": STEPS,

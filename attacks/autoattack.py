@@ -79,6 +79,10 @@ class AutoAttack(Attack):
     """AutoAttack: standard/plus/rand/custom component lists; native, pyautoattack or torchattacks backend."""
 
     strong: ClassVar[bool] = True
+    # Reports (the RobustBench export) call a threat model's worst case AutoAttack when this attack ran,
+    # or when its attacks include the standard version's APGD-CE and APGD-T.
+    ensemble: ClassVar[str | None] = "autoattack"
+    ensemble_cores: ClassVar[tuple[frozenset[str], ...]] = (frozenset(n for n, _ in VERSIONS["standard"][:2]),)
 
     PARAMS: ClassVar[dict[str, Param]] = {
         "version": Param("component list and budgets of the reference", choices=(*VERSIONS, "custom")),

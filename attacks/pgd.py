@@ -39,6 +39,9 @@ class PGD(Attack):
         "eot_samples": EOT_SAMPLES,
     }  # fmt: skip
     eot_param: ClassVar[str | None] = "eot_samples"
+    loss_param: ClassVar[str | None] = "loss"
+    logit_scale_param: ClassVar[str | None] = "logit_scale"
+    fixed_step_ascent: ClassVar[bool] = True
     # PGD-20 with one restart: the evaluation budget of Madry et al. 2018's CIFAR-10 table and of the
     # TRADES/MART papers. `reference_shortfalls` also flags a step size too small to cross the ball.
     REFERENCE: ClassVar[Reference | None] = Reference(
@@ -118,6 +121,7 @@ class FGSM(PGD):
     """Fast gradient sign method: one step of size eps (sign for L-inf, normalised gradient for L2)."""
 
     REFERENCE: ClassVar[Reference | None] = None  # one step by definition
+    logit_scale_param: ClassVar[str | None] = None  # FGSM takes no logit scale
 
     def __init__(self, norm: str = "linf", eps: float = 8 / 255, loss: str = "ce") -> None:
         super().__init__(norm, eps, steps=1, step_size=eps, restarts=1, loss=loss, random_start=False)
