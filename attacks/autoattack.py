@@ -270,7 +270,13 @@ class AutoAttack(Attack):
                 setattr(owner[comp], names[k], v)
 
     def _torchattacks(self, model: nn.Module, x: Tensor, y: Tensor, seed: int) -> Tensor:
-        import torchattacks as ta
+        try:
+            import torchattacks as ta
+        except ImportError as e:
+            raise UsageError(
+                "the torchattacks package (backend='torchattacks') is not installed",
+                "pip install torchattacks, or use backend='native'",
+            ) from e
 
         norm = {"linf": "Linf", "l2": "L2"}[self.norm]
         with torch.no_grad():

@@ -112,6 +112,9 @@ def randint(seed: int, index: Tensor, shape: tuple[int, ...], lo: int, hi: int) 
 
 
 # ---- padding and filtering -----------------------------------------------------------------------
+PAD_MODES = ("edge", "symmetric", "reflect101")
+
+
 def pad_index(n: int, before: int, after: int, mode: str, device: torch.device) -> Tensor:
     """Source indices for positions -before .. n-1+after under a border mode.
 
@@ -130,7 +133,7 @@ def pad_index(n: int, before: int, after: int, mode: str, device: torch.device) 
         period = 2 * n - 2
         j = i % period
         return torch.where(j < n, j, period - j)
-    raise ValueError(mode)
+    raise UsageError(f"unknown border mode {mode!r}", f"use one of {', '.join(PAD_MODES)}")
 
 
 def pad2d(x: Tensor, ph: int, pw: int, mode: str) -> Tensor:
