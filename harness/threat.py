@@ -1,6 +1,6 @@
 """Threat models (norm, eps): the geometry every attack shares, and the contract the engine enforces.
 
-Attacks search; the engine verifies. `check_contract` is the independent re-verification of every
+Attacks search; the engine verifies. `enforce_contract` is the independent re-verification of every
 adversarial example (inside the eps-ball up to `TOLERANCE`, inside [0, 1], finite).
 """
 
@@ -158,8 +158,8 @@ def random_start(x: Tensor, norm: str, eps: float, seed: int, index: Tensor, ini
     return clip_box(x, project(d, norm, eps))
 
 
-def check_contract(x: Tensor, x_adv: Tensor, threat: ThreatModel, who: str = "attack") -> None:
-    """Raise `ThreatModelViolation` unless x_adv is finite, in [0, 1] and inside the eps-ball."""
+def enforce_contract(x: Tensor, x_adv: Tensor, threat: ThreatModel, who: str = "attack") -> None:
+    """Raise `ThreatModelViolation` unless x_adv is finite, in [0, 1] and inside the eps-ball (the attack contract)."""
     if x_adv.shape != x.shape:
         raise ThreatModelViolation(f"{who} returned shape {tuple(x_adv.shape)} for inputs {tuple(x.shape)}")
     if not torch.isfinite(x_adv).all():
@@ -174,3 +174,7 @@ def check_contract(x: Tensor, x_adv: Tensor, threat: ThreatModel, who: str = "at
             f"{who} left the {threat.norm} ball: distance {float(worst):.8g} > eps {threat.eps:.8g} (+{TOLERANCE:g})",
             "this is a bug in the attack; results were not recorded",
         )
+
+
+# The former name of `enforce_contract` (public API, kept: "check" now means the sanity checks only).
+check_contract = enforce_contract
