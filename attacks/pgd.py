@@ -106,10 +106,9 @@ class PGD(Attack):
 
     def settings(self) -> PGDSettings:
         """This attack's search, as the shared PGD core runs it."""
-        return PGDSettings(
-            self.norm, self.eps, self.steps, self.step_size, self.restarts, self.loss, self.logit_scale,
-            self.random_start, self.init, self.keep, self.early_stop, self.compact_every, self.eot_samples,
-        )  # fmt: skip
+        fields = ("steps", "step_size", "restarts", "loss", "logit_scale", "random_start", "init", "keep",
+                  "early_stop", "compact_every", "eot_samples")  # fmt: skip
+        return PGDSettings(self.norm, self.eps, **{f: getattr(self, f) for f in fields})
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor, *, index: Tensor | None = None, seed: int = 0) -> Tensor:
         assert index is not None
