@@ -20,55 +20,24 @@ gradients are zeroed so that the iterates stay finite.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness.cost import Cost, steps
 from harness.errors import UsageError
 from harness.logits import finite_grad, margin
+from harness.losses import LOSSES, MIN_CLASSES, TARGETED_LOSSES
 from harness.params import Param, Reference
 from harness.registry import ATTACKS
 from harness.rng import keyed_normal, keyed_uniform, stream_seed
-from harness.threat import ascent_direction, linf_box, project_ball_box
+from harness.threat import ascent_direction, linf_box, per_sample, project_ball_box
 
 from .base import COMPACT_EVERY, EOT_SAMPLES, RESTARTS, STEPS, Attack
-from .losses import dlr_loss
 
-# loss(logits, y, target) -> per-sample loss to maximise
-APGDLoss = Callable[[Tensor, Tensor, Tensor | None], Tensor]
-
-
-def _ce(z: Tensor, y: Tensor, t: Tensor | None) -> Tensor:
-    return F.cross_entropy(z, y, reduction="none")
-
-
-def _dlr(z: Tensor, y: Tensor, t: Tensor | None) -> Tensor:
-    return dlr_loss(z, y)
-
-
-def _margin(z: Tensor, y: Tensor, t: Tensor | None) -> Tensor:
-    return -margin(z, y)
-
-
-def targeted_dlr(z: Tensor, y: Tensor, t: Tensor | None) -> Tensor:
-    """Targeted DLR: -(z_y - z_t) / (z_(1) - (z_(3) + z_(4)) / 2), sorted logits z_(1) >= z_(2) >= ...
-
-    The reference needs four classes; with three, the denominator falls back to z_(1) - z_(3)
-    (any positive, shift- and scale-invariant normaliser keeps the loss's purpose).
-    """
-    assert t is not None
-    s = z.sort(dim=1, descending=True).values
-    den = s[:, 0] - (0.5 * (s[:, 2] + s[:, 3]) if z.shape[1] >= 4 else s[:, -1])
-    zy = z.gather(1, y[:, None]).squeeze(1)
-    zt = z.gather(1, t[:, None]).squeeze(1)
-    return -(zy - zt) / (den + 1e-12)
-
-
-LOSSES: dict[str, APGDLoss] = {"ce": _ce, "dlr": _dlr, "margin": _margin, "dlr-targeted": targeted_dlr}
+# The loss names APGD takes: the untargeted losses of the one table, and APGD-T's targeted DLR.
+LOSS_NAMES = (*LOSSES, *TARGETED_LOSSES)
 TARGET_ORDERS = ("logits", "malt")
 
 
@@ -106,12 +75,8 @@ def checkpoints(steps: int) -> list[tuple[int, int]]:
     return out
 
 
-def _col(v: Tensor, like: Tensor) -> Tensor:
-    return v.view(-1, *([1] * (like.dim() - 1)))
-
-
 def _where(mask: Tensor, a: Tensor, b: Tensor) -> Tensor:
-    return torch.where(_col(mask, a), a, b)
+    return torch.where(per_sample(mask, a), a, b)
 
 
 class APGD(Attack):
@@ -120,8 +85,9 @@ class APGD(Attack):
     targeted = False
     strong: ClassVar[bool] = True
     eot_param: ClassVar[str | None] = "eot_iter"  # the reference's name for EOT draws per step
+    loss_param: ClassVar[str | None] = "loss"
     PARAMS: ClassVar[dict[str, Param]] = {
-        "loss": Param("loss to ascend (dlr-targeted is apgd-t's)", choices=tuple(LOSSES)),
+        "loss": Param("loss to ascend (dlr-targeted is apgd-t's)", choices=LOSS_NAMES),
         "steps": STEPS,
         "restarts": RESTARTS,
         "rho": Param("step-size checkpoint threshold: halve where the loss rose in at most rho of the window",
@@ -155,8 +121,8 @@ class APGD(Attack):
         malt_candidates: int = 20,
     ) -> None:
         super().__init__(norm, eps)
-        if (loss == "dlr-targeted") != self.targeted:
-            allowed = ["dlr-targeted"] if self.targeted else [k for k in LOSSES if k != "dlr-targeted"]
+        if (loss in TARGETED_LOSSES) != self.targeted:
+            allowed = list(TARGETED_LOSSES) if self.targeted else list(LOSSES)
             raise UsageError(f"APGD loss {loss!r} is not available here", f"use one of {', '.join(allowed)}")
         self.loss = loss
         self.steps = int(steps)
@@ -170,7 +136,7 @@ class APGD(Attack):
 
     @property
     def min_classes(self) -> int:
-        return 3 if self.loss in ("dlr", "dlr-targeted") else 2
+        return MIN_CLASSES.get(self.loss, 2)
 
     def runs(self, num_classes: int) -> int:
         """Searches per sample: one per restart, and for each target class when targeted."""
@@ -219,21 +185,22 @@ class APGD(Attack):
         shape = tuple(xs.shape[1:])
         if self.norm == "linf":
             t = (2 * keyed_uniform(key, idx, shape) - 1).to(xs.device, xs.dtype)
-            d = t / _col(t.flatten(1).abs().amax(1) + 1e-12, t)
+            d = t / per_sample(t.flatten(1).abs().amax(1) + 1e-12, t)
         else:
             t = keyed_normal(key, idx, shape).to(xs.device, xs.dtype)
-            d = t / _col(t.flatten(1).norm(dim=1) + 1e-12, t)
+            d = t / per_sample(t.flatten(1).norm(dim=1) + 1e-12, t)
         return (xs + self.eps * d).clamp(0.0, 1.0)
 
     def _grad(self, model: nn.Module, xa: Tensor, ys: Tensor, ts: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         """Logits, per-sample loss and the (EOT-averaged) input gradient at xa."""
-        loss_fn = LOSSES[self.loss]
+        loss_fn = TARGETED_LOSSES[self.loss] if self.targeted else LOSSES[self.loss]
+        args = () if ts is None else (ts,)
         g = torch.zeros_like(xa)
         for _ in range(self.eot_iter):
             xg = xa.detach().requires_grad_(True)
             with torch.enable_grad():
                 z = model(xg)
-                loss = loss_fn(z.float(), ys, ts)
+                loss = loss_fn(z.float(), ys, *args)
                 (gi,) = torch.autograd.grad(loss.sum(), xg)
             g = g + finite_grad(gi)
         if self.eot_iter > 1:
@@ -261,7 +228,7 @@ class APGD(Attack):
                 mom = xa - x_old
                 x_old = xa
                 z1 = project_ball_box(
-                    xs, xa + _col(step, xa) * ascent_direction(g, self.norm), self.norm, self.eps, box
+                    xs, xa + per_sample(step, xa) * ascent_direction(g, self.norm), self.norm, self.eps, box
                 )
                 xa = project_ball_box(xs, xa + a * (z1 - xa) + (1 - a) * mom, self.norm, self.eps, box)
             z, loss, g = self._grad(model, xa, ys, ts)
@@ -382,4 +349,4 @@ class APGDT(APGD):
         )  # fmt: skip
 
 
-__all__ = ["APGD", "APGDCE", "APGDDLR", "APGDT", "checkpoints", "malt_targets", "targeted_dlr"]
+__all__ = ["APGD", "APGDCE", "APGDDLR", "APGDT", "checkpoints", "malt_targets"]

@@ -30,6 +30,7 @@ from harness.logits import margin
 from harness.params import Param
 from harness.registry import ATTACKS
 from harness.rng import stream_seed
+from harness.threat import per_sample
 
 from .base import Attack
 
@@ -78,6 +79,10 @@ class AutoAttack(Attack):
     """AutoAttack: standard/plus/rand/custom component lists; native, pyautoattack or torchattacks backend."""
 
     strong: ClassVar[bool] = True
+    # Reports (the RobustBench export) call a threat model's worst case AutoAttack when this attack ran,
+    # or when its attacks include the standard version's APGD-CE and APGD-T.
+    ensemble: ClassVar[str | None] = "autoattack"
+    ensemble_cores: ClassVar[tuple[frozenset[str], ...]] = (frozenset(n for n, _ in VERSIONS["standard"][:2]),)
 
     PARAMS: ClassVar[dict[str, Param]] = {
         "version": Param("component list and budgets of the reference", choices=(*VERSIONS, "custom")),
@@ -223,7 +228,7 @@ class AutoAttack(Attack):
                 m = margin(model(xa).float(), y[todo])
             better = m < best_m[todo]
             best_m[todo] = torch.where(better, m, best_m[todo])
-            best_x[todo] = torch.where(better.view(-1, *([1] * (x.dim() - 1))), xa, best_x[todo])
+            best_x[todo] = torch.where(per_sample(better, xa), xa, best_x[todo])
             self._last_run.append({"component": name, "attacked": len(todo), "robust_after": int((best_m >= 0).sum())})
         return best_x
 
@@ -265,7 +270,13 @@ class AutoAttack(Attack):
                 setattr(owner[comp], names[k], v)
 
     def _torchattacks(self, model: nn.Module, x: Tensor, y: Tensor, seed: int) -> Tensor:
-        import torchattacks as ta
+        try:
+            import torchattacks as ta
+        except ImportError as e:
+            raise UsageError(
+                "the torchattacks package (backend='torchattacks') is not installed",
+                "pip install torchattacks, or use backend='native'",
+            ) from e
 
         norm = {"linf": "Linf", "l2": "L2"}[self.norm]
         with torch.no_grad():

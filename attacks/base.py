@@ -46,6 +46,18 @@ class Attack:
     strong: ClassVar[bool] = False
     # The constructor parameter holding the EOT draws averaged per step; None: no EOT support.
     eot_param: ClassVar[str | None] = None
+    # The constructor parameter naming the loss the attack ascends (a key of `harness.losses`); the
+    # masking check reads whether that loss goes through the softmax. None: no loss choice.
+    loss_param: ClassVar[str | None] = None
+    # The constructor parameter multiplying the logits before the loss (logit-scaled PGD); None: none.
+    logit_scale_param: ClassVar[str | None] = None
+    # Plain fixed-step gradient ascent (PGD, FGSM): on a softmax loss at logit scale 1 it is the
+    # masking check's baseline (CE-PGD), the attack a saturated softmax masks.
+    fixed_step_ascent: ClassVar[bool] = False
+    # An ensemble the reports name a threat model after (AutoAttack declares "autoattack"): running this
+    # attack, or every attack of one of ``ensemble_cores``, counts as running it (`harness.capabilities`).
+    ensemble: ClassVar[str | None] = None
+    ensemble_cores: ClassVar[tuple[frozenset[str], ...]] = ()
 
     def __init__(self, norm: str = "linf", eps: float = 8 / 255) -> None:
         self.threat = ThreatModel(norm, eps)

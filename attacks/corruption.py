@@ -29,6 +29,7 @@ from torch import Tensor
 from harness.errors import UsageError
 from harness.params import Param
 from harness.rng import keyed_normal, keyed_randint, keyed_uniform, stream_seed
+from harness.threat import per_sample
 
 REF_SIZE = {"cifar": 32, "imagenet": 224}
 # ITU-R 601 luma, as cv2.COLOR_RGB2GRAY (and skimage/PIL use nearly the same weights).
@@ -111,6 +112,9 @@ def randint(seed: int, index: Tensor, shape: tuple[int, ...], lo: int, hi: int) 
 
 
 # ---- padding and filtering -----------------------------------------------------------------------
+PAD_MODES = ("edge", "symmetric", "reflect101")
+
+
 def pad_index(n: int, before: int, after: int, mode: str, device: torch.device) -> Tensor:
     """Source indices for positions -before .. n-1+after under a border mode.
 
@@ -129,7 +133,7 @@ def pad_index(n: int, before: int, after: int, mode: str, device: torch.device) 
         period = 2 * n - 2
         j = i % period
         return torch.where(j < n, j, period - j)
-    raise ValueError(mode)
+    raise UsageError(f"unknown border mode {mode!r}", f"use one of {', '.join(PAD_MODES)}")
 
 
 def pad2d(x: Tensor, ph: int, pw: int, mode: str) -> Tensor:
@@ -203,7 +207,7 @@ def motion_blur(x: Tensor, radius: float, sigma: float, angle_deg: Tensor) -> Te
         dy = -torch.ceil(i * s - 0.5).long()
         dx = -torch.ceil(i * co - 0.5).long()
         alive &= (dy.abs() < h) & (dx.abs() < w)
-        wgt = (k[i] * alive.to(x.dtype)).view(-1, 1, 1, 1)
+        wgt = per_sample(k[i] * alive.to(x.dtype), x)
         out += wgt * gather_shift(x, dy, dx)
     return out
 

@@ -32,6 +32,7 @@ from harness.logits import misclassified
 from harness.params import Param, Reference
 from harness.registry import ATTACKS
 from harness.rng import keyed_normal, keyed_uniform, stream_seed
+from harness.threat import per_sample
 
 from .base import COMPACT_EVERY, RESTARTS, STEPS, Attack
 
@@ -195,10 +196,10 @@ class _FABBase(Attack):
         shape = tuple(x.shape[1:])
         if self.norm == "linf":
             t = (2 * keyed_uniform(key, index, shape) - 1).to(x.device, x.dtype)
-            t = t / t.flatten(1).abs().amax(1).clamp_min(1e-12).view(-1, *([1] * len(shape)))
+            t = t / per_sample(t.flatten(1).abs().amax(1).clamp_min(1e-12), t)
         else:
             t = keyed_normal(key, index, shape).to(x.device, x.dtype)
-            t = t / t.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * len(shape)))
+            t = t / per_sample(t.flatten(1).norm(dim=1).clamp_min(1e-12), t)
         return (x + 0.5 * self.eps * t).clamp(0, 1)
 
     def _targets(self, logits: Tensor) -> list[Tensor | None]:
@@ -230,7 +231,7 @@ class _FABBase(Attack):
                 tt = target[todo] if target is not None else None
                 bx, bd = self._run(model, xt, yt, self._start(xt, it, seed, r), tt)
                 ok = (bd <= self.eps) & (bd < best_dist[todo])
-                out[todo] = torch.where(ok.view(-1, *([1] * (x.dim() - 1))), bx, out[todo])
+                out[todo] = torch.where(per_sample(ok, bx), bx, out[todo])
                 best_dist[todo] = torch.where(ok, bd, best_dist[todo])
                 todo = todo[(best_dist[todo] > self.eps).nonzero().squeeze(1)]  # one sync per run
         return out
@@ -250,7 +251,7 @@ class _FABBase(Attack):
                     bx, bd = self._run(model, x.detach(), y, self._start(x.detach(), index, seed, r), target)
                     better = bd < best_d
                     best_d = torch.where(better, bd, best_d)
-                    best_x = torch.where(better.view(-1, *([1] * (x.dim() - 1))), bx, best_x)
+                    best_x = torch.where(per_sample(better, bx), bx, best_x)
             return best_x, best_d
         finally:
             self.early_stop = saved

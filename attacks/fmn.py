@@ -44,16 +44,12 @@ from harness.params import Param, Reference
 from harness.precision import frozen
 from harness.registry import ATTACKS
 from harness.rng import stream_seed
-from harness.threat import random_start
+from harness.threat import per_sample, random_start
 
 from .base import COMPACT_EVERY, RESTARTS, STEPS, Attack
 
 FMN_NORMS = ("linf", "l2", "l1")
 _DUAL = {"linf": "l1", "l2": "l2", "l1": "linf"}  # the dual norm of each
-
-
-def _view(t: Tensor, like: Tensor) -> Tensor:
-    return t.view(-1, *([1] * (like.dim() - 1)))
 
 
 def norm_of(delta: Tensor, norm: str) -> Tensor:
@@ -84,12 +80,12 @@ def project_l1(delta: Tensor, eps: Tensor) -> Tensor:
 def project_norm(delta: Tensor, norm: str, eps: Tensor) -> Tensor:
     """Projection onto the ``norm`` ball of per-sample radius ``eps``."""
     if norm == "linf":
-        e = _view(eps, delta)
+        e = per_sample(eps, delta)
         return torch.maximum(torch.minimum(delta, e), -e)
     if norm == "l2":
         n = norm_of(delta, "l2")
         factor = torch.clamp(eps / (n + 1e-12), max=1.0)
-        return delta * _view(factor, delta)
+        return delta * per_sample(factor, delta)
     return project_l1(delta, eps)
 
 
@@ -165,11 +161,11 @@ def minimal_norm(
         dn = norm_of(d, norm)
         better = wrong & (dn < best_n[pos])
         best_n[pos] = torch.where(better, dn, best_n[pos])
-        best_x[pos] = torch.where(_view(better, d), xs + d, best_x[pos])
+        best_x[pos] = torch.where(per_sample(better, d), xs + d, best_x[pos])
         if track:
             inside = (dn <= eps) & (m < ball_m[pos])
             ball_m[pos] = torch.where(inside, m, ball_m[pos])
-            ball_x[pos] = torch.where(_view(inside, d), xs + d, ball_x[pos])
+            ball_x[pos] = torch.where(per_sample(inside, d), xs + d, ball_x[pos])
         return dn
 
     for i in range(steps):
@@ -195,7 +191,7 @@ def minimal_norm(
             torch.where(found, epsilon * (1 + gamma), (dn + to_boundary) * (1 + gamma)),
         )
         epsilon = torch.minimum(epsilon, worst)
-        step = g / _view(g.flatten(1).norm(dim=1).clamp(min=1e-12), g)
+        step = g / per_sample(g.flatten(1).norm(dim=1).clamp(min=1e-12), g)
         delta = project_norm(delta - alpha * step, norm, epsilon)  # minus: the margin goes down
         delta = (xs + delta).clamp(0, 1) - xs
     m, wrong, _ = score(delta, False)
@@ -285,7 +281,7 @@ class FMN(Attack):
                 res = minimal_norm(model, x, y, self.norm, start=self._start(x, index, seed, r), **self._kw())
                 better = res.norms < best_n
                 best_n = torch.where(better, res.norms, best_n)
-                best_x = torch.where(_view(better, x), res.x_adv, best_x)
+                best_x = torch.where(per_sample(better, x), res.x_adv, best_x)
         return best_x, best_n
 
     def cost(self, n: int, *, num_classes: int = 10) -> Cost:
@@ -306,11 +302,11 @@ class FMN(Attack):
             with torch.no_grad():
                 m_proj, _ = _margin_and_wrong(model(proj).float(), y)
             use_proj = m_proj < res.margin_ball
-            cand = torch.where(_view(use_proj, x), proj, res.x_ball)
+            cand = torch.where(per_sample(use_proj, x), proj, res.x_ball)
             cand_m = torch.minimum(m_proj, res.margin_ball)
             better = cand_m < best_m
             best_m = torch.where(better, cand_m, best_m)
-            out = torch.where(_view(better, x), cand, out)
+            out = torch.where(per_sample(better, x), cand, out)
             if r + 1 < self.restarts and not bool((best_m >= 0).any()):  # one sync per restart
                 break
         return out

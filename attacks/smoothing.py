@@ -31,7 +31,7 @@ from harness.logits import finite_rows
 from harness.params import Param
 from harness.registry import ATTACKS, CERTIFIERS
 from harness.rng import keyed_normal, stream_seed
-from harness.threat import ThreatModel, check_contract
+from harness.threat import ThreatModel, enforce_contract
 
 BLOCK = 250  # noise draws per sample per keyed block (part of the result's definition: do not change)
 
@@ -206,7 +206,7 @@ class SmoothingL2:
                 eot_samples=self.eot_samples,
             )
             x_adv = pgd(noisy, xa, ya, index=ia, seed=stream_seed(seed, "pgd", j))
-            check_contract(xa, x_adv, ThreatModel("l2", r), who=f"smoothing-l2 attack r={r}")
+            enforce_contract(xa, x_adv, ThreatModel("l2", r), who=f"smoothing-l2 attack r={r}")
             cv = self.counts(model, x_adv, ia, self.n_verdict, stream_seed(seed, "verdict", j), num_classes)
             emp[act, j] = (_top(cv) == ya).cpu().numpy()
             ky = cv.gather(1, ya[:, None]).squeeze(1).cpu().numpy()

@@ -31,7 +31,7 @@ from harness.logits import misclassified
 from harness.params import Param, Reference
 from harness.registry import ATTACKS
 from harness.rng import keyed_uniform, stream_seed
-from harness.threat import linf_box
+from harness.threat import linf_box, per_sample
 
 from .base import COMPACT_EVERY, RESTARTS, Attack
 
@@ -90,7 +90,7 @@ def _place(pattern: Tensor, vh: Tensor, vw: Tensor, transpose: Tensor, h: int, w
 
 
 def _flat_l2(v: Tensor) -> Tensor:
-    return v.flatten(1).norm(dim=1).view(-1, *([1] * (v.dim() - 1)))
+    return per_sample(v.flatten(1).norm(dim=1), v)
 
 
 @ATTACKS.register("square")
@@ -227,7 +227,7 @@ class Square(Attack):
             l_best = torch.where(improved & active, l_new, l_best)
             accept = (improved | (m_new <= 0)) & active
             m_best = torch.where(accept, m_new, m_best)
-            x_best = torch.where(accept.view(-1, 1, 1, 1), x_new, x_best)
+            x_best = torch.where(per_sample(accept, x_new), x_new, x_best)
             active = active & (m_best > 0)
         out[pos] = x_best
         return out

@@ -29,6 +29,7 @@ from torch import Tensor
 
 from harness.errors import UsageError
 from harness.rng import keyed_randint, keyed_uniform, stream_seed
+from harness.threat import per_sample
 
 PIPELINES: dict[str, tuple[str, ...]] = {
     "none": (),
@@ -74,7 +75,7 @@ def crop_kernel(x: Tensor, shift: Tensor, pad: int) -> Tensor:
 
 def flip_kernel(x: Tensor, flip: Tensor) -> Tensor:
     """Horizontally flip the samples where ``flip`` (B,) is True."""
-    return torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
+    return torch.where(per_sample(flip, x), x.flip(3), x)
 
 
 def cutout_kernel(x: Tensor, centre: Tensor, size: int) -> Tensor:

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness.batching import is_oom
+from harness.capabilities import sees_through_saturation, softmax_ascent
 from harness.errors import HarnessError, ModelError
 from harness.guard import HINT, ModelGuard, first_line
 from harness.logits import finite_rows, margin, misclassified
@@ -44,7 +45,6 @@ BLACK_BOX_FRACTION = 0.005
 # Masking gap: stronger attacks break > MASKING_REL of CE-PGD's survivors and >= MASKING_ABS of all.
 MASKING_REL = 0.10
 MASKING_ABS = 0.03
-STRONG_LOSSES = ("margin", "cw", "dlr")
 # Zero margin gradients on more than this fraction: the "gradients" warning.
 ZERO_GRAD_FRACTION = 0.05
 # Zero or non-finite margin gradients on more than this fraction (or none at all): obfuscated gradients.
@@ -382,32 +382,13 @@ def precheck(
 
 
 def _is_ce_pgd(e: dict[str, Any]) -> bool:
-    cfg = e.get("config", {})
-    return (
-        e.get("name") in ("pgd", "fgsm")
-        and cfg.get("loss", "ce") == "ce"
-        and float(cfg.get("logit_scale", 1.0)) == 1.0
-        and not e.get("black_box", False)
-    )
-
-
-def _declares_strong(name: str) -> bool:
-    """The registered attack's declared `Attack.strong`; False for a name no longer registered."""
-    if name not in ATTACKS:
-        return False
-    return bool(getattr(ATTACKS.get(name).factory, "strong", False))
+    """The masking baseline: a white-box fixed-step ascent on a softmax loss (declared by its class)."""
+    return not e.get("black_box", False) and softmax_ascent(str(e.get("name", "")), e.get("config", {}))
 
 
 def _is_strong(e: dict[str, Any]) -> bool:
     """White-box attacks that see through softmax saturation: margin/DLR losses, logit scaling, APGD, ..."""
-    if e.get("black_box", False):
-        return False
-    cfg = e.get("config", {})
-    return (
-        _declares_strong(str(e.get("name", "")))
-        or cfg.get("loss") in STRONG_LOSSES
-        or float(cfg.get("logit_scale", 1.0)) != 1.0
-    )
+    return not e.get("black_box", False) and sees_through_saturation(str(e.get("name", "")), e.get("config", {}))
 
 
 def _black_box_findings(g: GroupResult, n: int) -> list[Finding]:

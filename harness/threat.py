@@ -1,6 +1,6 @@
 """Threat models (norm, eps): the geometry every attack shares, and the contract the engine enforces.
 
-Attacks search; the engine verifies. `check_contract` is the independent re-verification of every
+Attacks search; the engine verifies. `enforce_contract` is the independent re-verification of every
 adversarial example (inside the eps-ball up to `TOLERANCE`, inside [0, 1], finite).
 """
 
@@ -80,7 +80,11 @@ def lp_norm(v: Tensor, norm: str) -> Tensor:
 
 
 def per_sample(t: Tensor, like: Tensor) -> Tensor:
-    """A per-sample vector (mask, scale, eps) shaped to broadcast against the batch ``like``."""
+    """A per-sample vector (mask, scale, eps) shaped to broadcast against the batch ``like``.
+
+    The one helper for this reshape: attacks, defenses and analyses use it instead of writing
+    ``t.view(-1, 1, 1, 1)`` (which assumes image batches) or its generic form out by hand.
+    """
     return t.view(-1, *([1] * (like.dim() - 1)))
 
 
@@ -148,15 +152,14 @@ def random_start(x: Tensor, norm: str, eps: float, seed: int, index: Tensor, ini
         else:
             g = keyed_normal(stream_seed(seed, "dir"), index, shape).to(x.device, x.dtype)
             r = keyed_uniform(stream_seed(seed, "radius"), index, (1,)).to(x.device, x.dtype)
-            r = r.view(-1, *([1] * len(shape)))
-            d = g / per_sample(_flat_norm(g, "l2") + 1e-12, g) * r * eps
+            d = g / per_sample(_flat_norm(g, "l2") + 1e-12, g) * per_sample(r, g) * eps
     else:
         raise UsageError(f"unknown init {init!r}", "use 'uniform', 'normal' or 'zero'")
     return clip_box(x, project(d, norm, eps))
 
 
-def check_contract(x: Tensor, x_adv: Tensor, threat: ThreatModel, who: str = "attack") -> None:
-    """Raise `ThreatModelViolation` unless x_adv is finite, in [0, 1] and inside the eps-ball."""
+def enforce_contract(x: Tensor, x_adv: Tensor, threat: ThreatModel, who: str = "attack") -> None:
+    """Raise `ThreatModelViolation` unless x_adv is finite, in [0, 1] and inside the eps-ball (the attack contract)."""
     if x_adv.shape != x.shape:
         raise ThreatModelViolation(f"{who} returned shape {tuple(x_adv.shape)} for inputs {tuple(x.shape)}")
     if not torch.isfinite(x_adv).all():
@@ -171,3 +174,7 @@ def check_contract(x: Tensor, x_adv: Tensor, threat: ThreatModel, who: str = "at
             f"{who} left the {threat.norm} ball: distance {float(worst):.8g} > eps {threat.eps:.8g} (+{TOLERANCE:g})",
             "this is a bug in the attack; results were not recorded",
         )
+
+
+# The former name of `enforce_contract` (public API, kept: "check" now means the sanity checks only).
+check_contract = enforce_contract

@@ -59,3 +59,15 @@ def test_private_import_scan_finds_planted_ones(tmp_path: Path) -> None:
     p = tmp_path / "planted.py"
     p.write_text("from attacks.pgd import _hidden\nfrom harness import engine\nimport torch\nengine._x\ntorch._C\n")
     assert _private_imports(p) == ["planted.py:1: from attacks.pgd import _hidden", "planted.py:4: engine._x"]
+
+
+def test_renamed_check_concepts_keep_their_former_public_names():
+    """The word "check" names the sanity checks only; the gate's metric decisions and the attack contract have
+    their own words (docs/architecture.md, vocabulary), with the former public names kept as aliases."""
+    from harness import gate, threat
+    from harness.gate.decide import GateReport
+
+    assert gate.MetricCheck is gate.MetricDecision
+    assert threat.check_contract is threat.enforce_contract
+    d = gate.MetricDecision("linf-0.1", "attack", 10, 0.5)
+    assert GateReport([d], 0.01, 0.05, 10, 0, "m").checks == [d]

@@ -22,14 +22,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from harness.threat import ThreatModel, check_contract
+from harness.threat import ThreatModel, enforce_contract
 from harness.ties import decide, tie_tolerance
 
 
 def assert_same_outcome(model: nn.Module, x: Tensor, y: Tensor, a: Tensor, b: Tensor, threat: ThreatModel) -> None:
     """Assert 1-3 above for two attack outputs ``a`` and ``b`` on inputs ``x`` with labels ``y``."""
-    check_contract(x, a, threat, who="run a")
-    check_contract(x, b, threat, who="run b")
+    enforce_contract(x, a, threat, who="run a")
+    enforce_contract(x, b, threat, who="run b")
     with torch.no_grad():
         z = model(torch.cat([a, b])).float()  # one forward pass: both runs' points on the same kernel path
     za, zb = z[: len(x)], z[len(x) :]

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness.errors import UsageError
+from harness.losses import LOSSES
 from harness.params import Param
 from harness.registry import OBJECTIVES
 from harness.rng import stream_seed
@@ -313,11 +314,11 @@ class Lrat(AttackSettings, Objective):
     lam: float = -1.0
     c: float = 1.0
     PARAMS: ClassVar[dict[str, Param]] = {
-        # The loss names of the registered PGD (attacks/losses.py LOSSES); defenses/ does not import attacks/.
+        # The loss names of the PGD core's one loss table (harness/losses.py).
         "attacks": Param(
             "one training attack variant per PGD loss",
             max_len=8,
-            item=Param("a PGD loss", choices=("ce", "margin", "cw", "dlr")),
+            item=Param("a PGD loss", choices=tuple(LOSSES)),
         ),
         "vulnerability": Param("V: 1 - p_y(x~) ('prob') or 1 - kappa/K ('kappa')", choices=("prob", "kappa")),
         "g": Param("weight function of the vulnerability", choices=("identity", "tanh")),

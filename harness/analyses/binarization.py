@@ -30,7 +30,7 @@ from harness.data.base import ImageDataset
 from harness.results import Finding
 from harness.rng import keyed_normal, keyed_uniform, stream_seed
 from harness.suites import Suite, load_suite
-from harness.threat import ThreatModel, check_contract, clip_box, lp_norm, project
+from harness.threat import ThreatModel, check_contract, clip_box, lp_norm, per_sample, project
 
 THRESHOLD = 0.95
 READOUT_MARGIN = 5.0  # logit margin of x_hat under the readout
@@ -126,10 +126,10 @@ def _ball_points(x: Tensor, threat: ThreatModel, seed: int, idx: Tensor, k: int)
         inner = (2 * keyed_uniform(stream_seed(seed, "inner"), ids, shape, x.dtype).to(x.device) - 1) * threat.eps
     else:
         v = keyed_normal(stream_seed(seed, "hat"), idx, shape, x.dtype).to(x.device)
-        hat = x + threat.eps * v / lp_norm(v, "l2").view(-1, *[1] * len(shape))
+        hat = x + threat.eps * v / per_sample(lp_norm(v, "l2"), x)
         u = keyed_normal(stream_seed(seed, "inner"), ids, shape, x.dtype).to(x.device)
-        r = keyed_uniform(stream_seed(seed, "radius"), ids, (1,), x.dtype).to(x.device).view(-1, *[1] * len(shape))
-        inner = threat.eps * r * u / lp_norm(u, "l2").view(-1, *[1] * len(shape))
+        r = per_sample(keyed_uniform(stream_seed(seed, "radius"), ids, (1,), x.dtype).to(x.device), x)
+        inner = threat.eps * r * u / per_sample(lp_norm(u, "l2"), x)
     xk = x.expand(k, *shape)
     return x + clip_box(x, project(hat - x, threat.norm, threat.eps)), xk + clip_box(
         xk, project(inner, threat.norm, threat.eps)

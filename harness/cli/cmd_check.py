@@ -65,7 +65,7 @@ def check(
         console.print(f"[red]{c.reason(report.tolerance, report.alpha)}[/]", highlight=False)
     for line in report.ece_reasons():
         console.print(f"[red]{line}[/]", highlight=False)
-    if report.passed and any(c.improved for c in report.checks):
+    if report.passed and any(c.improved for c in report.metrics):
         console.print("significantly better than the baseline: consider updating it (docs/ci.md)")
     # Every output is attempted; one that cannot be written is an error line after the verdict. The
     # exit code stays the verdict's when it is a regression (1), else a storage error (2): never 1.

@@ -39,7 +39,7 @@ from harness.gate.baseline import (
     parse_floors,
     validate_thresholds,
 )
-from harness.gate.decide import GateReport, MetricCheck, decide
+from harness.gate.decide import GateReport, MetricCheck, MetricDecision, decide
 from harness.gate.encoding import BITS_ENCODING, IDS_ENCODING, decode_ids, encode_ids, pack_bits, unpack_bits
 from harness.gate.run import Outcome, read_run
 from harness.loading import dataset_spec_of, load_dataset, select_ids
@@ -181,6 +181,7 @@ __all__ = [
     "Baseline",
     "GateReport",
     "MetricCheck",
+    "MetricDecision",
     "Outcome",
     "check",
     "check_floor_keys",

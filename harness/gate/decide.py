@@ -28,8 +28,8 @@ from harness.stats import holm, mcnemar_one_sided
 
 
 @dataclass
-class MetricCheck:
-    """The verdict on one metric: paired counts, the McNemar p-value, the floor."""
+class MetricDecision:
+    """The gate's decision on one metric: paired counts, the McNemar p-value, the floor."""
 
     key: str
     kind: str
@@ -90,11 +90,15 @@ class MetricCheck:
         return "; ".join(out)
 
 
+# The former name of `MetricDecision` (public API: ``harness.gate.MetricCheck``).
+MetricCheck = MetricDecision
+
+
 @dataclass
 class GateReport:
-    """All metric verdicts of one check, with renderers for the log, JUnit and Markdown."""
+    """The gate's decisions on every metric of one run, with renderers for the log, JUnit and Markdown."""
 
-    checks: list[MetricCheck]
+    metrics: list[MetricDecision]
     tolerance: float
     alpha: float
     n: int
@@ -110,8 +114,13 @@ class GateReport:
     max_ece_rise: float | None = None
 
     @property
+    def checks(self) -> list[MetricDecision]:
+        """The former name of `metrics` (kept for API users)."""
+        return self.metrics
+
+    @property
     def passed(self) -> bool:
-        return not any(c.failed for c in self.checks) and not self.ece_failures
+        return not any(c.failed for c in self.metrics) and not self.ece_failures
 
     def ece_reasons(self) -> list[str]:
         return [
@@ -120,20 +129,20 @@ class GateReport:
         ]
 
     @property
-    def failures(self) -> list[MetricCheck]:
-        return [c for c in self.checks if c.failed]
+    def failures(self) -> list[MetricDecision]:
+        return [c for c in self.metrics if c.failed]
 
     @property
     def exit_code(self) -> int:
         return 0 if self.passed else 1
 
     def _has_floors(self) -> bool:
-        return any(c.floor is not None for c in self.checks)
+        return any(c.floor is not None for c in self.metrics)
 
     def _rows(self) -> list[list[str]]:
         rows = []
         floors = self._has_floors()
-        for c in self.checks:
+        for c in self.metrics:
             row = [
                 # the key (what --min-robust names) and, beside it, eps as people write it: (L∞ 8/255)
                 c.key if key_label(c.key) == c.key else f"{c.key} ({key_label(c.key)})",
@@ -153,7 +162,7 @@ class GateReport:
         return [*h, "floor %", "verdict"] if self._has_floors() else [*h, "verdict"]
 
     def headline(self) -> str:
-        state = "PASS" if self.passed else f"FAIL ({len(self.failures)} of {len(self.checks)} metrics)"
+        state = "PASS" if self.passed else f"FAIL ({len(self.failures)} of {len(self.metrics)} metrics)"
         return f"robustness gate: {state}"
 
     def rule(self) -> str:
@@ -174,7 +183,7 @@ class GateReport:
         )
         for h in self.headers():
             t.add_column(h, justify="left" if h in ("metric", "verdict") else "right")
-        for row, c in zip(self._rows(), self.checks):
+        for row, c in zip(self._rows(), self.metrics):
             style = "bold red" if c.failed else None
             t.add_row(*row, style=style)
         return t
@@ -193,7 +202,7 @@ class GateReport:
         hs = self.headers()
         lines.append("| " + " | ".join(hs) + " |")
         lines.append("|" + "|".join([":--"] + ["--:"] * (len(hs) - 2) + [":--"]) + "|")
-        for row, c in zip(self._rows(), self.checks):
+        for row, c in zip(self._rows(), self.metrics):
             if c.failed:
                 row = [*row[:-1], f"**{row[-1]}**"]
             lines.append("| " + " | ".join(row) + " |")
@@ -201,7 +210,7 @@ class GateReport:
         lines += [f"- ECE: {r}" for r in self.ece_reasons()]
         for c in self.failures:
             lines.append(f"- {c.reason(self.tolerance, self.alpha)}")
-        if self.passed and any(c.improved for c in self.checks):
+        if self.passed and any(c.improved for c in self.metrics):
             lines.append("- significantly better than the baseline: consider updating it (docs/ci.md)")
         return "\n".join(lines) + "\n"
 
@@ -210,7 +219,7 @@ class GateReport:
         suite = ET.Element(
             "testsuite",
             name="harness.check",
-            tests=str(len(self.checks)),
+            tests=str(len(self.metrics)),
             failures=str(len(self.failures)),
             errors="0",
             skipped="0",
@@ -228,7 +237,7 @@ class GateReport:
             ("alpha", str(self.alpha)),
         ):
             ET.SubElement(props, "property", name=k, value=v)
-        for c in self.checks:
+        for c in self.metrics:
             case = ET.SubElement(suite, "testcase", classname="harness.check", name=c.key, time="0")
             if c.failed:
                 kind = "regression" if c.regression else "floor"
@@ -237,7 +246,7 @@ class GateReport:
         out = ET.SubElement(suite, "system-out")
         out.text = self.text()
         root = ET.Element(
-            "testsuites", name="harness", tests=str(len(self.checks)), failures=str(len(self.failures)), errors="0"
+            "testsuites", name="harness", tests=str(len(self.metrics)), failures=str(len(self.failures)), errors="0"
         )
         root.append(suite)
         ET.indent(root)
@@ -292,11 +301,11 @@ def decide(
                 f"the baseline {baseline.path} has no bits for metric(s) {lacking} of the same suite",
                 "it was edited by hand; re-create it (docs/ci.md: updating a baseline)",
             )
-    checks = []
+    decisions = []
     for m in outcome.metrics:
         cur = outcome.bits[m["key"]]
         n = len(cur)
-        c = MetricCheck(m["key"], m["kind"], n, float(cur.mean()) if n else 0.0, floor=floors.get(m["key"]))
+        c = MetricDecision(m["key"], m["kind"], n, float(cur.mean()) if n else 0.0, floor=floors.get(m["key"]))
         if baseline is not None:
             ref = baseline.bits(m["key"])
             c.baseline = float(ref.mean()) if n else 0.0
@@ -308,11 +317,11 @@ def decide(
             c.drop_exceeds = (c.lost - c.gained) > tol * n + 1e-9
             # The mirror test flags a stale baseline (never a failure): update it to keep the gate tight.
             c.improved = (c.gained - c.lost) > tol * n + 1e-9 and mcnemar_one_sided(c.lost, c.gained) <= a
-        checks.append(c)
+        decisions.append(c)
     if correction == "holm":
-        for c, p in zip(checks, holm([c.p_value for c in checks])):
+        for c, p in zip(decisions, holm([c.p_value for c in decisions])):
             c.p_value = p
-    for c in checks:
+    for c in decisions:
         c.significant = c.p_value is not None and c.p_value <= a
     ece_failures = []
     if max_ece_rise is not None:
@@ -325,7 +334,7 @@ def decide(
             if cur is not None and cur - b > max_ece_rise + 1e-12:
                 ece_failures.append((k, b, cur))
     return GateReport(
-        checks=checks,
+        metrics=decisions,
         tolerance=tol,
         alpha=a,
         n=len(outcome.ids),

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.atomic import write_json
+from harness.capabilities import ensembles_run
 from harness.errors import UsageError
 from harness.paths import safe_join
 from harness.reporting import summary as S
@@ -41,7 +42,8 @@ MODEL_INFO_FIELDS = (
 )
 RB_THREAT = {"linf": "Linf", "l2": "L2"}
 RB_STANDARD_EPS = {"linf": 8 / 255, "l2": 0.5}
-AUTOATTACK_PARTS = {"apgd-ce", "apgd-t", "apgd-dlr", "fab-t", "fab", "square"}
+# The ensemble RobustBench's ``autoattack_acc`` names (its class declares `Attack.ensemble`).
+RB_ENSEMBLE = "autoattack"
 
 
 def _pct(a: float) -> str:
@@ -111,11 +113,7 @@ def model_info(r: Result, threat_model: str, threat: str | None = None) -> dict[
         raise UsageError(f"run {r.name!r} has no {threat_model} threat model", "evaluate with an attack of that norm")
     g = _pick(r, groups, str(norm), resolve_threat(r, threat) if threat else None)
     attacks = _attack_names(g)
-    is_aa = bool(attacks) and (
-        any("autoattack" in a for a in attacks)
-        or {"apgd-ce", "apgd-t"} <= set(attacks)
-        or set(attacks) >= AUTOATTACK_PARTS
-    )
+    is_aa = RB_ENSEMBLE in ensembles_run(attacks)
     info["eps"] = _eps(g.eps or 0.0)
     info["autoattack_acc"] = _pct(g.accuracy.accuracy)
     lo, hi = g.accuracy.ci95

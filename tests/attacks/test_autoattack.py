@@ -58,3 +58,15 @@ def test_custom_only_attacks_robust_and_matches_reference(digits_cnn):
         rn, rr = digits_cnn(xn).argmax(1) == y, digits_cnn(xr).argmax(1) == y
     assert rn.sum() <= rr.sum() + 1
     assert (rn == rr).float().mean() >= 0.95
+
+
+def test_torchattacks_backend_without_the_package_is_one_usage_error(monkeypatch):
+    """backend='torchattacks' is the user's choice: a missing package is a UsageError with a hint."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torchattacks", None)  # import fails as if not installed
+    attack = ATTACKS.create("autoattack", norm="linf", eps=0.1, backend="torchattacks")
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    with pytest.raises(UsageError, match="torchattacks package") as e:
+        attack(model, torch.rand(2, 1, 2, 2), torch.tensor([0, 1]))
+    assert "backend='native'" in e.value.hint

@@ -137,3 +137,11 @@ def test_scale_defaults_to_size_over_reference(digits_batch):
     # scale=1 applies the table sigma (1 px) even on 8x8 images
     y = CORRUPTIONS.create("gaussian_blur", severity=5, scale=1.0)(digits_batch, index=torch.arange(10), seed=0)
     assert (y - digits_batch).abs().mean() > 0.02
+
+
+def test_unknown_border_mode_is_a_usage_error():
+    from attacks.corruption import PAD_MODES, pad_index
+
+    with pytest.raises(UsageError, match="unknown border mode 'wrap'") as e:
+        pad_index(5, 2, 2, "wrap", torch.device("cpu"))
+    assert all(m in e.value.hint for m in PAD_MODES)

@@ -9,7 +9,7 @@ from pyautoattack.square import SquareAttack
 from attacks.square import Square, l2_square_pattern, p_schedule
 from harness.api import load_dataset
 from harness.registry import ATTACKS
-from harness.threat import ThreatModel, check_contract
+from harness.threat import ThreatModel, enforce_contract
 from tests.verdicts import assert_same_outcome
 
 from .fab_square_helpers import Counting, Linear2, digits_cnn, robust_flags
@@ -51,7 +51,7 @@ def test_linear_model_is_broken_when_eps_exceeds_the_minimal_distance(norm):
     dstar = model.min_distance(x, norm)
     eps = 2 * float(dstar.max())
     xa = Square(norm, eps, n_queries=1000)(model, x, y)
-    check_contract(x, xa, ThreatModel(norm, eps))
+    enforce_contract(x, xa, ThreatModel(norm, eps))
     broken = (~robust_flags(model, x, y, xa)).float().mean()
     ref = (~robust_flags(model, x, y, _reference(model, norm, eps, 1000).perturb(x, y))).float().mean()
     assert broken >= 0.95 and broken >= ref - 0.05, (broken, ref)
@@ -111,7 +111,7 @@ def test_deterministic_and_independent_of_batch_size(norm, eps):
     assert_same_outcome(model, x, y, whole, parts, ThreatModel(norm, eps))
     other_seed = attack(model, x, y, index=ids, seed=5)
     assert not torch.equal(whole, other_seed)
-    check_contract(x, whole, ThreatModel(norm, eps))
+    enforce_contract(x, whole, ThreatModel(norm, eps))
     assert torch.isfinite(whole).all() and whole.min() >= 0 and whole.max() <= 1
 
 
@@ -135,7 +135,7 @@ def test_square_agrees_with_pyautoattack_on_1000_samples(norm, eps, n_queries, c
     x, y = ds.batch(slice(0, 1000))
     ours = Square(norm, eps, n_queries=n_queries)(model, x, y, index=ds.ids[:1000])
     theirs = _reference(model, norm, eps, n_queries).perturb(x, y)
-    check_contract(x, ours, ThreatModel(norm, eps))
+    enforce_contract(x, ours, ThreatModel(norm, eps))
     r_ours, r_theirs = robust_flags(model, x, y, ours), robust_flags(model, x, y, theirs)
     agree = (r_ours == r_theirs).float().mean().item()
     with capsys.disabled():
