@@ -1,7 +1,7 @@
 """Report sections of the post-run analyses, one module per ``result.extra`` key (`base`: the types
-and the registry). Importing the package registers the built-in ones."""
+and the registry). Importing the package imports every module in it, which registers its sections."""
 
-from harness.reporting.sections import calibration, certified, corruptions, unit_test  # noqa: F401
+from harness.registry import import_submodules
 from harness.reporting.sections.base import (
     SECTIONS,
     Figure,
@@ -11,5 +11,7 @@ from harness.reporting.sections.base import (
     report_sections,
     section_figures,
 )
+
+import_submodules(__name__)
 
 __all__ = ["SECTIONS", "Figure", "Section", "Table", "register_section", "report_sections", "section_figures"]
