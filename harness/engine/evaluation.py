@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -777,9 +778,9 @@ class Evaluation:
             result=result,
             seed=self.config.seed,
             checks=self.config.checks,
-            calibration=self.cal,
+            calibration=MappingProxyType(self.cal),
             temperature=self.temperature,
-            temperature_split=self.temperature_split,
+            temperature_split=None if self.temperature_split is None else MappingProxyType(self.temperature_split),
             # Without any input gradient, through the guard: the suite's gradient attacks then see zero
             # gradients (and the unit test says they are too weak) instead of failing inside autograd.
             model=self.model if self.probe.connected else self.verdict,

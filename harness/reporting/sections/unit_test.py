@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from harness.labels import key_label
 from harness.reporting.sections.base import Section, Table, register_section
 from harness.results import Result
 
@@ -26,7 +27,7 @@ def unit_test_sections(results: Sequence[Result], labels: Sequence[str]) -> list
             rows.append(
                 (
                     lab,
-                    str(t["key"]),
+                    key_label(str(t["key"])),
                     ", ".join(t.get("attacks", [])),
                     f"{t['found']}/{t['valid']}",
                     f"{100 * t['fraction']:.1f}",
