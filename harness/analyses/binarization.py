@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from harness.analyses.base import Analysis, AnalysisOutput, RunView, register_analysis
 from harness.data.base import ImageDataset
 from harness.results import Finding
 from harness.rng import keyed_normal, keyed_uniform, stream_seed
@@ -206,3 +207,19 @@ def attack_unit_test(
                     break
         out.append(ThreatUnitTest(key, valid, found, skipped, [e.key for e in group]))
     return UnitTestResult(out, threshold)
+
+
+@register_analysis
+class AttackUnitTest(Analysis):
+    """``result.extra["unit_test"]`` and its findings, only with ``--checks full``."""
+
+    name = "unit_test"
+    order = 50
+
+    def run(self, view: RunView) -> AnalysisOutput:
+        if view.checks != "full":
+            return AnalysisOutput()
+        ut = attack_unit_test(
+            view.model, view.dataset, view.suite, seed=view.seed, device=view.device, eot_samples=view.eot_samples
+        )
+        return AnalysisOutput(ut.to_dict(), tuple(ut.findings()))

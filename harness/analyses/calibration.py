@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from harness.analyses.base import Analysis, AnalysisOutput, RunView, register_analysis
 from harness.calibration import DEFAULT_BOOTSTRAP, N_BINS, GroupStats
 from harness.errors import UsageError
 from harness.loading import dataset_spec_of, load_dataset
@@ -114,3 +115,22 @@ def aggregate_calibration(
     if temperature is not None:
         temp = {"value": temperature, **(temperature_split or {})}
     return {"bins": n_bins, "bootstrap": n_boot, "temperature": temp, "groups": out_groups}
+
+
+@register_analysis
+class Calibration(Analysis):
+    """``result.extra["calibration"]``: `aggregate_calibration` of every run (no findings)."""
+
+    name = "calibration"
+    order = 10
+
+    def run(self, view: RunView) -> AnalysisOutput:
+        section = aggregate_calibration(
+            list(view.entries),
+            view.store,
+            seed=view.seed,
+            settings=dict(view.calibration),
+            temperature=view.temperature,
+            temperature_split=None if view.temperature_split is None else dict(view.temperature_split),
+        )
+        return AnalysisOutput(section)

@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -39,12 +40,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness import __version__, distributed, environment, errors
-from harness.analyses.binarization import attack_unit_test
-from harness.analyses.calibration import aggregate_calibration, heldout_dataset
+from harness.analyses import ANALYSES, RunView
+from harness.analyses.calibration import heldout_dataset
 from harness.atomic import temporary_directory, write_json, write_text
 from harness.batching import CPU_CAP, BatchRunner, autotune_batch_size, is_oom
 from harness.calibration import fit_temperature, prob_stats, score_to_prob_of
-from harness.certify import aggregate_certified
 from harness.checks import (
     AUTO_SQUARE_P_INIT,
     AUTO_SQUARE_QUERIES,
@@ -52,10 +52,8 @@ from harness.checks import (
     GradientProbe,
     check_logits,
     gradient_probe,
-    postcheck,
     precheck,
 )
-from harness.corruption_metrics import attach
 from harness.data.base import ImageDataset, check_image_range
 from harness.engine.aggregation import nonfinite_findings, tally, tie_findings
 from harness.engine.config import EvalConfig, check_run_name, config_hash, model_hash, run_lock
@@ -662,39 +660,30 @@ class Evaluation:
             },
         )
         result = self._aggregate(store, findings, timing, runner)
-        result.extra["calibration"] = aggregate_calibration(
-            self.entries,
-            store,
+        view = RunView(
+            store=store,
+            entries=tuple(self.entries),
+            attackers=tuple(self.attackers),
+            result=result,
             seed=self.config.seed,
-            settings=self.cal,
+            checks=self.config.checks,
+            calibration=MappingProxyType(self.cal),
             temperature=self.temperature,
-            temperature_split=self.temperature_split,
-        )
-        cert, cert_findings = aggregate_certified(self, store)
-        if cert:
-            result.extra["certified"] = cert
-            result.findings += cert_findings
-        result.findings += postcheck(result)
-        if self.search.fallback:
-            result.findings.append(
-                Finding(
-                    "compile",
-                    "warning",
-                    f"--compile was asked for but torch.compile failed, so the attack search ran eagerly "
-                    f"(the numbers are unaffected, only the speed): {self.search.fallback}",
-                    data={"error": self.search.fallback},
-                )
-            )
-        if self.config.checks == "full":
+            temperature_split=None if self.temperature_split is None else MappingProxyType(self.temperature_split),
             # Without any input gradient, through the guard: the suite's gradient attacks then see zero
-            # gradients (and the test says they are too weak) instead of failing inside autograd.
-            ut_model = self.model if self.probe.connected else self.verdict
-            ut = attack_unit_test(
-                ut_model, self.dataset, self.suite, seed=self.config.seed, device=self.device, eot_samples=self.eot
-            )
-            result.extra["unit_test"] = ut.to_dict()
-            result.findings += ut.findings()
-        attach(result)
+            # gradients (and the unit test says they are too weak) instead of failing inside autograd.
+            model=self.model if self.probe.connected else self.verdict,
+            dataset=self.dataset,
+            suite=self.suite,
+            device=self.device,
+            eot_samples=self.eot,
+            compile_fallback=self.search.fallback,
+        )
+        for analysis in ANALYSES.ordered():
+            out = analysis.run(view)
+            if out.section is not None:
+                result.extra[analysis.name] = out.section
+            result.findings += out.findings
         if ctx.active:
             result.extra["distributed"] = {
                 "world_size": ctx.world_size,

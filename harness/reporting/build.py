@@ -10,12 +10,13 @@ from pathlib import Path
 from harness.atomic import write_bytes, write_text
 from harness.errors import UsageError
 from harness.paths import safe_join
-from harness.reporting import metric_sections, plots
+from harness.reporting import plots
 from harness.reporting import summary as S
 from harness.reporting.html import render_html
 from harness.reporting.leaderboard import render_leaderboard
 from harness.reporting.markdown import render_markdown
 from harness.reporting.runs import load_runs
+from harness.reporting.sections import report_sections, section_figures
 from harness.results import Result
 
 LEADERBOARD = "leaderboard.html"
@@ -38,7 +39,8 @@ def _slug(s: str) -> str:
 
 
 def figures(results: Sequence[Result], threat: str | None = None) -> dict[str, bytes]:
-    """All figures of a report as PNG bytes, keyed tradeoff, eps_curves, heatmap-i, per_class-i."""
+    """All figures of a report as PNG bytes, keyed tradeoff, eps_curves, heatmap-i, per_class-i and those
+    of the registered sections (e.g. reliability-i, certified-i, ece_severity)."""
     headline = S.headline_threat(results, threat)
     out: dict[str, bytes | None] = {
         "tradeoff": plots.tradeoff(results, headline),
@@ -47,8 +49,7 @@ def figures(results: Sequence[Result], threat: str | None = None) -> dict[str, b
     for i, r in enumerate(results):
         out[f"heatmap-{i}"] = plots.corruption_heatmap(r)
         out[f"per_class-{i}"] = plots.per_class(r, headline)
-
-    out.update(metric_sections.figures(results, S.unique_labels(results)))
+    out.update(section_figures(report_sections(results, S.unique_labels(results))))
     return {k: v for k, v in out.items() if v}
 
 

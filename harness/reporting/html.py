@@ -11,8 +11,8 @@ import html
 from collections.abc import Mapping, Sequence
 
 from harness.labels import relabel
-from harness.reporting import metric_sections
 from harness.reporting import summary as S
+from harness.reporting.sections import Section, Table, report_sections
 from harness.results import Accuracy, Finding, GroupResult, Result
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
@@ -162,10 +162,30 @@ def render_html(
         parts.append(_img(figures.get("tradeoff"), "clean vs robust accuracy trade-off"))
         parts.append(_img(figures.get("eps_curves"), "robust accuracy vs eps"))
 
-    parts.append(metric_sections.html(results, labels, figures, h, _img))
+    parts += [section_html(section, figures) for section in report_sections(results, labels)]
     for i, (lab, r) in enumerate(zip(labels, results)):
         parts.append(_model_section(lab, r, figures, i, headline))
     parts.append("</body></html>")
+    return "\n".join(p for p in parts if p)
+
+
+def table_html(t: Table) -> str:
+    """A section table: its caption paragraph, then the table (every cell escaped)."""
+    cls = f' class="{h(t.css)}"' if t.css else ""
+    head = "".join(f"<th>{h(c)}</th>" for c in t.head)
+    body = "".join("<tr>" + "".join(f"<td>{h(c)}</td>" for c in row) + "</tr>" for row in t.rows)
+    caption = f"<p>{h(t.caption)}</p>" if t.caption else ""
+    return f"{caption}<table{cls}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def section_html(section: Section, figures: Mapping[str, bytes]) -> str:
+    """Any report section: title, intro, tables, the figures inlined, notes."""
+    parts = [f'<h2 id="{h(section.anchor)}">{h(section.title)}</h2>']
+    if section.intro:
+        parts.append(f"<p>{h(section.intro)}</p>")
+    parts += [table_html(t) for t in section.tables]
+    parts += [_img(figures.get(f.key), f.alt) for f in section.figures]
+    parts += [f'<p class="meta">Note: {h(note)}</p>' for note in section.notes]
     return "\n".join(p for p in parts if p)
 
 

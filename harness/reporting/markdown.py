@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from harness.corruption_metrics import corruption_summary
 from harness.labels import relabel
-from harness.reporting import metric_sections
 from harness.reporting import summary as S
+from harness.reporting.sections import Section, Table, report_sections
 from harness.results import Accuracy, Finding, Result
 
 
@@ -103,7 +102,6 @@ def render_markdown(
     legend = S.basis_legend(results)
     if legend:
         lines += [*legend, ""]
-    lines += _corruption_summary(results, labels)
     headline = S.headline_threat(results, threat)
     if "tradeoff" in images or headline:
         lines += ["## Trade-off", ""]
@@ -120,7 +118,8 @@ def render_markdown(
             if name in images:
                 lines += [f"![{alt}]({images[name]})", ""]
 
-    lines += metric_sections.markdown(results, labels, images, _esc)
+    for section in report_sections(results, labels):
+        lines += section_markdown(section, images)
     for i, (lab, r) in enumerate(zip(labels, results)):
         lines += _model_section(lab, r, images, i, headline)
     return "\n".join(lines)
@@ -159,12 +158,6 @@ def _model_section(lab: str, r: Result, images: Mapping[str, str], i: int, headl
     sur = r.config.get("surrogate")
     if sur:
         lines.append(f"- gradient attacks used the surrogate {_esc(sur.get('source'))} ({_esc(sur.get('mode'))})")
-    for t in (r.extra.get("unit_test") or {}).get("threats", []):
-        verdict = "too weak" if t["too_weak"] else "passed"
-        lines.append(
-            f"- attack unit test {_esc(t['key'])}: found {t['found']}/{t['valid']} planted adversarials "
-            f"({100 * t['fraction']:.1f}%): {verdict}"
-        )
     lines.append("")
     if r.threat_models:
         lines += ["| threat model | attack (in order) | robust after it (%) | seconds |", "|---|---|---|---|"]
@@ -242,25 +235,24 @@ def _pc(acc: float, n: int | None) -> str:
     return f"{100 * acc:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
 
 
-def _corruption_summary(results: Sequence[Result], labels: Sequence[str]) -> list[str]:
-    """Mean corruption accuracy, mCE and relative mCE, with the reference model named."""
-
-    rows = [
-        (lab, r.extra.get("corruptions") or corruption_summary(r)) for lab, r in zip(labels, results) if r.corruptions
-    ]
-    if not rows:
-        return []
-
-    def fmt(v: float | None, pct: bool = False) -> str:
-        return "–" if v is None else (f"{100 * v:.1f}" if pct else f"{v:.3f}")
-
-    refs = sorted({str(s["reference"]) for _, s in rows if s.get("reference")})
-    lines = ["## Common corruptions", ""]
-    if refs:
-        lines += [f"Corruption errors are normalised by the reference model {_esc(', '.join(refs))}.", ""]
-    lines += ["| model | mean corruption accuracy (%) | mCE | relative mCE |", "|---|---|---|---|"]
-    lines += [
-        f"| {_esc(lab)} | {fmt(s.get('mean_accuracy'), True)} | {fmt(s.get('mce'))} | {fmt(s.get('relative_mce'))} |"
-        for lab, s in rows
-    ]
+def table_markdown(t: Table) -> list[str]:
+    """A section table: its caption line, then the pipe table (every cell escaped)."""
+    lines = [_esc(t.caption), ""] if t.caption else []
+    lines += ["| " + " | ".join(_esc(c) for c in t.head) + " |", "|" + "---|" * len(t.head)]
+    lines += ["| " + " | ".join(_esc(c) for c in row) + " |" for row in t.rows]
     return [*lines, ""]
+
+
+def section_markdown(section: Section, images: Mapping[str, str]) -> list[str]:
+    """Any report section: title, intro, tables, the figures written beside the report, notes."""
+    lines = [f"## {_esc(section.title)}", ""]
+    if section.intro:
+        lines += [_esc(section.intro), ""]
+    for t in section.tables:
+        lines += table_markdown(t)
+    for f in section.figures:
+        if f.key in images:
+            lines += [f"![{_esc(f.alt)}]({images[f.key]})", ""]
+    for note in section.notes:
+        lines += [f"Note: {_esc(note)}", ""]
+    return lines

@@ -10,32 +10,53 @@ finding (a bug in the certifier, the attack's verification or the model wrapper)
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
+from harness.analyses.base import Analysis, AnalysisOutput, RunView, register_analysis
+from harness.records import RecordStore
 from harness.records import schema as col
 from harness.results import Accuracy, Finding
+from harness.suites import Entry
 
 CURVE_POINTS = 41
 
 
-def aggregate_certified(ev: Any, store: Any) -> tuple[dict[str, Any], list[Finding]]:
-    """``{group: summary}`` for every smoothing entry of the evaluation, and its findings."""
-    ks = [k for k, e in enumerate(ev.entries) if e.kind == "smoothing"]
+class Certifier(Protocol):
+    """What the aggregation reads of a built certifier (e.g. ``smoothing-l2``)."""
+
+    radii: list[float]
+    alpha: float
+
+    def config(self) -> dict[str, Any]: ...
+
+
+def aggregate_certified(
+    entries: Sequence[Entry], certifiers: Sequence[Any], store: RecordStore
+) -> tuple[dict[str, Any], list[Finding]]:
+    """``{group: summary}`` for every smoothing entry, and its findings.
+
+    ``certifiers[k]`` is the built certifier of ``entries[k]`` (other kinds' items are not read);
+    the record's columns are indexed by the entry's position.
+    """
+    ks = [k for k, e in enumerate(entries) if e.kind == "smoothing"]
     if not ks:
         return {}, []
     out: dict[str, Any] = {}
     findings: list[Finding] = []
     for k in ks:
-        entry, cert = ev.entries[k], ev.attackers[k]
+        entry = entries[k]
+        cert: Certifier = certifiers[k]
+        e_col, v_col, _ = col.smoothing_columns(k)
         lab, pred, rad, emp, viol = [], [], [], [], []
         for chunk in store.iter_chunks():
             lab.append(chunk["label"])
             pred.append(chunk[col.pred(k)])
             rad.append(chunk[col.margin(k)])
-            emp.append(chunk[f"e{k}"])
-            viol.append(chunk[f"v{k}"])
+            emp.append(chunk[e_col])
+            viol.append(chunk[v_col])
         y, p, r = np.concatenate(lab), np.concatenate(pred), np.concatenate(rad)
         e, v = np.concatenate(emp), np.concatenate(viol)
         n = len(y)
@@ -87,3 +108,15 @@ def aggregate_certified(ev: Any, store: Any) -> tuple[dict[str, Any], list[Findi
                     )
                 )
     return out, findings
+
+
+@register_analysis
+class Certified(Analysis):
+    """``result.extra["certified"]`` (only with smoothing entries) and the certified-above-empirical findings."""
+
+    name = "certified"
+    order = 20
+
+    def run(self, view: RunView) -> AnalysisOutput:
+        cert, findings = aggregate_certified(view.entries, view.attackers, view.store)
+        return AnalysisOutput(cert or None, tuple(findings))
