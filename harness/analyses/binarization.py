@@ -31,7 +31,7 @@ from harness.data.base import ImageDataset
 from harness.results import Finding
 from harness.rng import keyed_normal, keyed_uniform, stream_seed
 from harness.suites import Suite, load_suite
-from harness.threat import ThreatModel, check_contract, clip_box, lp_norm, per_sample, project
+from harness.threat import ThreatModel, clip_box, enforce_contract, lp_norm, per_sample, project
 
 THRESHOLD = 0.95
 READOUT_MARGIN = 5.0  # logit margin of x_hat under the readout
@@ -201,7 +201,7 @@ def attack_unit_test(
             y0 = torch.zeros(1, dtype=torch.long, device=x.device)
             for e, a in zip(group, attackers):
                 xa = a(readout, x, y0, index=idx, seed=stream_seed(gseed, e.key))
-                check_contract(x, xa, threat, who=f"{e.key} (unit test)")
+                enforce_contract(x, xa, threat, who=f"{e.key} (unit test)")
                 if int(_majority(readout, xa, eot_samples)[0]) != 0:
                     found += 1
                     break

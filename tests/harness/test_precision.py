@@ -71,14 +71,14 @@ def test_a_bf16_artefact_never_counts_as_a_success(monkeypatch):
         verdict_calls.append((torch.is_autocast_enabled("cpu"), x_adv.dtype))
         return score(self, x_adv, y, logits)
 
-    contract = attack_runner.check_contract
+    contract = attack_runner.enforce_contract
 
     def spy_contract(x, x_adv, threat, who="attack"):
         verdict_calls.append((torch.is_autocast_enabled("cpu"), x_adv.dtype))
         return contract(x, x_adv, threat, who)
 
     monkeypatch.setattr(Evaluation, "score", spy)
-    monkeypatch.setattr(attack_runner, "check_contract", spy_contract)
+    monkeypatch.setattr(attack_runner, "enforce_contract", spy_contract)
     bf16 = api.evaluate(m, ds, SUITE, precision="bf16", progress=False)
     assert any(autocast for autocast, _ in m.calls)  # the search did run under autocast
     assert verdict_calls and all(not a and d == torch.float32 for a, d in verdict_calls)

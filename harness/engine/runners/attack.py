@@ -20,7 +20,7 @@ from harness.labels import threat_label
 from harness.logits import misclassified
 from harness.records import schema as col
 from harness.suites import Entry
-from harness.threat import check_contract
+from harness.threat import enforce_contract
 
 
 class AttackRunner(EntryRunner):
@@ -40,7 +40,7 @@ class AttackRunner(EntryRunner):
         entry, attacker, seed = engine.entries[k], engine.attackers[k], engine.entry_seed(k)
         x, y, ids = batch.x[act], batch.y[act], batch.ids[act]
         xa = attacker(engine.attack_model(k), x, y, index=ids, seed=seed)
-        check_contract(x, xa, entry.threat, who=entry.key)  # type: ignore[arg-type]
+        enforce_contract(x, xa, entry.threat, who=entry.key)  # type: ignore[arg-type]
         scored = engine.score(xa, y)
         if engine.reduced_precision:
             redo = self.rerun_fp32(engine, k, x, y, ids, xa, scored)
@@ -76,7 +76,7 @@ class AttackRunner(EntryRunner):
         if len(redo) == 0:
             return redo
         xr = attacker(engine.attack_model(k, eager=True), x[redo], y[redo], index=ids[redo], seed=engine.entry_seed(k))
-        check_contract(x[redo], xr, entry.threat, who=entry.key)  # type: ignore[arg-type]
+        enforce_contract(x[redo], xr, entry.threat, who=entry.key)  # type: ignore[arg-type]
         s2, m2, p2, c2, t2 = engine.score(xr, y[redo])
         status[redo], m[redo], p[redo], cal[redo], tie[redo] = s2, m2, p2, c2, t2
         return redo

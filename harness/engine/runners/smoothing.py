@@ -1,4 +1,4 @@
-"""Randomized-smoothing entries: certified radius and empirical robustness per radius (harness.certify)."""
+"""Randomized-smoothing entries: certified radius and empirical robustness per radius (harness.analyses.certified)."""
 
 from __future__ import annotations
 
