@@ -200,15 +200,26 @@ def check_claims(rows: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         if missing:
             out.append({"claim": text, "status": "skipped", "detail": f"not run: {', '.join(missing)}"})
             return
-        ok, detail = test()
+        ok, detail, *more = test()
         status = ok if isinstance(ok, str) else ("holds" if ok else "does not hold")
-        out.append({"claim": text, "status": status, "detail": detail})
+        row = {"claim": text, "status": status, "detail": detail}
+        if more:  # the signed margin (> 0: the claimed direction) and the values it is made of
+            row["margin"] = float(more[0])
+            row["values"] = {k: float(v) for k, v in (more[1] if len(more) > 1 else {}).items()}
+            row["unit"] = more[2] if len(more) > 2 else "pp"  # pp: accuracies (fractions shown x100); raw
+        out.append(row)
 
     def at_vs_ce():
         ats = [n for n in ("pgd-at", "trades-b6", "mart", "gairat", "lrat", "srat") if n in rows]
         ce = rows["ce"]["pgd"]
         detail = f"CE PGD {100 * ce:.1f}%; " + ", ".join(f"{n} {100 * rows[n]['pgd']:.1f}%" for n in ats)
-        return all(rows[n]["pgd"] > ce + 0.2 for n in ats), detail
+        margin = min(rows[n]["pgd"] for n in ats) - ce - 0.2
+        return (
+            all(rows[n]["pgd"] > ce + 0.2 for n in ats),
+            detail,
+            margin,
+            {"ce": ce, **{n: rows[n]["pgd"] for n in ats}},
+        )
 
     claim("AT objectives >> CE under PGD-20 (by > 20 points)", ["ce", "pgd-at"], at_vs_ce)
 
@@ -218,7 +229,9 @@ def check_claims(rows: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             f"beta 1: clean {100 * a['clean']:.1f}% PGD {100 * a['pgd']:.1f}%; "
             f"beta 6: clean {100 * b['clean']:.1f}% PGD {100 * b['pgd']:.1f}%"
         )
-        return b["clean"] <= a["clean"] and b["pgd"] >= a["pgd"], detail
+        margin = min(a["clean"] - b["clean"], b["pgd"] - a["pgd"])
+        values = {"b1 clean": a["clean"], "b6 clean": b["clean"], "b1 pgd": a["pgd"], "b6 pgd": b["pgd"]}
+        return b["clean"] <= a["clean"] and b["pgd"] >= a["pgd"], detail, margin, values
 
     claim("Larger TRADES beta: lower clean, higher PGD accuracy", ["trades-b1", "trades-b6"], trades_beta)
 
@@ -227,27 +240,30 @@ def check_claims(rows: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
 
         def beats(name=name):
             a, b = rows[name]["clean"], rows["ce@sym0.4"]["clean"]
-            return a > b, f"{name} clean {100 * a:.1f}% vs CE {100 * b:.1f}% (40% symmetric noise)"
+            detail = f"{name} clean {100 * a:.1f}% vs CE {100 * b:.1f}% (40% symmetric noise)"
+            return a > b, detail, a - b, {name: a, "ce@sym0.4": b}
 
         claim(f"{method} beats CE under 40% symmetric label noise", [name, "ce@sym0.4"], beats)
 
     def srat_tail():
         s, p = rows["srat@exp10"], rows["pgd-at@exp10"]
         ts, tp = s["tail_pgd"], p["tail_pgd"]
-        return ts > tp, (
+        detail = (
             f"tail-class PGD: SRAT {100 * ts:.1f}% vs PGD-AT {100 * tp:.1f}% "
             f"(overall PGD {100 * s['pgd']:.1f}% vs {100 * p['pgd']:.1f}%)"
         )
+        return ts > tp, detail, ts - tp, {"srat@exp10": ts, "pgd-at@exp10": tp}
 
     claim("SRAT beats PGD-AT on tail-class PGD accuracy under exp:10", ["srat@exp10", "pgd-at@exp10"], srat_tail)
 
     def gairat_gap():
         g, p = rows["gairat"], rows["pgd-at"]
         gg, gp = g["pgd"] - g["strong"], p["pgd"] - p["strong"]
-        return gg > 0 and gg > gp, (
+        detail = (
             f"GAIRAT PGD {100 * g['pgd']:.1f}% vs strongest other {100 * g['strong']:.1f}% (gap {100 * gg:.1f}); "
             f"PGD-AT gap {100 * gp:.1f}"
         )
+        return gg > 0 and gg > gp, detail, min(gg, gg - gp), {"gairat gap": gg, "pgd-at gap": gp}
 
     claim("GAIRAT's PGD robustness exceeds its robustness under stronger attacks", ["gairat", "pgd-at"], gairat_gap)
     _issue24_claims(rows, claim)
@@ -264,7 +280,7 @@ def _issue24_claims(rows: dict[str, dict[str, Any]], claim) -> None:
         def test():
             va, vb = rows[a][key], rows[b][key]
             v = acc_verdict(va, vb, n(a))
-            return v, f"{what}: {a} {100 * va:.1f}% vs {b} {100 * vb:.1f}%"
+            return v, f"{what}: {a} {100 * va:.1f}% vs {b} {100 * vb:.1f}%", va - vb, {a: va, b: vb}
 
         return test
 
@@ -287,9 +303,11 @@ def _issue24_claims(rows: dict[str, dict[str, Any]], claim) -> None:
         gain = s - p
         share = (nosep - p) / gain if gain > 0 else float("nan")
         detail = f"tail PGD: SRAT {100 * s:.1f}%, reweighting only {100 * nosep:.1f}%, PGD-AT {100 * p:.1f}%"
+        values = {"srat@exp10": s, "srat-nosep@exp10": nosep, "pgd-at@exp10": p}
         if gain <= 0:
-            return "not established", detail + " (SRAT has no tail gain to split)"
-        return ("holds" if share >= 0.5 else "does not hold"), detail + f" (share {share:.2f})"
+            return "not established", detail + " (SRAT has no tail gain to split)", math.nan, values, "raw"
+        verdict = "holds" if share >= 0.5 else "does not hold"
+        return verdict, detail + f" (share {share:.2f})", share - 0.5, {**values, "share": share}, "raw"
 
     claim(
         "SRAT: reweighting alone (lam 0) recovers most (>= half) of the tail-class gain",
@@ -304,7 +322,8 @@ def _issue24_claims(rows: dict[str, dict[str, Any]], claim) -> None:
     def lower(a: str, b: str, stat, what: str, fmt: str):
         def test():
             v, _ = bootstrap_verdict(stat, rows[a], rows[b])
-            return v, f"{what}: {a} {fmt.format(stat(rows[a], None))} vs {b} {fmt.format(stat(rows[b], None))}"
+            sa, sb = stat(rows[a], None), stat(rows[b], None)
+            return v, f"{what}: {a} {fmt.format(sa)} vs {b} {fmt.format(sb)}", sb - sa, {a: sa, b: sb}, "raw"
 
         return test
 
@@ -343,7 +362,8 @@ def _issue24_claims(rows: dict[str, dict[str, Any]], claim) -> None:
     def tail_clean():
         a, b = rows["open-sampling@exp10"]["tail_clean"], rows["ce@exp10"]["tail_clean"]
         tail_n = max(1, round(n("ce@exp10") / 2))  # the 5 rarest of 10 balanced test classes
-        return acc_verdict(a, b, tail_n), f"tail-class clean: open-sampling {100 * a:.1f}% vs CE {100 * b:.1f}%"
+        detail = f"tail-class clean: open-sampling {100 * a:.1f}% vs CE {100 * b:.1f}%"
+        return acc_verdict(a, b, tail_n), detail, a - b, {"open-sampling@exp10": a, "ce@exp10": b}
 
     claim(
         "open-sampling > CE on tail-class clean accuracy under exp:10", ["open-sampling@exp10", "ce@exp10"], tail_clean
@@ -376,6 +396,171 @@ def markdown(rows: dict[str, dict[str, Any]], claims: list[dict[str, Any]], meta
     return "\n".join(lines) + "\n"
 
 
+# Two-sided 95 % Student t quantiles by degrees of freedom (the interval over seeds).
+T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+
+
+def mean_sd(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (n - 1) of the finite values; sd is nan below two values."""
+    v = [x for x in values if math.isfinite(x)]
+    if not v:
+        return math.nan, math.nan
+    m = sum(v) / len(v)
+    if len(v) < 2:
+        return m, math.nan
+    return m, math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1))
+
+
+def seed_verdict(margins: list[float]) -> str:
+    """Verdict over seeds from the per-seed signed margins (> 0: the claimed direction).
+
+    'holds': the mean is > 0 and the 95 % Student t interval of the per-seed margins excludes 0;
+    'does not hold': the mean is <= 0; 'not established' otherwise (or with fewer than two seeds).
+    The test set is the same for every seed, so this interval is over training randomness only;
+    each seed's own verdict (with its test-set interval) is reported beside it.
+    """
+    v = [x for x in margins if math.isfinite(x)]
+    if not v:
+        return "not established"
+    m, sd = mean_sd(v)
+    if m <= 0:
+        return "does not hold"
+    if len(v) < 2:
+        return "not established"
+    half = T975.get(len(v) - 1, 1.96) * sd / math.sqrt(len(v))
+    return "holds" if m - half > 0 else "not established"
+
+
+def combine_claims(per_seed: dict[int, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One row per claim over seeds: per-seed status, margin and values; their mean ± sd; the verdict."""
+    seeds = sorted(per_seed)
+    texts: list[str] = []
+    for s in seeds:
+        texts += [c["claim"] for c in per_seed[s] if c["claim"] not in texts]
+    out = []
+    for text in texts:
+        got = {s: next((c for c in per_seed[s] if c["claim"] == text), None) for s in seeds}
+        done = {s: c for s, c in got.items() if c is not None and "margin" in c}
+        row: dict[str, Any] = {
+            "claim": text,
+            "per_seed": {str(s): (c or {}).get("status", "skipped") for s, c in got.items()},
+        }
+        if not done:
+            row["status"] = "skipped"
+            row["detail"] = next((c["detail"] for c in got.values() if c is not None), "not run")
+            out.append(row)
+            continue
+        margins = [c["margin"] for c in done.values()]
+        keys = list(next(iter(done.values()))["values"])
+        row.update(
+            status=seed_verdict(margins),
+            seeds=sorted(done),
+            unit=next(iter(done.values())).get("unit", "pp"),
+            margins=margins,
+            margin_mean_sd=mean_sd(margins),
+            values={k: [c["values"].get(k, math.nan) for c in done.values()] for k in keys},
+            values_mean_sd={k: mean_sd([c["values"].get(k, math.nan) for c in done.values()]) for k in keys},
+        )
+        out.append(row)
+    return out
+
+
+def _fmt(x: float, unit: str) -> str:
+    if not math.isfinite(x):
+        return "–"
+    return f"{100 * x:.1f}" if unit == "pp" else f"{x:.4f}"
+
+
+def _pm(ms: tuple[float, float], unit: str) -> str:
+    m, sd = ms
+    return _fmt(m, unit) + ("" if not math.isfinite(sd) else f" ± {_fmt(sd, unit)}")
+
+
+def markdown_seeds(
+    per_seed_rows: dict[int, dict[str, dict[str, Any]]], claims: list[dict[str, Any]], meta: dict[str, Any]
+) -> str:
+    """Mean ± sd over seeds of every run's columns, then every claim with its per-seed values."""
+    seeds = sorted(per_seed_rows)
+    labels: list[str] = []
+    for s in seeds:
+        labels += [k for k in per_seed_rows[s] if k not in labels]
+    has_c = any("corruption" in r for rows in per_seed_rows.values() for r in rows.values())
+    cols = ["clean", "fgsm", "pgd", "pgd_margin", "pgd_scaled", "pgd_small"] + (["corruption"] if has_c else [])
+    head = ["run", "objective", "condition", *cols, "tail pgd"]
+    lines = [
+        f"Digits, {meta['model']}, {meta['epochs']} epochs, seeds {', '.join(map(str, seeds))}, L-inf eps {EPS}, "
+        f"{meta['test_samples']} test images; mean ± sd over seeds (sample sd), accuracies in %. "
+        f"pgd_small = PGD-20 at eps {SMALL_EPS}.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    for name in labels:
+        rs = [per_seed_rows[s][name] for s in seeds if name in per_seed_rows[s]]
+        vals = [_pm(mean_sd([r[c] for r in rs if c in r]), "pp") for c in cols]
+        tail = _pm(mean_sd([r["tail_pgd"] for r in rs if "tail_pgd" in r]), "pp") if "tail_pgd" in rs[0] else "–"
+        lines.append(
+            f"| {name} | {rs[0]['objective']} | {rs[0]['condition'] or '–'} | " + " | ".join(vals) + f" | {tail} |"
+        )
+    lines += [
+        "",
+        "Margin: the signed difference in the claimed direction (> 0 supports the claim); accuracies in "
+        "points, ECE / confidence / SRAT's share as raw numbers. Verdict over seeds: holds = mean margin > 0 "
+        "and its 95 % t interval over seeds excludes 0; does not hold = mean margin <= 0; else not established. "
+        "Claims whose runs were left out (--only) are listed in the JSON only.",
+        "",
+        "| claim | verdict over seeds | margin mean ± sd | per-seed margins | per-seed verdicts | values mean ± sd |",
+        "|---|---|---|---|---|---|",
+    ]
+    for c in claims:
+        verdicts = ", ".join(c["per_seed"][str(s)] for s in seeds)
+        if c["status"] == "skipped":  # its runs were not part of this run (--only): in the JSON only
+            continue
+        u = c["unit"]
+        per = ", ".join(_fmt(m, u) for m in c["margins"])
+        vals = "; ".join(f"{k} {_pm(ms, u)}" for k, ms in c["values_mean_sd"].items())
+        lines.append(f"| {c['claim']} | {c['status']} | {_pm(c['margin_mean_sd'], u)} | {per} | {verdicts} | {vals} |")
+    return "\n".join(lines) + "\n"
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: comma-separated integers, e.g. 0,1,2") from None
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: distinct non-negative integers, e.g. 0,1,2")
+    return seeds
+
+
+def train_and_measure(label: str, objective: str, params, noise, imb, model: str, epochs: int, seed: int, max_samples):
+    """One run of `RUNS`: train on digits, evaluate, and the per-sample statistics the claims need."""
+    t0 = time.perf_counter()
+    res = api.train(
+        objective, model, "digits", objective_params=params, label_noise=noise, imbalance=imb,
+        epochs=epochs, seed=seed, progress=False, eval_samples=0, device="cpu", **RUN_CONFIG.get(label, {}),
+    )  # fmt: skip
+    t_train = time.perf_counter() - t0
+    row = evaluate(res.model, max_samples, seed)
+    kind = res.meta.train_config.get("score_to_prob", "softmax")
+    row.update(probability_stats(res.model, kind, max_samples), score_to_prob=kind)
+    counts = res.meta.condition.get("imbalance", {}).get("class_counts")
+    if counts:
+        row["tail_pgd"] = tail_mean(row["per_class_pgd"], counts)
+        row["tail_clean"] = tail_mean(row["per_class_clean"], counts)
+    row.update(objective=objective, params=params, condition=noise or imb, train_seconds=t_train)
+    return row
+
+
+def _summarise(rows: dict[str, dict[str, Any]]) -> None:
+    """Per-sample arrays -> their summaries, in place (the JSON stays small)."""
+    for r in rows.values():
+        if "conf" not in r:
+            continue
+        conf, correct, ood = r.pop("conf"), r.pop("correct"), r.pop("ood_conf")
+        r.update(ece=_ece({"conf": conf, "correct": correct}, None), ood_confidence=float(ood.mean()))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("runs/claims.json"), help="JSON path (.md written beside it)")
@@ -384,57 +569,66 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="mlp, 4 epochs, 200 test images: a smoke check")
     ap.add_argument("--only", default="", help="comma-separated run labels to run (default all)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--seeds", type=_seeds, default=None, help="comma-separated seeds (e.g. 0,1,2): mean ± sd per claim"
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     epochs = args.epochs or (4 if args.quick else 15)
     model = args.model or ("mlp" if args.quick else "cnn")
     max_samples = 200 if args.quick else None
     only = {s.strip() for s in args.only.split(",") if s.strip()}
-    rows: dict[str, dict[str, Any]] = {}
-    skipped = []
-    for label, objective, params, noise, imb in RUNS:
-        if only and label not in only:
-            continue
-        if objective not in OBJECTIVES:
-            print(f"note: skipping {label}: objective {objective!r} is not registered")
-            skipped.append(label)
-            continue
-        t0 = time.perf_counter()
-        res = api.train(
-            objective, model, "digits", objective_params=params, label_noise=noise, imbalance=imb,
-            epochs=epochs, seed=args.seed, progress=False, eval_samples=0, device="cpu", **RUN_CONFIG.get(label, {}),
-        )  # fmt: skip
-        t_train = time.perf_counter() - t0
-        row = evaluate(res.model, max_samples, args.seed)
-        kind = res.meta.train_config.get("score_to_prob", "softmax")
-        row.update(probability_stats(res.model, kind, max_samples), score_to_prob=kind)
-        counts = res.meta.condition.get("imbalance", {}).get("class_counts")
-        if counts:
-            row["tail_pgd"] = tail_mean(row["per_class_pgd"], counts)
-            row["tail_clean"] = tail_mean(row["per_class_clean"], counts)
-        row.update(objective=objective, params=params, condition=noise or imb, train_seconds=t_train)
-        rows[label] = row
-        print(
-            f"{label:18s} clean {100 * row['clean']:5.1f}  fgsm {100 * row['fgsm']:5.1f}  pgd {100 * row['pgd']:5.1f}"
-            f"  strong {100 * row['strong']:5.1f}  ({t_train:.0f}s train)",
-            flush=True,
-        )
-    claims = check_claims(rows)
-    meta = {
+    unknown = sorted(only - {r[0] for r in RUNS})
+    if unknown:
+        ap.error(f"--only: unknown run labels {unknown}")
+    seeds = args.seeds or [args.seed]
+    skipped = [label for label, objective, *_ in RUNS if (not only or label in only) and objective not in OBJECTIVES]
+    for label in skipped:
+        print(f"note: skipping {label}: objective is not registered")
+    meta: dict[str, Any] = {
         "model": model,
         "epochs": epochs,
-        "seed": args.seed,
+        "seed": seeds[0] if len(seeds) == 1 else seeds,
         "eps": EPS,
         "test_samples": max_samples or len(api.load_dataset("digits:split=test")),
         "skipped": skipped,
     }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    per_seed_rows: dict[int, dict[str, dict[str, Any]]] = {}
+    per_seed_claims: dict[int, list[dict[str, Any]]] = {}
+    for seed in seeds:
+        rows: dict[str, dict[str, Any]] = {}
+        for label, objective, params, noise, imb in RUNS:
+            if (only and label not in only) or label in skipped:
+                continue
+            row = train_and_measure(label, objective, params, noise, imb, model, epochs, seed, max_samples)
+            rows[label] = row
+            print(
+                f"seed {seed} {label:18s} clean {100 * row['clean']:5.1f}  fgsm {100 * row['fgsm']:5.1f}  "
+                f"pgd {100 * row['pgd']:5.1f}  strong {100 * row['strong']:5.1f}  ({row['train_seconds']:.0f}s train)",
+                flush=True,
+            )
+        per_seed_claims[seed] = check_claims(rows)
+        _summarise(rows)
+        per_seed_rows[seed] = rows
+        if len(seeds) > 1:  # written after every seed, so a time-boxed run keeps what it finished
+            claims = combine_claims(per_seed_claims)
+            md = markdown_seeds(per_seed_rows, claims, {**meta, "seed": sorted(per_seed_rows)})
+            data = {
+                "meta": {**meta, "seeds_done": sorted(per_seed_rows)},
+                "claims_over_seeds": claims,
+                "seeds": {str(s): {"runs": per_seed_rows[s], "claims": per_seed_claims[s]} for s in per_seed_rows},
+            }
+            args.out.write_text(json.dumps(data, indent=2))
+            args.out.with_suffix(".md").write_text(md)
+    if len(seeds) > 1:
+        print()
+        print(args.out.with_suffix(".md").read_text())
+        return 0
+    rows, claims = per_seed_rows[seeds[0]], per_seed_claims[seeds[0]]
     md = markdown(rows, claims, meta)
     print()
     print(md)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    for r in rows.values():  # per-sample arrays -> their summaries (the JSON stays small)
-        conf, correct, ood = r.pop("conf"), r.pop("correct"), r.pop("ood_conf")
-        r.update(ece=_ece({"conf": conf, "correct": correct}, None), ood_confidence=float(ood.mean()))
     args.out.write_text(json.dumps({"meta": meta, "runs": rows, "claims": claims}, indent=2))
     args.out.with_suffix(".md").write_text(md)
     return 0
