@@ -131,11 +131,18 @@ def probability_stats(model: torch.nn.Module, kind: str, max_samples: int | None
     return {"conf": st[:, 0].numpy(), "correct": (z.argmax(1) == y).numpy(), "ood_conf": so[:, 0].numpy()}
 
 
-def evaluate(model: torch.nn.Module, max_samples: int | None, seed: int) -> dict[str, Any]:
-    """Clean, per-attack and corruption accuracy with per-class PGD accuracy."""
+EVALS = (*SUITES, "corruption")
+
+
+def evaluate(
+    model: torch.nn.Module, max_samples: int | None, seed: int, evals: tuple[str, ...] = EVALS
+) -> dict[str, Any]:
+    """Clean, per-attack and corruption accuracy with per-class PGD accuracy (``evals``: which of them)."""
     cfg = {"max_samples": max_samples, "seed": seed, "progress": False, "device": "cpu"}
     row: dict[str, Any] = {}
     for key, suite in SUITES.items():
+        if key not in evals:
+            continue
         res = api.evaluate(model, "digits:split=test", suite, **cfg)
         row["clean"] = res.clean.accuracy
         row["per_class_clean"] = res.per_class_clean
@@ -143,10 +150,11 @@ def evaluate(model: torch.nn.Module, max_samples: int | None, seed: int) -> dict
         row[key] = g.accuracy.accuracy
         if key == "pgd":
             row["per_class_pgd"] = g.per_class
-    if CORRUPTIONS.names():
+    if CORRUPTIONS.names() and "corruption" in evals:
         res = api.evaluate(model, "digits:split=test", Suite("c", corruptions=[{"name": "all", "severity": 3}]), **cfg)
         row["corruption"] = sum(g.accuracy.accuracy for g in res.corruptions) / len(res.corruptions)
-    row["strong"] = min(row["pgd_margin"], row["pgd_scaled"])
+    if "pgd_margin" in row and "pgd_scaled" in row:
+        row["strong"] = min(row["pgd_margin"], row["pgd_scaled"])
     return row
 
 
@@ -200,7 +208,11 @@ def check_claims(rows: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         if missing:
             out.append({"claim": text, "status": "skipped", "detail": f"not run: {', '.join(missing)}"})
             return
-        ok, detail, *more = test()
+        try:
+            ok, detail, *more = test()
+        except KeyError as e:  # a measurement this run left out (--evals, or a row loaded by --with-seed)
+            out.append({"claim": text, "status": "skipped", "detail": f"not measured: {e.args[0]}"})
+            return
         status = ok if isinstance(ok, str) else ("holds" if ok else "does not hold")
         row = {"claim": text, "status": status, "detail": detail}
         if more:  # the signed margin (> 0: the claimed direction) and the values it is made of
@@ -274,7 +286,8 @@ def _issue24_claims(rows: dict[str, dict[str, Any]], claim) -> None:
     """The claims issue 24 added: one per objective, each with its verdict rule (module docstring)."""
 
     def n(name: str) -> int:
-        return len(rows[name]["correct"])
+        r = rows[name]
+        return r["n_test"] if "n_test" in r else len(r["correct"])
 
     def better(a: str, b: str, key: str, what: str):
         def test():
@@ -507,14 +520,14 @@ def markdown_seeds(
         "Margin: the signed difference in the claimed direction (> 0 supports the claim); accuracies in "
         "points, ECE / confidence / SRAT's share as raw numbers. Verdict over seeds: holds = mean margin > 0 "
         "and its 95 % t interval over seeds excludes 0; does not hold = mean margin <= 0; else not established. "
-        "Claims whose runs were left out (--only) are listed in the JSON only.",
+        "Claims not measured on every seed (runs left out by --only, measurements by --evals) are in the JSON only.",
         "",
         "| claim | verdict over seeds | margin mean ± sd | per-seed margins | per-seed verdicts | values mean ± sd |",
         "|---|---|---|---|---|---|",
     ]
     for c in claims:
         verdicts = ", ".join(c["per_seed"][str(s)] for s in seeds)
-        if c["status"] == "skipped":  # its runs were not part of this run (--only): in the JSON only
+        if c["status"] == "skipped" or len(c["seeds"]) < len(seeds):  # not measured on every seed: JSON only
             continue
         u = c["unit"]
         per = ", ".join(_fmt(m, u) for m in c["margins"])
@@ -533,7 +546,9 @@ def _seeds(text: str) -> list[int]:
     return seeds
 
 
-def train_and_measure(label: str, objective: str, params, noise, imb, model: str, epochs: int, seed: int, max_samples):
+def train_and_measure(
+    label: str, objective: str, params, noise, imb, model: str, epochs: int, seed: int, max_samples, evals=EVALS
+):
     """One run of `RUNS`: train on digits, evaluate, and the per-sample statistics the claims need."""
     t0 = time.perf_counter()
     res = api.train(
@@ -541,13 +556,15 @@ def train_and_measure(label: str, objective: str, params, noise, imb, model: str
         epochs=epochs, seed=seed, progress=False, eval_samples=0, device="cpu", **RUN_CONFIG.get(label, {}),
     )  # fmt: skip
     t_train = time.perf_counter() - t0
-    row = evaluate(res.model, max_samples, seed)
+    row = evaluate(res.model, max_samples, seed, evals)
     kind = res.meta.train_config.get("score_to_prob", "softmax")
     row.update(probability_stats(res.model, kind, max_samples), score_to_prob=kind)
+    row["n_test"] = len(row["correct"])
     counts = res.meta.condition.get("imbalance", {}).get("class_counts")
-    if counts:
-        row["tail_pgd"] = tail_mean(row["per_class_pgd"], counts)
+    if counts and "per_class_clean" in row:
         row["tail_clean"] = tail_mean(row["per_class_clean"], counts)
+    if counts and "per_class_pgd" in row:
+        row["tail_pgd"] = tail_mean(row["per_class_pgd"], counts)
     row.update(objective=objective, params=params, condition=noise or imb, train_seconds=t_train)
     return row
 
@@ -561,28 +578,65 @@ def _summarise(rows: dict[str, dict[str, Any]]) -> None:
         r.update(ece=_ece({"conf": conf, "correct": correct}, None), ood_confidence=float(ood.mean()))
 
 
+def _evals(text: str) -> tuple[str, ...]:
+    got = tuple(t.strip() for t in text.split(",") if t.strip())
+    bad = sorted(set(got) - set(EVALS))
+    if not got or bad:
+        raise argparse.ArgumentTypeError(f"{text!r}: comma-separated, from {', '.join(EVALS)}")
+    return got
+
+
+def load_seed(path: Path, meta: dict[str, Any]) -> tuple[int, dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    """The rows of an earlier single-seed ``--out`` JSON, as one more seed (same model, epochs, test set).
+
+    Its per-sample arrays are not stored, so the claims judged by a paired bootstrap (ECE, OOD
+    confidence) are 'skipped' for that seed; the accuracy claims are recomputed from its accuracies.
+    """
+    data = json.loads(path.read_text())
+    old = data.get("meta", {})
+    if "runs" not in data or not isinstance(old.get("seed"), int):
+        raise SystemExit(f"error: --with-seed {path}: not a single-seed claims JSON (meta.seed, runs)")
+    for k in ("model", "epochs", "eps", "test_samples"):
+        if old.get(k) != meta[k]:
+            raise SystemExit(f"error: --with-seed {path}: {k} = {old.get(k)!r}, this run has {meta[k]!r}")
+    rows = {label: {**r, "n_test": old["test_samples"]} for label, r in data["runs"].items()}
+    return old["seed"], rows, check_claims(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("runs/claims.json"), help="JSON path (.md written beside it)")
     ap.add_argument("--epochs", type=int, default=None, help="training epochs (default 15, quick 4)")
     ap.add_argument("--model", default=None, help="architecture (default cnn, quick mlp)")
     ap.add_argument("--quick", action="store_true", help="mlp, 4 epochs, 200 test images: a smoke check")
-    ap.add_argument("--only", default="", help="comma-separated run labels to run (default all)")
+    ap.add_argument("--only", default="", help="comma-separated run labels to run, in this order (default all)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
         "--seeds", type=_seeds, default=None, help="comma-separated seeds (e.g. 0,1,2): mean ± sd per claim"
+    )
+    ap.add_argument(
+        "--evals", type=_evals, default=EVALS, help=f"measurements to take (default all: {','.join(EVALS)})"
+    )
+    ap.add_argument(
+        "--with-seed",
+        type=Path,
+        action="append",
+        default=[],
+        help="an earlier single-seed --out JSON of the same setting, counted as one more seed (repeatable)",
     )
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     epochs = args.epochs or (4 if args.quick else 15)
     model = args.model or ("mlp" if args.quick else "cnn")
     max_samples = 200 if args.quick else None
-    only = {s.strip() for s in args.only.split(",") if s.strip()}
-    unknown = sorted(only - {r[0] for r in RUNS})
+    order = [t.strip() for t in args.only.split(",") if t.strip()]
+    by_label = {r[0]: r for r in RUNS}
+    unknown = sorted(set(order) - set(by_label))
     if unknown:
         ap.error(f"--only: unknown run labels {unknown}")
+    runs = [by_label[label] for label in dict.fromkeys(order)] if order else list(RUNS)
     seeds = args.seeds or [args.seed]
-    skipped = [label for label, objective, *_ in RUNS if (not only or label in only) and objective not in OBJECTIVES]
+    skipped = [r[0] for r in runs if r[1] not in OBJECTIVES]
     for label in skipped:
         print(f"note: skipping {label}: objective is not registered")
     meta: dict[str, Any] = {
@@ -592,40 +646,57 @@ def main(argv: list[str] | None = None) -> int:
         "eps": EPS,
         "test_samples": max_samples or len(api.load_dataset("digits:split=test")),
         "skipped": skipped,
+        "evals": list(args.evals),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     per_seed_rows: dict[int, dict[str, dict[str, Any]]] = {}
     per_seed_claims: dict[int, list[dict[str, Any]]] = {}
-    for seed in seeds:
-        rows: dict[str, dict[str, Any]] = {}
-        for label, objective, params, noise, imb in RUNS:
-            if (only and label not in only) or label in skipped:
-                continue
-            row = train_and_measure(label, objective, params, noise, imb, model, epochs, seed, max_samples)
-            rows[label] = row
-            print(
-                f"seed {seed} {label:18s} clean {100 * row['clean']:5.1f}  fgsm {100 * row['fgsm']:5.1f}  "
-                f"pgd {100 * row['pgd']:5.1f}  strong {100 * row['strong']:5.1f}  ({row['train_seconds']:.0f}s train)",
-                flush=True,
-            )
-        per_seed_claims[seed] = check_claims(rows)
-        _summarise(rows)
-        per_seed_rows[seed] = rows
-        if len(seeds) > 1:  # written after every seed, so a time-boxed run keeps what it finished
-            claims = combine_claims(per_seed_claims)
-            md = markdown_seeds(per_seed_rows, claims, {**meta, "seed": sorted(per_seed_rows)})
-            data = {
-                "meta": {**meta, "seeds_done": sorted(per_seed_rows)},
-                "claims_over_seeds": claims,
-                "seeds": {str(s): {"runs": per_seed_rows[s], "claims": per_seed_claims[s]} for s in per_seed_rows},
-            }
-            args.out.write_text(json.dumps(data, indent=2))
-            args.out.with_suffix(".md").write_text(md)
-    if len(seeds) > 1:
+    loaded = []
+    for path in args.with_seed:
+        s, rows, claims = load_seed(path, meta)
+        if s in seeds or s in per_seed_rows:
+            ap.error(f"--with-seed {path}: seed {s} is already part of this run")
+        per_seed_rows[s], per_seed_claims[s] = rows, claims
+        loaded.append({"seed": s, "path": str(path)})
+    multi = len(seeds) + len(loaded) > 1
+    arrays: dict[int, dict[str, dict[str, Any]]] = {s: {} for s in seeds}  # rows with per-sample arrays
+
+    def write_seeds() -> None:
+        """The multi-seed JSON and markdown, rewritten after every run so a time-boxed run keeps its work."""
+        for s in seeds:
+            if arrays[s]:
+                per_seed_claims[s] = check_claims(arrays[s])
+                per_seed_rows[s] = {k: dict(v) for k, v in arrays[s].items()}
+                _summarise(per_seed_rows[s])
+        claims = combine_claims(per_seed_claims)
+        done = sorted(per_seed_rows)
+        md = markdown_seeds(per_seed_rows, claims, {**meta, "seed": done})
+        data = {
+            "meta": {**meta, "seeds_done": done, "with_seed": loaded},
+            "claims_over_seeds": claims,
+            "seeds": {str(s): {"runs": per_seed_rows[s], "claims": per_seed_claims[s]} for s in done},
+        }
+        args.out.write_text(json.dumps(data, indent=2))
+        args.out.with_suffix(".md").write_text(md)
+
+    # Run-major: every seed of a run before the next run, so a time-boxed run has whole claims early.
+    for label, objective, params, noise, imb in runs:
+        if label in skipped:
+            continue
+        for seed in seeds:
+            row = train_and_measure(label, objective, params, noise, imb, model, epochs, seed, max_samples, args.evals)
+            arrays[seed][label] = row
+            line = "  ".join(f"{k} {100 * row[k]:5.1f}" for k in ("clean", *SUITES) if k in row)
+            print(f"seed {seed} {label:18s} {line}  ({row['train_seconds']:.0f}s train)", flush=True)
+            if multi:
+                write_seeds()
+    if multi:
         print()
         print(args.out.with_suffix(".md").read_text())
         return 0
-    rows, claims = per_seed_rows[seeds[0]], per_seed_claims[seeds[0]]
+    rows = arrays[seeds[0]]
+    claims = check_claims(rows)
+    _summarise(rows)
     md = markdown(rows, claims, meta)
     print()
     print(md)
