@@ -228,8 +228,11 @@ def _fit_softmax(logits: Tensor, y: Tensor) -> float:
 
 def temperature_nll(logits: Tensor, y: Tensor, temperature: float, score_to_prob: str = "softmax") -> float:
     """Mean NLL of the true class under ``score_to_prob`` of logits / T, in float64 (log p floored as recorded)."""
-    z = logits.detach().double().cpu() / float(temperature)
-    yy = y.cpu().view(-1, 1)
+    return _nll(logits.detach().double().cpu(), y.cpu().view(-1, 1), float(temperature), score_to_prob)
+
+
+def _nll(zd: Tensor, yy: Tensor, temperature: float, score_to_prob: str) -> float:
+    z = zd / temperature
     if score_to_prob == "softmax":
         return float(-torch.log_softmax(z, 1).gather(1, yy).mean())
     if score_to_prob != "simplex-coding":
@@ -245,9 +248,10 @@ def _fit_by_grid(logits: Tensor, y: Tensor, score_to_prob: str) -> float:
 
     lo, hi = math.log(_T_BOUNDS[0]), math.log(_T_BOUNDS[1])
     grid = [lo + (hi - lo) * i / 80 for i in range(81)]
+    zd, yy = logits.detach().double().cpu(), y.cpu().view(-1, 1)
 
     def nll(log_t: float) -> float:
-        return temperature_nll(logits, y, math.exp(log_t), score_to_prob)
+        return _nll(zd, yy, math.exp(log_t), score_to_prob)
 
     vals = [nll(g) for g in grid]
     i = min(range(len(grid)), key=vals.__getitem__)
