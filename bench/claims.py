@@ -495,23 +495,23 @@ def markdown_seeds(
     """Mean ± sd over seeds of every run's columns, then every claim with its per-seed values."""
     seeds = sorted(per_seed_rows)
     labels: list[str] = []
-    for s in seeds:
-        labels += [k for k in per_seed_rows[s] if k not in labels]
+    for s in seeds:  # runs measured on every seed (a seed loaded by --with-seed may hold more)
+        labels += [k for k in per_seed_rows[s] if k not in labels and all(k in per_seed_rows[t] for t in seeds)]
     has_c = any("corruption" in r for rows in per_seed_rows.values() for r in rows.values())
     cols = ["clean", "fgsm", "pgd", "pgd_margin", "pgd_scaled", "pgd_small"] + (["corruption"] if has_c else [])
     head = ["run", "objective", "condition", *cols, "tail pgd"]
     lines = [
         f"Digits, {meta['model']}, {meta['epochs']} epochs, seeds {', '.join(map(str, seeds))}, L-inf eps {EPS}, "
-        f"{meta['test_samples']} test images; mean ± sd over seeds (sample sd), accuracies in %. "
-        f"pgd_small = PGD-20 at eps {SMALL_EPS}.",
+        f"{meta['test_samples']} test images; mean ± sd over seeds (sample sd), accuracies in %; runs and "
+        f"columns measured on every seed. pgd_small = PGD-20 at eps {SMALL_EPS}.",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
     ]
     for name in labels:
-        rs = [per_seed_rows[s][name] for s in seeds if name in per_seed_rows[s]]
-        vals = [_pm(mean_sd([r[c] for r in rs if c in r]), "pp") for c in cols]
-        tail = _pm(mean_sd([r["tail_pgd"] for r in rs if "tail_pgd" in r]), "pp") if "tail_pgd" in rs[0] else "–"
+        rs = [per_seed_rows[s][name] for s in seeds]
+        vals = [_pm(mean_sd([r[c] for r in rs]), "pp") if all(c in r for r in rs) else "–" for c in cols]
+        tail = _pm(mean_sd([r["tail_pgd"] for r in rs]), "pp") if all("tail_pgd" in r for r in rs) else "–"
         lines.append(
             f"| {name} | {rs[0]['objective']} | {rs[0]['condition'] or '–'} | " + " | ".join(vals) + f" | {tail} |"
         )
@@ -624,7 +624,15 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         help="an earlier single-seed --out JSON of the same setting, counted as one more seed (repeatable)",
     )
+    ap.add_argument("--render", action="store_true", help="rewrite --out's .md from its multi-seed JSON, no runs")
     args = ap.parse_args(argv)
+    if args.render:
+        data = json.loads(args.out.read_text())
+        rows = {int(s): v["runs"] for s, v in data["seeds"].items()}
+        md = markdown_seeds(rows, data["claims_over_seeds"], {**data["meta"], "seed": sorted(rows)})
+        args.out.with_suffix(".md").write_text(md)
+        print(md)
+        return 0
     torch.set_num_threads(1)
     epochs = args.epochs or (4 if args.quick else 15)
     model = args.model or ("mlp" if args.quick else "cnn")
