@@ -131,11 +131,18 @@ def probability_stats(model: torch.nn.Module, kind: str, max_samples: int | None
     return {"conf": st[:, 0].numpy(), "correct": (z.argmax(1) == y).numpy(), "ood_conf": so[:, 0].numpy()}
 
 
-def evaluate(model: torch.nn.Module, max_samples: int | None, seed: int) -> dict[str, Any]:
-    """Clean, per-attack and corruption accuracy with per-class PGD accuracy."""
+EVALS = (*SUITES, "corruption")
+
+
+def evaluate(
+    model: torch.nn.Module, max_samples: int | None, seed: int, evals: tuple[str, ...] = EVALS
+) -> dict[str, Any]:
+    """Clean, per-attack and corruption accuracy with per-class PGD accuracy (``evals``: which of them)."""
     cfg = {"max_samples": max_samples, "seed": seed, "progress": False, "device": "cpu"}
     row: dict[str, Any] = {}
     for key, suite in SUITES.items():
+        if key not in evals:
+            continue
         res = api.evaluate(model, "digits:split=test", suite, **cfg)
         row["clean"] = res.clean.accuracy
         row["per_class_clean"] = res.per_class_clean
@@ -143,10 +150,11 @@ def evaluate(model: torch.nn.Module, max_samples: int | None, seed: int) -> dict
         row[key] = g.accuracy.accuracy
         if key == "pgd":
             row["per_class_pgd"] = g.per_class
-    if CORRUPTIONS.names():
+    if CORRUPTIONS.names() and "corruption" in evals:
         res = api.evaluate(model, "digits:split=test", Suite("c", corruptions=[{"name": "all", "severity": 3}]), **cfg)
         row["corruption"] = sum(g.accuracy.accuracy for g in res.corruptions) / len(res.corruptions)
-    row["strong"] = min(row["pgd_margin"], row["pgd_scaled"])
+    if "pgd_margin" in row and "pgd_scaled" in row:
+        row["strong"] = min(row["pgd_margin"], row["pgd_scaled"])
     return row
 
 
@@ -200,15 +208,30 @@ def check_claims(rows: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         if missing:
             out.append({"claim": text, "status": "skipped", "detail": f"not run: {', '.join(missing)}"})
             return
-        ok, detail = test()
+        try:
+            ok, detail, *more = test()
+        except KeyError as e:  # a measurement this run left out (--evals, or a row loaded by --with-seed)
+            out.append({"claim": text, "status": "skipped", "detail": f"not measured: {e.args[0]}"})
+            return
         status = ok if isinstance(ok, str) else ("holds" if ok else "does not hold")
-        out.append({"claim": text, "status": status, "detail": detail})
+        row = {"claim": text, "status": status, "detail": detail}
+        if more:  # the signed margin (> 0: the claimed direction) and the values it is made of
+            row["margin"] = float(more[0])
+            row["values"] = {k: float(v) for k, v in (more[1] if len(more) > 1 else {}).items()}
+            row["unit"] = more[2] if len(more) > 2 else "pp"  # pp: accuracies (fractions shown x100); raw
+        out.append(row)
 
     def at_vs_ce():
         ats = [n for n in ("pgd-at", "trades-b6", "mart", "gairat", "lrat", "srat") if n in rows]
         ce = rows["ce"]["pgd"]
         detail = f"CE PGD {100 * ce:.1f}%; " + ", ".join(f"{n} {100 * rows[n]['pgd']:.1f}%" for n in ats)
-        return all(rows[n]["pgd"] > ce + 0.2 for n in ats), detail
+        margin = min(rows[n]["pgd"] for n in ats) - ce - 0.2
+        return (
+            all(rows[n]["pgd"] > ce + 0.2 for n in ats),
+            detail,
+            margin,
+            {"ce": ce, **{n: rows[n]["pgd"] for n in ats}},
+        )
 
     claim("AT objectives >> CE under PGD-20 (by > 20 points)", ["ce", "pgd-at"], at_vs_ce)
 
@@ -218,7 +241,9 @@ def check_claims(rows: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             f"beta 1: clean {100 * a['clean']:.1f}% PGD {100 * a['pgd']:.1f}%; "
             f"beta 6: clean {100 * b['clean']:.1f}% PGD {100 * b['pgd']:.1f}%"
         )
-        return b["clean"] <= a["clean"] and b["pgd"] >= a["pgd"], detail
+        margin = min(a["clean"] - b["clean"], b["pgd"] - a["pgd"])
+        values = {"b1 clean": a["clean"], "b6 clean": b["clean"], "b1 pgd": a["pgd"], "b6 pgd": b["pgd"]}
+        return b["clean"] <= a["clean"] and b["pgd"] >= a["pgd"], detail, margin, values
 
     claim("Larger TRADES beta: lower clean, higher PGD accuracy", ["trades-b1", "trades-b6"], trades_beta)
 
@@ -227,27 +252,30 @@ def check_claims(rows: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
 
         def beats(name=name):
             a, b = rows[name]["clean"], rows["ce@sym0.4"]["clean"]
-            return a > b, f"{name} clean {100 * a:.1f}% vs CE {100 * b:.1f}% (40% symmetric noise)"
+            detail = f"{name} clean {100 * a:.1f}% vs CE {100 * b:.1f}% (40% symmetric noise)"
+            return a > b, detail, a - b, {name: a, "ce@sym0.4": b}
 
         claim(f"{method} beats CE under 40% symmetric label noise", [name, "ce@sym0.4"], beats)
 
     def srat_tail():
         s, p = rows["srat@exp10"], rows["pgd-at@exp10"]
         ts, tp = s["tail_pgd"], p["tail_pgd"]
-        return ts > tp, (
+        detail = (
             f"tail-class PGD: SRAT {100 * ts:.1f}% vs PGD-AT {100 * tp:.1f}% "
             f"(overall PGD {100 * s['pgd']:.1f}% vs {100 * p['pgd']:.1f}%)"
         )
+        return ts > tp, detail, ts - tp, {"srat@exp10": ts, "pgd-at@exp10": tp}
 
     claim("SRAT beats PGD-AT on tail-class PGD accuracy under exp:10", ["srat@exp10", "pgd-at@exp10"], srat_tail)
 
     def gairat_gap():
         g, p = rows["gairat"], rows["pgd-at"]
         gg, gp = g["pgd"] - g["strong"], p["pgd"] - p["strong"]
-        return gg > 0 and gg > gp, (
+        detail = (
             f"GAIRAT PGD {100 * g['pgd']:.1f}% vs strongest other {100 * g['strong']:.1f}% (gap {100 * gg:.1f}); "
             f"PGD-AT gap {100 * gp:.1f}"
         )
+        return gg > 0 and gg > gp, detail, min(gg, gg - gp), {"gairat gap": gg, "pgd-at gap": gp}
 
     claim("GAIRAT's PGD robustness exceeds its robustness under stronger attacks", ["gairat", "pgd-at"], gairat_gap)
     _issue24_claims(rows, claim)
@@ -258,13 +286,14 @@ def _issue24_claims(rows: dict[str, dict[str, Any]], claim) -> None:
     """The claims issue 24 added: one per objective, each with its verdict rule (module docstring)."""
 
     def n(name: str) -> int:
-        return len(rows[name]["correct"])
+        r = rows[name]
+        return r["n_test"] if "n_test" in r else len(r["correct"])
 
     def better(a: str, b: str, key: str, what: str):
         def test():
             va, vb = rows[a][key], rows[b][key]
             v = acc_verdict(va, vb, n(a))
-            return v, f"{what}: {a} {100 * va:.1f}% vs {b} {100 * vb:.1f}%"
+            return v, f"{what}: {a} {100 * va:.1f}% vs {b} {100 * vb:.1f}%", va - vb, {a: va, b: vb}
 
         return test
 
@@ -287,9 +316,11 @@ def _issue24_claims(rows: dict[str, dict[str, Any]], claim) -> None:
         gain = s - p
         share = (nosep - p) / gain if gain > 0 else float("nan")
         detail = f"tail PGD: SRAT {100 * s:.1f}%, reweighting only {100 * nosep:.1f}%, PGD-AT {100 * p:.1f}%"
+        values = {"srat@exp10": s, "srat-nosep@exp10": nosep, "pgd-at@exp10": p}
         if gain <= 0:
-            return "not established", detail + " (SRAT has no tail gain to split)"
-        return ("holds" if share >= 0.5 else "does not hold"), detail + f" (share {share:.2f})"
+            return "not established", detail + " (SRAT has no tail gain to split)", math.nan, values, "raw"
+        verdict = "holds" if share >= 0.5 else "does not hold"
+        return verdict, detail + f" (share {share:.2f})", share - 0.5, {**values, "share": share}, "raw"
 
     claim(
         "SRAT: reweighting alone (lam 0) recovers most (>= half) of the tail-class gain",
@@ -304,7 +335,8 @@ def _issue24_claims(rows: dict[str, dict[str, Any]], claim) -> None:
     def lower(a: str, b: str, stat, what: str, fmt: str):
         def test():
             v, _ = bootstrap_verdict(stat, rows[a], rows[b])
-            return v, f"{what}: {a} {fmt.format(stat(rows[a], None))} vs {b} {fmt.format(stat(rows[b], None))}"
+            sa, sb = stat(rows[a], None), stat(rows[b], None)
+            return v, f"{what}: {a} {fmt.format(sa)} vs {b} {fmt.format(sb)}", sb - sa, {a: sa, b: sb}, "raw"
 
         return test
 
@@ -343,7 +375,8 @@ def _issue24_claims(rows: dict[str, dict[str, Any]], claim) -> None:
     def tail_clean():
         a, b = rows["open-sampling@exp10"]["tail_clean"], rows["ce@exp10"]["tail_clean"]
         tail_n = max(1, round(n("ce@exp10") / 2))  # the 5 rarest of 10 balanced test classes
-        return acc_verdict(a, b, tail_n), f"tail-class clean: open-sampling {100 * a:.1f}% vs CE {100 * b:.1f}%"
+        detail = f"tail-class clean: open-sampling {100 * a:.1f}% vs CE {100 * b:.1f}%"
+        return acc_verdict(a, b, tail_n), detail, a - b, {"open-sampling@exp10": a, "ce@exp10": b}
 
     claim(
         "open-sampling > CE on tail-class clean accuracy under exp:10", ["open-sampling@exp10", "ce@exp10"], tail_clean
@@ -376,65 +409,305 @@ def markdown(rows: dict[str, dict[str, Any]], claims: list[dict[str, Any]], meta
     return "\n".join(lines) + "\n"
 
 
+# Two-sided 95 % Student t quantiles by degrees of freedom (the interval over seeds).
+T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+
+
+def mean_sd(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (n - 1) of the finite values; sd is nan below two values."""
+    v = [x for x in values if math.isfinite(x)]
+    if not v:
+        return math.nan, math.nan
+    m = sum(v) / len(v)
+    if len(v) < 2:
+        return m, math.nan
+    return m, math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1))
+
+
+def seed_verdict(margins: list[float]) -> str:
+    """Verdict over seeds from the per-seed signed margins (> 0: the claimed direction).
+
+    'holds': the mean is > 0 and the 95 % Student t interval of the per-seed margins excludes 0;
+    'does not hold': the mean is <= 0; 'not established' otherwise (or with fewer than two seeds).
+    The test set is the same for every seed, so this interval is over training randomness only;
+    each seed's own verdict (with its test-set interval) is reported beside it.
+    """
+    v = [x for x in margins if math.isfinite(x)]
+    if not v:
+        return "not established"
+    m, sd = mean_sd(v)
+    if m <= 0:
+        return "does not hold"
+    if len(v) < 2:
+        return "not established"
+    half = T975.get(len(v) - 1, 1.96) * sd / math.sqrt(len(v))
+    return "holds" if m - half > 0 else "not established"
+
+
+def combine_claims(per_seed: dict[int, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One row per claim over seeds: per-seed status, margin and values; their mean ± sd; the verdict."""
+    seeds = sorted(per_seed)
+    texts: list[str] = []
+    for s in seeds:
+        texts += [c["claim"] for c in per_seed[s] if c["claim"] not in texts]
+    out = []
+    for text in texts:
+        got = {s: next((c for c in per_seed[s] if c["claim"] == text), None) for s in seeds}
+        done = {s: c for s, c in got.items() if c is not None and "margin" in c}
+        row: dict[str, Any] = {
+            "claim": text,
+            "per_seed": {str(s): (c or {}).get("status", "skipped") for s, c in got.items()},
+        }
+        if not done:
+            row["status"] = "skipped"
+            row["detail"] = next((c["detail"] for c in got.values() if c is not None), "not run")
+            out.append(row)
+            continue
+        margins = [c["margin"] for c in done.values()]
+        keys = list(next(iter(done.values()))["values"])
+        row.update(
+            status=seed_verdict(margins),
+            seeds=sorted(done),
+            unit=next(iter(done.values())).get("unit", "pp"),
+            margins=margins,
+            margin_mean_sd=mean_sd(margins),
+            values={k: [c["values"].get(k, math.nan) for c in done.values()] for k in keys},
+            values_mean_sd={k: mean_sd([c["values"].get(k, math.nan) for c in done.values()]) for k in keys},
+        )
+        out.append(row)
+    return out
+
+
+def _fmt(x: float, unit: str) -> str:
+    if not math.isfinite(x):
+        return "–"
+    return f"{100 * x:.1f}" if unit == "pp" else f"{x:.4f}"
+
+
+def _pm(ms: tuple[float, float], unit: str) -> str:
+    m, sd = ms
+    return _fmt(m, unit) + ("" if not math.isfinite(sd) else f" ± {_fmt(sd, unit)}")
+
+
+def markdown_seeds(
+    per_seed_rows: dict[int, dict[str, dict[str, Any]]], claims: list[dict[str, Any]], meta: dict[str, Any]
+) -> str:
+    """Mean ± sd over seeds of every run's columns, then every claim with its per-seed values."""
+    seeds = sorted(per_seed_rows)
+    labels: list[str] = []
+    for s in seeds:  # runs measured on every seed (a seed loaded by --with-seed may hold more)
+        labels += [k for k in per_seed_rows[s] if k not in labels and all(k in per_seed_rows[t] for t in seeds)]
+    has_c = any("corruption" in r for rows in per_seed_rows.values() for r in rows.values())
+    cols = ["clean", "fgsm", "pgd", "pgd_margin", "pgd_scaled", "pgd_small"] + (["corruption"] if has_c else [])
+    head = ["run", "objective", "condition", *cols, "tail pgd"]
+    lines = [
+        f"Digits, {meta['model']}, {meta['epochs']} epochs, seeds {', '.join(map(str, seeds))}, L-inf eps {EPS}, "
+        f"{meta['test_samples']} test images; mean ± sd over seeds (sample sd), accuracies in %; runs and "
+        f"columns measured on every seed. pgd_small = PGD-20 at eps {SMALL_EPS}.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    for name in labels:
+        rs = [per_seed_rows[s][name] for s in seeds]
+        vals = [_pm(mean_sd([r[c] for r in rs]), "pp") if all(c in r for r in rs) else "–" for c in cols]
+        tail = _pm(mean_sd([r["tail_pgd"] for r in rs]), "pp") if all("tail_pgd" in r for r in rs) else "–"
+        lines.append(
+            f"| {name} | {rs[0]['objective']} | {rs[0]['condition'] or '–'} | " + " | ".join(vals) + f" | {tail} |"
+        )
+    lines += [
+        "",
+        "Margin: the signed difference in the claimed direction (> 0 supports the claim); accuracies in "
+        "points, ECE / confidence / SRAT's share as raw numbers. Verdict over seeds: holds = mean margin > 0 "
+        "and its 95 % t interval over seeds excludes 0; does not hold = mean margin <= 0; else not established. "
+        "Claims not measured on every seed (runs left out by --only, measurements by --evals) are in the JSON only.",
+        "",
+        "| claim | verdict over seeds | margin mean ± sd | per-seed margins | per-seed verdicts | values mean ± sd |",
+        "|---|---|---|---|---|---|",
+    ]
+    for c in claims:
+        verdicts = ", ".join(c["per_seed"][str(s)] for s in seeds)
+        if c["status"] == "skipped" or len(c["seeds"]) < len(seeds):  # not measured on every seed: JSON only
+            continue
+        u = c["unit"]
+        per = ", ".join(_fmt(m, u) for m in c["margins"])
+        vals = "; ".join(f"{k} {_pm(ms, u)}" for k, ms in c["values_mean_sd"].items())
+        lines.append(f"| {c['claim']} | {c['status']} | {_pm(c['margin_mean_sd'], u)} | {per} | {verdicts} | {vals} |")
+    return "\n".join(lines) + "\n"
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: comma-separated integers, e.g. 0,1,2") from None
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: distinct non-negative integers, e.g. 0,1,2")
+    return seeds
+
+
+def train_and_measure(
+    label: str, objective: str, params, noise, imb, model: str, epochs: int, seed: int, max_samples, evals=EVALS
+):
+    """One run of `RUNS`: train on digits, evaluate, and the per-sample statistics the claims need."""
+    t0 = time.perf_counter()
+    res = api.train(
+        objective, model, "digits", objective_params=params, label_noise=noise, imbalance=imb,
+        epochs=epochs, seed=seed, progress=False, eval_samples=0, device="cpu", **RUN_CONFIG.get(label, {}),
+    )  # fmt: skip
+    t_train = time.perf_counter() - t0
+    row = evaluate(res.model, max_samples, seed, evals)
+    kind = res.meta.train_config.get("score_to_prob", "softmax")
+    row.update(probability_stats(res.model, kind, max_samples), score_to_prob=kind)
+    row["n_test"] = len(row["correct"])
+    counts = res.meta.condition.get("imbalance", {}).get("class_counts")
+    if counts and "per_class_clean" in row:
+        row["tail_clean"] = tail_mean(row["per_class_clean"], counts)
+    if counts and "per_class_pgd" in row:
+        row["tail_pgd"] = tail_mean(row["per_class_pgd"], counts)
+    row.update(objective=objective, params=params, condition=noise or imb, train_seconds=t_train)
+    return row
+
+
+def _summarise(rows: dict[str, dict[str, Any]]) -> None:
+    """Per-sample arrays -> their summaries, in place (the JSON stays small)."""
+    for r in rows.values():
+        if "conf" not in r:
+            continue
+        conf, correct, ood = r.pop("conf"), r.pop("correct"), r.pop("ood_conf")
+        r.update(ece=_ece({"conf": conf, "correct": correct}, None), ood_confidence=float(ood.mean()))
+
+
+def _evals(text: str) -> tuple[str, ...]:
+    got = tuple(t.strip() for t in text.split(",") if t.strip())
+    bad = sorted(set(got) - set(EVALS))
+    if not got or bad:
+        raise argparse.ArgumentTypeError(f"{text!r}: comma-separated, from {', '.join(EVALS)}")
+    return got
+
+
+def load_seed(path: Path, meta: dict[str, Any]) -> tuple[int, dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    """The rows of an earlier single-seed ``--out`` JSON, as one more seed (same model, epochs, test set).
+
+    Its per-sample arrays are not stored, so the claims judged by a paired bootstrap (ECE, OOD
+    confidence) are 'skipped' for that seed; the accuracy claims are recomputed from its accuracies.
+    """
+    data = json.loads(path.read_text())
+    old = data.get("meta", {})
+    if "runs" not in data or not isinstance(old.get("seed"), int):
+        raise SystemExit(f"error: --with-seed {path}: not a single-seed claims JSON (meta.seed, runs)")
+    for k in ("model", "epochs", "eps", "test_samples"):
+        if old.get(k) != meta[k]:
+            raise SystemExit(f"error: --with-seed {path}: {k} = {old.get(k)!r}, this run has {meta[k]!r}")
+    rows = {label: {**r, "n_test": old["test_samples"]} for label, r in data["runs"].items()}
+    return old["seed"], rows, check_claims(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("runs/claims.json"), help="JSON path (.md written beside it)")
     ap.add_argument("--epochs", type=int, default=None, help="training epochs (default 15, quick 4)")
     ap.add_argument("--model", default=None, help="architecture (default cnn, quick mlp)")
     ap.add_argument("--quick", action="store_true", help="mlp, 4 epochs, 200 test images: a smoke check")
-    ap.add_argument("--only", default="", help="comma-separated run labels to run (default all)")
+    ap.add_argument("--only", default="", help="comma-separated run labels to run, in this order (default all)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--seeds", type=_seeds, default=None, help="comma-separated seeds (e.g. 0,1,2): mean ± sd per claim"
+    )
+    ap.add_argument(
+        "--evals", type=_evals, default=EVALS, help=f"measurements to take (default all: {','.join(EVALS)})"
+    )
+    ap.add_argument(
+        "--with-seed",
+        type=Path,
+        action="append",
+        default=[],
+        help="an earlier single-seed --out JSON of the same setting, counted as one more seed (repeatable)",
+    )
+    ap.add_argument("--render", action="store_true", help="rewrite --out's .md from its multi-seed JSON, no runs")
     args = ap.parse_args(argv)
+    if args.render:
+        data = json.loads(args.out.read_text())
+        rows = {int(s): v["runs"] for s, v in data["seeds"].items()}
+        md = markdown_seeds(rows, data["claims_over_seeds"], {**data["meta"], "seed": sorted(rows)})
+        args.out.with_suffix(".md").write_text(md)
+        print(md)
+        return 0
     torch.set_num_threads(1)
     epochs = args.epochs or (4 if args.quick else 15)
     model = args.model or ("mlp" if args.quick else "cnn")
     max_samples = 200 if args.quick else None
-    only = {s.strip() for s in args.only.split(",") if s.strip()}
-    rows: dict[str, dict[str, Any]] = {}
-    skipped = []
-    for label, objective, params, noise, imb in RUNS:
-        if only and label not in only:
-            continue
-        if objective not in OBJECTIVES:
-            print(f"note: skipping {label}: objective {objective!r} is not registered")
-            skipped.append(label)
-            continue
-        t0 = time.perf_counter()
-        res = api.train(
-            objective, model, "digits", objective_params=params, label_noise=noise, imbalance=imb,
-            epochs=epochs, seed=args.seed, progress=False, eval_samples=0, device="cpu", **RUN_CONFIG.get(label, {}),
-        )  # fmt: skip
-        t_train = time.perf_counter() - t0
-        row = evaluate(res.model, max_samples, args.seed)
-        kind = res.meta.train_config.get("score_to_prob", "softmax")
-        row.update(probability_stats(res.model, kind, max_samples), score_to_prob=kind)
-        counts = res.meta.condition.get("imbalance", {}).get("class_counts")
-        if counts:
-            row["tail_pgd"] = tail_mean(row["per_class_pgd"], counts)
-            row["tail_clean"] = tail_mean(row["per_class_clean"], counts)
-        row.update(objective=objective, params=params, condition=noise or imb, train_seconds=t_train)
-        rows[label] = row
-        print(
-            f"{label:18s} clean {100 * row['clean']:5.1f}  fgsm {100 * row['fgsm']:5.1f}  pgd {100 * row['pgd']:5.1f}"
-            f"  strong {100 * row['strong']:5.1f}  ({t_train:.0f}s train)",
-            flush=True,
-        )
-    claims = check_claims(rows)
-    meta = {
+    order = [t.strip() for t in args.only.split(",") if t.strip()]
+    by_label = {r[0]: r for r in RUNS}
+    unknown = sorted(set(order) - set(by_label))
+    if unknown:
+        ap.error(f"--only: unknown run labels {unknown}")
+    runs = [by_label[label] for label in dict.fromkeys(order)] if order else list(RUNS)
+    seeds = args.seeds or [args.seed]
+    skipped = [r[0] for r in runs if r[1] not in OBJECTIVES]
+    for label in skipped:
+        print(f"note: skipping {label}: objective is not registered")
+    meta: dict[str, Any] = {
         "model": model,
         "epochs": epochs,
-        "seed": args.seed,
+        "seed": seeds[0] if len(seeds) == 1 else seeds,
         "eps": EPS,
         "test_samples": max_samples or len(api.load_dataset("digits:split=test")),
         "skipped": skipped,
+        "evals": list(args.evals),
     }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    per_seed_rows: dict[int, dict[str, dict[str, Any]]] = {}
+    per_seed_claims: dict[int, list[dict[str, Any]]] = {}
+    loaded = []
+    for path in args.with_seed:
+        s, rows, claims = load_seed(path, meta)
+        if s in seeds or s in per_seed_rows:
+            ap.error(f"--with-seed {path}: seed {s} is already part of this run")
+        per_seed_rows[s], per_seed_claims[s] = rows, claims
+        loaded.append({"seed": s, "path": str(path)})
+    multi = len(seeds) + len(loaded) > 1
+    arrays: dict[int, dict[str, dict[str, Any]]] = {s: {} for s in seeds}  # rows with per-sample arrays
+
+    def write_seeds() -> None:
+        """The multi-seed JSON and markdown, rewritten after every run so a time-boxed run keeps its work."""
+        for s in seeds:
+            if arrays[s]:
+                per_seed_claims[s] = check_claims(arrays[s])
+                per_seed_rows[s] = {k: dict(v) for k, v in arrays[s].items()}
+                _summarise(per_seed_rows[s])
+        claims = combine_claims(per_seed_claims)
+        done = sorted(per_seed_rows)
+        md = markdown_seeds(per_seed_rows, claims, {**meta, "seed": done})
+        data = {
+            "meta": {**meta, "seeds_done": done, "with_seed": loaded},
+            "claims_over_seeds": claims,
+            "seeds": {str(s): {"runs": per_seed_rows[s], "claims": per_seed_claims[s]} for s in done},
+        }
+        args.out.write_text(json.dumps(data, indent=2))
+        args.out.with_suffix(".md").write_text(md)
+
+    # Run-major: every seed of a run before the next run, so a time-boxed run has whole claims early.
+    for label, objective, params, noise, imb in runs:
+        if label in skipped:
+            continue
+        for seed in seeds:
+            row = train_and_measure(label, objective, params, noise, imb, model, epochs, seed, max_samples, args.evals)
+            arrays[seed][label] = row
+            line = "  ".join(f"{k} {100 * row[k]:5.1f}" for k in ("clean", *SUITES) if k in row)
+            print(f"seed {seed} {label:18s} {line}  ({row['train_seconds']:.0f}s train)", flush=True)
+            if multi:
+                write_seeds()
+    if multi:
+        print()
+        print(args.out.with_suffix(".md").read_text())
+        return 0
+    rows = arrays[seeds[0]]
+    claims = check_claims(rows)
+    _summarise(rows)
     md = markdown(rows, claims, meta)
     print()
     print(md)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    for r in rows.values():  # per-sample arrays -> their summaries (the JSON stays small)
-        conf, correct, ood = r.pop("conf"), r.pop("correct"), r.pop("ood_conf")
-        r.update(ece=_ece({"conf": conf, "correct": correct}, None), ood_confidence=float(ood.mean()))
     args.out.write_text(json.dumps({"meta": meta, "runs": rows, "claims": claims}, indent=2))
     args.out.with_suffix(".md").write_text(md)
     return 0

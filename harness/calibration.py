@@ -48,11 +48,16 @@ def scores_to_probs(logits: Tensor, kind: str = "softmax", temperature: float = 
     targets v_k = sqrt(K/(K-1)) (e_k - 1/K)): eta_k = ((K - 1) z.v_k + 1) / K with z = scores / T,
     clipped to [0, 1] and renormalised to sum 1 (uniform where every eta_k clips to 0).
     """
-    z = logits.float() / temperature
+    z = logits.float() / temperature_for(temperature, kind)
     if kind == "softmax":
         return torch.softmax(z, 1)
     if kind != "simplex-coding":
         raise ValueError(f"unknown score_to_prob {kind!r}")
+    return _simplex_probs(z)
+
+
+def _simplex_probs(z: Tensor) -> Tensor:
+    """eta_k = ((K - 1) z.v_k + 1) / K clipped to [0, 1] and renormalised, in z's dtype."""
     k = z.shape[1]
     zv = math.sqrt(k / (k - 1)) * (z - z.mean(1, keepdim=True))  # z . v_k for every k
     eta = (((k - 1) * zv + 1) / k).clamp(0, 1)
@@ -70,9 +75,11 @@ def prob_stats(
     """Per-sample (max-probability confidence, log p_y, sum_j p_j^2) as an (n, 3) float32 tensor.
 
     Probabilities come from `scores_to_probs` (``score_to_prob``: softmax, or the simplex coding of a
-    square-loss model). With ``draws`` (a randomised model scored by EOT) the probabilities are the
-    mean over draws: the predictive distribution of the randomised model.
+    square-loss model); a `FittedTemperature` gives the temperature fitted for that map. With ``draws``
+    (a randomised model scored by EOT) the probabilities are the mean over draws: the predictive
+    distribution of the randomised model.
     """
+    temperature = temperature_for(temperature, score_to_prob)
     if draws:
         p = torch.stack([scores_to_probs(d, score_to_prob, temperature) for d in draws]).mean(0)
         logp = torch.log(p.clamp_min(1e-45))
@@ -199,11 +206,13 @@ def _clean_nan(d: Any) -> Any:
     return d
 
 
-def fit_temperature(logits: Tensor, y: Tensor) -> float:
-    """The temperature T > 0 minimising the NLL of softmax(logits / T) (Guo et al. 2017).
+# log(p) floor of the fitted NLL: float32's smallest subnormal, the value `prob_stats`'s clamp_min(1e-45)
+# gives in float32, so the fit minimises the NLL the record reports.
+_LOG_FLOOR = 2.0**-149
+_T_BOUNDS = (0.01, 100.0)
 
-    NLL is convex in 1/T, so a bounded scalar search over log T finds the optimum.
-    """
+
+def _fit_softmax(logits: Tensor, y: Tensor) -> float:
     from scipy.optimize import minimize_scalar
 
     z = logits.detach().double().cpu()
@@ -212,8 +221,95 @@ def fit_temperature(logits: Tensor, y: Tensor) -> float:
     def nll(log_t: float) -> float:
         return float(torch.nn.functional.cross_entropy(z / math.exp(log_t), yy))
 
-    res = minimize_scalar(nll, bounds=(math.log(0.01), math.log(100.0)), method="bounded", options={"xatol": 1e-6})
+    bounds = (math.log(_T_BOUNDS[0]), math.log(_T_BOUNDS[1]))
+    res = minimize_scalar(nll, bounds=bounds, method="bounded", options={"xatol": 1e-6})
     return float(math.exp(res.x))
+
+
+def temperature_nll(logits: Tensor, y: Tensor, temperature: float, score_to_prob: str = "softmax") -> float:
+    """Mean NLL of the true class under ``score_to_prob`` of logits / T, in float64 (log p floored as recorded)."""
+    return _nll(logits.detach().double().cpu(), y.cpu().view(-1, 1), float(temperature), score_to_prob)
+
+
+def _nll(zd: Tensor, yy: Tensor, temperature: float, score_to_prob: str) -> float:
+    z = zd / temperature
+    if score_to_prob == "softmax":
+        return float(-torch.log_softmax(z, 1).gather(1, yy).mean())
+    if score_to_prob != "simplex-coding":
+        raise ValueError(f"unknown score_to_prob {score_to_prob!r}")
+    return float(-torch.log(_simplex_probs(z).gather(1, yy).clamp_min(_LOG_FLOOR)).mean())
+
+
+def _fit_by_grid(logits: Tensor, y: Tensor, score_to_prob: str) -> float:
+    """Minimise `temperature_nll` over log T: an 81-point grid on [0.01, 100], then a bounded search
+    between the best point's neighbours. The simplex readout clips, so its NLL need not be convex in
+    1/T; the grid keeps the search from stopping in a local dip."""
+    from scipy.optimize import minimize_scalar
+
+    lo, hi = math.log(_T_BOUNDS[0]), math.log(_T_BOUNDS[1])
+    grid = [lo + (hi - lo) * i / 80 for i in range(81)]
+    zd, yy = logits.detach().double().cpu(), y.cpu().view(-1, 1)
+
+    def nll(log_t: float) -> float:
+        return _nll(zd, yy, math.exp(log_t), score_to_prob)
+
+    vals = [nll(g) for g in grid]
+    i = min(range(len(grid)), key=vals.__getitem__)
+    a, b = grid[max(0, i - 1)], grid[min(len(grid) - 1, i + 1)]
+    res = minimize_scalar(nll, bounds=(a, b), method="bounded", options={"xatol": 1e-6})
+    best = res.x if res.fun <= vals[i] else grid[i]
+    return float(math.exp(best))
+
+
+class FittedTemperature(float):
+    """Temperatures fitted on one held-out set, one per probability map; as a float, the softmax one.
+
+    `fit_temperature` without ``score_to_prob`` returns this, so a caller that does not know the
+    model's map (the engine) can hand it to `prob_stats` / `scores_to_probs`, which take the
+    temperature fitted for the map they apply (`temperature_for`). Maps other than softmax are fitted
+    on first use from the kept held-out logits.
+    """
+
+    def __new__(cls, softmax_t: float, logits: Tensor, y: Tensor, fitted: dict[str, float] | None = None):
+        obj = super().__new__(cls, softmax_t)
+        obj._logits, obj._y = logits.detach().cpu(), y.detach().cpu()
+        obj._fitted = {"softmax": float(softmax_t), **(fitted or {})}
+        return obj
+
+    def __reduce__(self):
+        return (FittedTemperature, (float(self), self._logits, self._y, dict(self._fitted)))
+
+    def for_map(self, score_to_prob: str) -> float:
+        """The temperature minimising the held-out NLL of ``score_to_prob`` (fitted once, then kept)."""
+        if score_to_prob not in self._fitted:
+            if score_to_prob not in SCORE_TO_PROB:
+                raise ValueError(f"unknown score_to_prob {score_to_prob!r}")
+            self._fitted[score_to_prob] = _fit_by_grid(self._logits, self._y, score_to_prob)
+        return self._fitted[score_to_prob]
+
+
+def temperature_for(temperature: float, score_to_prob: str) -> float:
+    """The temperature to apply with ``score_to_prob``: a `FittedTemperature`'s fit for that map, else as given."""
+    if isinstance(temperature, FittedTemperature):
+        return temperature.for_map(score_to_prob)
+    return temperature
+
+
+def fit_temperature(logits: Tensor, y: Tensor, score_to_prob: str | None = None) -> float:
+    """The temperature T > 0 minimising the held-out NLL of the model's probabilities of logits / T.
+
+    Softmax (Guo et al. 2017): NLL is convex in 1/T, so a bounded scalar search over log T finds the
+    optimum. ``simplex-coding`` (a square-loss model, `scores_to_probs`): the NLL of that readout, by
+    `_fit_by_grid`. Without ``score_to_prob``: a `FittedTemperature` (a float equal to the softmax T,
+    bit-identical to the softmax fit) that gives each map its own fit when applied.
+    """
+    if score_to_prob is None:
+        return FittedTemperature(_fit_softmax(logits, y), logits, y)
+    if score_to_prob == "softmax":
+        return _fit_softmax(logits, y)
+    if score_to_prob not in SCORE_TO_PROB:
+        raise ValueError(f"unknown score_to_prob {score_to_prob!r}")
+    return _fit_by_grid(logits, y, score_to_prob)
 
 
 DEFAULT_BOOTSTRAP = 100

@@ -17,8 +17,10 @@ Sources followed:
   code is [R]: unit vectors with pairwise inner product -1/(K-1)). Because z . v_k = c (z_k - mean z),
   argmax_k z . v_k = argmax_k z_k, so the model's logits are predicted from as usual. The paper
   sums over samples; the mean keeps the learning rate independent of the batch size.
-  ``coding="onehot"`` is Hui & Belkin's rescaled square loss [R]: (1/K) [k (z_y - M)^2 +
-  sum_{j != y} z_j^2], defaults k = 1, M = 15 (their setting for tens to hundreds of classes [R]).
+  ``coding="onehot"`` is Hui & Belkin's (ICLR 2021) square loss [R]: (1/K) [k (z_y - M)^2 +
+  sum_{j != y} z_j^2]. Unset k, M follow their rule by the number of classes (`hui_belkin_rescale`):
+  no rescaling (k = 1, M = 1) below 42 classes (their MNIST, CIFAR-10 and 2-class NLP runs), k = 1,
+  M = 15 from 42 classes (their TIMIT / WSJ runs), k = 15, M = 30 from 1000 (ImageNet, Librispeech).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from harness.errors import UsageError
 from harness.params import Param
 from harness.registry import OBJECTIVES
 
-from ..objective import Objective, StepState
+from ..objective import Objective, StepState, TrainContext
 
 
 @OBJECTIVES.register("logitnorm")
@@ -84,19 +86,49 @@ def simplex_code(k: int, device: torch.device | None = None, dtype: torch.dtype 
     return math.sqrt(k / (k - 1)) * (torch.eye(k, device=device, dtype=dtype) - 1.0 / k)
 
 
+def hui_belkin_rescale(num_classes: int) -> tuple[float, float]:
+    """Hui & Belkin's (k, M) for ``num_classes`` [R]: (1, 1) below 42, (1, 15) from 42, (15, 30) from 1000.
+
+    Their runs: no rescaling on MNIST / CIFAR-10 (10 classes) and the 2-class NLP tasks; k = 1, M = 15
+    on TIMIT and WSJ (42-52 classes); k = 15, M = 30 on ImageNet and Librispeech (1000). Between those
+    sizes (e.g. CIFAR-100) the band below the class count is used; the paper has no run there.
+    """
+    if num_classes >= 1000:
+        return 15.0, 30.0
+    if num_classes >= 42:
+        return 1.0, 15.0
+    return 1.0, 1.0
+
+
+def onehot_square_loss(z: Tensor, y: Tensor, k: float, m: float) -> Tensor:
+    """Mean over the batch of (1/K) [k (z_y - M)^2 + sum_{j != y} z_j^2] (Hui & Belkin)."""
+    zy = z.gather(1, y[:, None]).squeeze(1)
+    rest = (z**2).sum(1) - zy**2
+    return ((k * (zy - m) ** 2 + rest) / z.shape[1]).mean()
+
+
 @OBJECTIVES.register("square")
 @dataclass
 class SquareLoss(Objective):
     """Square loss (Hu et al. 2022) against simplex-coded targets; coding="onehot" for Hui & Belkin's (k, M)."""
 
     coding: str = "simplex"
-    rescale_k: float = 1.0
-    rescale_m: float = 15.0
+    rescale_k: float | None = None
+    rescale_m: float | None = None
     PARAMS: ClassVar[dict[str, Param]] = {
         "coding": Param("targets: simplex-coded (Hu et al.) or one-hot (Hui & Belkin)", choices=("simplex", "onehot")),
-        "rescale_k": Param("coding='onehot': weight k of the true-class term", gt=0),
-        "rescale_m": Param("coding='onehot': target value M of the true-class logit", gt=0),
+        "rescale_k": Param("coding='onehot': weight k of the true-class term (None: Hui & Belkin's rule by K)", gt=0),
+        "rescale_m": Param("coding='onehot': target M of the true-class logit (None: Hui & Belkin's rule by K)", gt=0),
     }
+
+    def setup(self, ctx: TrainContext) -> None:
+        if self.coding == "onehot":  # the sidecar records the (k, M) the run used
+            self.rescale_k, self.rescale_m = self.rescale(ctx.num_classes)
+
+    def rescale(self, num_classes: int) -> tuple[float, float]:
+        """(k, M): the values given, each unset one from `hui_belkin_rescale`."""
+        k, m = hui_belkin_rescale(num_classes)
+        return (k if self.rescale_k is None else self.rescale_k), (m if self.rescale_m is None else self.rescale_m)
 
     def score_to_prob(self) -> str:
         """Simplex-coded models read probabilities from the code (Hu et al.), one-hot ones by softmax."""
@@ -109,6 +141,4 @@ class SquareLoss(Objective):
             if k < 2:
                 raise UsageError("the simplex-coded square loss needs at least 2 classes")
             return ((z - simplex_code(k, z.device, z.dtype)[y]) ** 2).sum(1).mean(), {}
-        zy = z.gather(1, y[:, None]).squeeze(1)
-        rest = (z**2).sum(1) - zy**2
-        return ((self.rescale_k * (zy - self.rescale_m) ** 2 + rest) / k).mean(), {}
+        return onehot_square_loss(z, y, *self.rescale(k)), {}

@@ -282,9 +282,31 @@ def test_square_onehot_rescaled():
         sum((2.0 * (zr[t] - 3.0) ** 2 + sum(zr[j] ** 2 for j in range(3) if j != t)) / 3 for zr, t in zip(Z, Y)) / 3
     )
     assert loss.item() == pytest.approx(expected, rel=1e-12)
-    assert OBJECTIVES.create("square").rescale_m == 15.0
     with pytest.raises(UsageError):
         OBJECTIVES.create("square", coding="bogus")
+    with pytest.raises(UsageError, match="rescale_m"):
+        OBJECTIVES.create("square", coding="onehot", rescale_m=0.0)
+
+
+def test_square_onehot_follows_hui_belkin_rule_by_class_count():
+    """Unset (k, M): (1, 1) below 42 classes, (1, 15) from 42, (15, 30) from 1000 (Hui & Belkin 2021)."""
+    from defenses.objectives.logit_losses import hui_belkin_rescale
+
+    table = {2: (1, 1), 10: (1, 1), 41: (1, 1), 42: (1, 15), 100: (1, 15), 999: (1, 15), 1000: (15, 30)}
+    assert {k: hui_belkin_rescale(k) for k in table} == table
+    # K = 3 (< 42): k = 1, M = 1, the plain one-hot square loss; hand-computed from Z, Y.
+    obj, model, x, y = setup("square", coding="onehot")
+    assert (obj.rescale_k, obj.rescale_m) == (1.0, 1.0)  # resolved in setup: the sidecar records them
+    loss, _ = obj.loss(model, x, y, make_state(3, 3))
+    # row 0: ((2-1)^2 + 1 + 0) / 3 = 2/3; row 1: ((-1-1)^2 + 0.25 + 0.25) / 3 = 1.5;
+    # row 2: ((3-1)^2 + 1 + 0.25) / 3 = 1.75
+    assert loss.item() == pytest.approx((2 / 3 + 1.5 + 1.75) / 3, rel=1e-12)
+    # One value given, the other from the rule; K = 100 uses M = 15 with the given k.
+    obj = OBJECTIVES.create("square", coding="onehot", rescale_k=2.0)
+    assert obj.rescale(100) == (2.0, 15.0) and obj.rescale(10) == (2.0, 1.0)
+    # The simplex coding (the default) does not use (k, M): nothing is resolved for it.
+    obj, *_ = setup("square")
+    assert (obj.rescale_k, obj.rescale_m) == (None, None)
 
 
 @pytest.mark.slow

@@ -232,18 +232,93 @@ def test_score_to_prob_read_from_the_sidecar():
 
 
 def test_square_loss_model_is_scored_with_its_coding(tmp_path):
-    """A square-loss checkpoint records simplex-coding; the engine's calibration statistics use it."""
+    """A square-loss checkpoint records simplex-coding; the engine's calibration statistics use it, and
+    its temperature-scaled statistics use the T fitted on the NLL of that readout (held-out train split)."""
     from harness.api import evaluate as api_evaluate
     from harness.api import load_dataset, train
 
     res = train("square", "mlp", "digits", epochs=2, eval_samples=0, progress=False, out=tmp_path / "sq")
     assert res.meta.train_config["score_to_prob"] == "simplex-coding"
-    suite = parse_suite(SUITE.replace('temperature = "train"', 'temperature = "none"'), "t")
+    suite = parse_suite(SUITE, "t")  # temperature fitted on the train split
     r = api_evaluate(tmp_path / "sq", "digits:split=test", suite, progress=False, device="cpu", max_samples=64)
     x, y = load_dataset("digits:split=test").batch(slice(0, 64))
+    held_x, held_y = load_dataset("digits:split=train").batch(slice(None))
     with torch.no_grad():
-        z = res.model(x)
+        z, zh = res.model(x), res.model(held_x)
     want = prob_stats(z, y, score_to_prob="simplex-coding")[:, 0].mean().item()
     soft = prob_stats(z, y)[:, 0].mean().item()
     assert abs(want - soft) > 0.01  # the two readouts differ on this model
-    assert r.extra["calibration"]["groups"]["clean"]["confidence"] == pytest.approx(want, abs=1e-5)
+    clean = r.extra["calibration"]["groups"]["clean"]
+    assert clean["confidence"] == pytest.approx(want, abs=1e-5)
+    t_simplex = fit_temperature(zh, held_y, "simplex-coding")
+    assert abs(t_simplex - fit_temperature(zh, held_y, "softmax")) > 0.01  # the maps' temperatures differ
+    scaled = prob_stats(z, y, t_simplex, score_to_prob="simplex-coding")[:, 0].mean().item()
+    assert clean["scaled"]["confidence"] == pytest.approx(scaled, abs=1e-4)
+
+
+# ---- temperature scaling on the model's own probability map (square loss: simplex coding) -------------
+# K = 2, every sample's scores z = (sqrt(2)/2, -sqrt(2)/2), labels 0, 0, 0, 1. Simplex readout:
+# z.v_0 = sqrt(2) (z_0 - mean z) = 1, so eta_0(T) = (1 + 1/T) / 2 (unclipped for T >= 1), and the NLL
+# -(3 log eta_0 + log(1 - eta_0)) / 4 is smallest where eta_0 = 3/4: T = 2. Softmax: p_0 = sigmoid(sqrt(2)/T)
+# = 3/4 at T = sqrt(2) / ln 3 = 1.2872.
+Z2 = torch.tensor([[math.sqrt(2) / 2, -math.sqrt(2) / 2]] * 4)
+Y2 = torch.tensor([0, 0, 0, 1])
+
+
+def test_simplex_temperature_minimises_the_simplex_nll_hand_computed():
+    from harness.calibration import scores_to_probs, temperature_nll
+
+    t = fit_temperature(Z2, Y2, "simplex-coding")
+    assert t == pytest.approx(2.0, rel=1e-4)
+    assert scores_to_probs(Z2[:1], "simplex-coding", t)[0, 0].item() == pytest.approx(0.75, rel=1e-4)
+    assert fit_temperature(Z2, Y2, "softmax") == pytest.approx(math.sqrt(2) / math.log(3), rel=1e-4)
+    # The NLL it minimises, by hand: -(3 log 0.75 + log 0.25) / 4 at T = 2.
+    assert temperature_nll(Z2, Y2, 2.0, "simplex-coding") == pytest.approx(-(3 * math.log(0.75) + math.log(0.25)) / 4)
+
+
+def test_simplex_temperature_is_the_grid_minimum_with_clipping():
+    """K = 5, scores that clip at small T: the fit is no worse than a dense grid over [0.01, 100]."""
+    from harness.calibration import temperature_nll
+
+    g = torch.Generator().manual_seed(3)
+    z = torch.randn(300, 5, generator=g) * 2
+    y = torch.where(torch.rand(300, generator=g) < 0.7, z.argmax(1), torch.randint(0, 5, (300,), generator=g))
+    t = fit_temperature(z, y, "simplex-coding")
+    grid = [10 ** (-2 + 4 * i / 400) for i in range(401)]
+    best = min(temperature_nll(z, y, s, "simplex-coding") for s in grid)
+    assert temperature_nll(z, y, t, "simplex-coding") <= best + 1e-9
+    assert abs(t - fit_temperature(z, y, "softmax")) > 0.05  # the two maps give different temperatures
+
+
+def test_fitted_temperature_gives_each_map_its_own_fit_and_ce_is_unchanged():
+    """What the engine gets (no map named): the softmax T bit for bit, and the simplex T where applied."""
+    import pickle
+
+    from harness.calibration import FittedTemperature
+
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(2000, 5, generator=g) * 3
+    y = torch.multinomial(torch.softmax(z / 2.0, 1), 1, generator=g).squeeze(1)
+    t = fit_temperature(z, y)
+    assert isinstance(t, FittedTemperature)
+    # Bit-identical to the softmax fit (and to the code before the map was taken into account).
+    from scipy.optimize import minimize_scalar
+
+    zd = z.double()
+    old = minimize_scalar(
+        lambda lt: float(torch.nn.functional.cross_entropy(zd / math.exp(lt), y)),
+        bounds=(math.log(0.01), math.log(100.0)),
+        method="bounded",
+        options={"xatol": 1e-6},
+    )
+    assert float(t) == math.exp(old.x) == fit_temperature(z, y, "softmax")
+    assert torch.equal(prob_stats(z, y, t), prob_stats(z, y, float(t)))  # CE models: same statistics
+    # The hand-computed case through the same object: the simplex readout gets T = 2.
+    t2 = fit_temperature(Z2, Y2)
+    assert float(t2) == pytest.approx(math.sqrt(2) / math.log(3), rel=1e-4)
+    assert t2.for_map("simplex-coding") == pytest.approx(2.0, rel=1e-4)
+    st = prob_stats(Z2, Y2, t2, score_to_prob="simplex-coding")
+    assert torch.allclose(st, prob_stats(Z2, Y2, t2.for_map("simplex-coding"), score_to_prob="simplex-coding"))
+    assert st[0, 0].item() == pytest.approx(0.75, rel=1e-4)
+    back = pickle.loads(pickle.dumps(t2))  # crosses process boundaries (distributed ranks) intact
+    assert float(back) == float(t2) and back.for_map("simplex-coding") == t2.for_map("simplex-coding")

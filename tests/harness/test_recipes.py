@@ -36,6 +36,32 @@ def test_the_issue_recipes_exist():
     assert {"odnl-cifar100-sym20", "odnl-cifar100-asym"} <= set(NAMES)  # CIFAR-100's eta 1.0 / 2.0
 
 
+# ODNL's eta per setting, from the hongxin001/ODNL README table; dependent and open noise at rate 0.4
+# (the repo's datasets/config/cifar10_{dependent,open}_0.4.json).
+ODNL_ETA = {
+    ("cifar10", "sym:0.2"): 2.5,
+    ("cifar10", "sym:0.5"): 2.5,
+    ("cifar10", "asym:0.4"): 3.0,
+    ("cifar10", "dep:0.4"): 3.5,
+    ("cifar10", "open:0.4"): 2.0,
+    ("cifar100", "sym:0.2"): 1.0,
+    ("cifar100", "sym:0.5"): 1.0,
+    ("cifar100", "asym:0.4"): 2.0,
+    ("cifar100", "dep:0.4"): 2.0,
+    ("cifar100", "open:0.4"): 1.0,
+}
+
+
+def test_odnl_presets_cover_every_setting_of_the_paper_with_its_eta():
+    got = {}
+    for name in NAMES:
+        r = load_recipe(name)
+        if r.objective == "odnl":
+            got[(r.dataset, r.label_noise)] = r.objective_params["eta"]
+    assert got == ODNL_ETA
+    assert {"odnl-cifar10-dep", "odnl-cifar10-open", "odnl-cifar100-dep", "odnl-cifar100-open"} <= set(NAMES)
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_every_value_of_a_preset_is_valid(name):
     r = load_recipe(name)
