@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+import attacks  # noqa: F401  (registers the attacks)
 from harness.api import load_dataset
 from harness.models import create_model
 from harness.registry import ATTACKS
