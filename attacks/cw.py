@@ -156,8 +156,9 @@ class CWL2(Attack):
         return best_x, norms
 
     def cost(self, n: int, *, num_classes: int = 10) -> Cost:
-        """``steps`` Adam gradient steps for each of the ``binary_search_steps`` constants."""
-        return steps(self.steps * self.binary_search_steps) * n
+        """One clean forward (inputs already misclassified are not attacked), then ``steps`` Adam gradient
+        steps for each of the ``binary_search_steps`` constants."""
+        return (Cost(1) + steps(self.steps * self.binary_search_steps)) * n
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor, *, index: Tensor | None = None, seed: int = 0) -> Tensor:
         best_x, best_l2 = self._search(model, x, y, self.eps if self.mode == "fixed" else None)

@@ -13,16 +13,20 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
+_here = Path(__file__).resolve().parent
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != _here]  # bench/attacks.py is not `attacks`
 
-import attacks  # noqa: F401  (registers the attacks)
-from harness.api import load_dataset
-from harness.models import create_model
-from harness.registry import ATTACKS
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+import attacks  # noqa: E402, F401  (registers the attacks)
+from harness.api import load_dataset  # noqa: E402
+from harness.models import create_model  # noqa: E402
+from harness.registry import ATTACKS  # noqa: E402
 
 CASES = [("fab", "linf"), ("fab", "l2"), ("fab-t", "linf"), ("fab-t", "l2"), ("cw-l2", "l2")]
 
