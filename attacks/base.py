@@ -25,6 +25,14 @@ STEPS = Param("iterations (gradient steps) per restart", ge=1)
 RESTARTS = Param("independent runs from fresh starting points; the per-sample best is kept", ge=1)
 COMPACT_EVERY = Param("steps between compactions that drop already-broken samples (speed only)", ge=1)
 EOT_SAMPLES = Param("forward passes averaged per step (EOT, for randomised models)", ge=1)
+# Minimum-norm attacks (fab, fab-t, cw-l2): what the search is for. `minimal` (FMN's interface) gives the
+# smallest perturbation found and its norm in either mode; ``mode`` says what `perturb` spends its budget on.
+MODES = ("fixed", "min-norm")
+MODE = Param(
+    "'fixed': stop refining a sample once a point within eps is found; 'min-norm': search every sample for "
+    "its smallest perturbation to the full budget (perturb returns the smallest found when within eps)",
+    choices=MODES,
+)
 
 
 class Attack:

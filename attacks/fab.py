@@ -18,6 +18,11 @@ a compaction every ``compact_every`` steps, the only host synchronisation in the
 is the closest misclassified point found if it lies within eps, else the clean input. A point
 where the model returns NaN/Inf logits counts as misclassified (`harness.logits.misclassified`);
 the linearisation there (NaN) is zeroed, which moves the iterate back towards x0.
+
+Modes (``mode``): ``fixed`` (the default, AutoAttack's use) stops refining a sample once a point within
+eps is found; ``min-norm`` runs every target and restart on every sample to the full budget, keeping
+the closest misclassified point (FAB is natively a minimum-norm attack: no eps cap in the search).
+`minimal` returns that point and its distance per sample, FMN's interface (`attacks.fmn.FMN.minimal`).
 """
 
 from __future__ import annotations
@@ -30,11 +35,12 @@ from torch import Tensor, nn
 from harness.cost import Cost
 from harness.logits import misclassified
 from harness.params import Param, Reference
+from harness.precision import frozen
 from harness.registry import ATTACKS
 from harness.rng import keyed_normal, keyed_uniform, stream_seed
-from harness.threat import per_sample
+from harness.threat import lp_norm, per_sample
 
-from .base import COMPACT_EVERY, RESTARTS, STEPS, Attack
+from .base import COMPACT_EVERY, MODE, RESTARTS, STEPS, Attack
 
 
 def _finite(v: Tensor) -> Tensor:
@@ -95,8 +101,9 @@ class _FABBase(Attack):
         "alpha_max": Param("largest weight of the step towards the original point", ge=0, le=1),
         "eta": Param("overshoot of the projection onto the linearised boundary", ge=1),
         "beta": Param("pull-back factor towards x0 after landing on an adversarial point", gt=0, le=1),
-        "early_stop": Param("stop attacking samples whose best point already lies within eps"),
+        "early_stop": Param("stop attacking samples whose best point already lies within eps (mode 'fixed' only)"),
         "compact_every": COMPACT_EVERY,
+        "mode": MODE,
         "n_target_classes": Param("attack the n classes with the highest clean logits after the top one", ge=1),
     }
 
@@ -111,6 +118,7 @@ class _FABBase(Attack):
         beta: float,
         early_stop: bool,
         compact_every: int,
+        mode: str = "fixed",
     ) -> None:
         super().__init__(norm, eps)
         self.steps = int(steps)
@@ -118,7 +126,9 @@ class _FABBase(Attack):
         self.alpha_max = float(alpha_max)
         self.eta = float(eta)
         self.beta = float(beta)
-        self.early_stop = bool(early_stop)
+        self.mode = str(mode)
+        # a min-norm search never stops at eps (recorded as such in the config)
+        self.early_stop = bool(early_stop) and self.mode == "fixed"
         self.compact_every = int(compact_every)
 
     # -- linearisation ---------------------------------------------------------------------------
@@ -148,9 +158,10 @@ class _FABBase(Attack):
 
     # -- one run from one start --------------------------------------------------------------------
     def _run(
-        self, model: nn.Module, x0: Tensor, y: Tensor, x_start: Tensor, target: Tensor | None
+        self, model: nn.Module, x0: Tensor, y: Tensor, x_start: Tensor, target: Tensor | None, stop: float | None
     ) -> tuple[Tensor, Tensor]:
-        """Best (closest) misclassified point found and its distance (inf where none)."""
+        """Best (closest) misclassified point found and its distance (inf where none); samples whose best
+        distance is within ``stop`` are dropped at the next compaction (None: none are)."""
         n = len(x0)
         shape = x0.shape
         best = x0.clone()
@@ -159,8 +170,8 @@ class _FABBase(Attack):
         xs, ys, ts = x0.flatten(1), y, target
         x1 = x_start.flatten(1).clone()
         for it in range(self.steps):
-            if self.early_stop and it > 0 and it % self.compact_every == 0:
-                keep = (res[pos] > self.eps).nonzero().squeeze(1)  # the only sync in the loop
+            if stop is not None and it > 0 and it % self.compact_every == 0:
+                keep = (res[pos] > stop).nonzero().squeeze(1)  # the only sync in the loop
                 if len(keep) == 0:
                     break
                 if len(keep) < len(pos):
@@ -215,46 +226,49 @@ class _FABBase(Attack):
         run = Cost(2, 1 if self.targeted else num_classes) * self.steps
         return (Cost(1) + run * (self.restarts * self.n_targets(num_classes))) * n
 
-    def perturb(self, model: nn.Module, x: Tensor, y: Tensor, *, index: Tensor | None = None, seed: int = 0) -> Tensor:
-        assert index is not None
+    def _search(self, model: nn.Module, x: Tensor, y: Tensor, index: Tensor, seed: int, stop: float | None):
+        """Closest misclassified point over all targets and restarts, and its distance (0 and x where x is
+        already misclassified, inf and x where nothing was found). Samples whose best distance is within
+        ``stop`` are not attacked further (None: every sample runs every target and restart)."""
         x = x.detach()
-        out = x.clone()
+        best_x = x.clone()
         with torch.no_grad():
             logits = model(x).float()
-        todo = (~misclassified(logits, y)).nonzero().squeeze(1)
-        best_dist = torch.full((len(x),), float("inf"), device=x.device)
+        wrong = misclassified(logits, y)
+        best_d = torch.where(wrong, 0.0, float("inf")).to(x.device)
+        todo = (~wrong).nonzero().squeeze(1)
+        in_run = stop if self.early_stop else None
         for target in self._targets(logits):
             for r in range(self.restarts):
                 if len(todo) == 0:
-                    return out
+                    return best_x, best_d
                 xt, yt, it = x[todo], y[todo], index[todo]
                 tt = target[todo] if target is not None else None
-                bx, bd = self._run(model, xt, yt, self._start(xt, it, seed, r), tt)
-                ok = (bd <= self.eps) & (bd < best_dist[todo])
-                out[todo] = torch.where(per_sample(ok, bx), bx, out[todo])
-                best_dist[todo] = torch.where(ok, bd, best_dist[todo])
-                todo = todo[(best_dist[todo] > self.eps).nonzero().squeeze(1)]  # one sync per run
-        return out
+                bx, bd = self._run(model, xt, yt, self._start(xt, it, seed, r), tt, in_run)
+                better = bd < best_d[todo]
+                best_x[todo] = torch.where(per_sample(better, bx), bx, best_x[todo])
+                best_d[todo] = torch.where(better, bd, best_d[todo])
+                if stop is not None:
+                    todo = todo[(best_d[todo] > stop).nonzero().squeeze(1)]  # one sync per run
+        return best_x, best_d
 
-    def minimal(self, model: nn.Module, x: Tensor, y: Tensor, *, index: Tensor | None = None, seed: int = 0):
-        """Closest misclassified point found and its distance, ignoring eps (no early stop); for analysis."""
+    def perturb(self, model: nn.Module, x: Tensor, y: Tensor, *, index: Tensor | None = None, seed: int = 0) -> Tensor:
+        assert index is not None
+        stop = self.eps if self.mode == "fixed" else None
+        best_x, best_d = self._search(model, x, y, index, seed, stop)
+        return torch.where(per_sample(best_d <= self.eps, x), best_x, x.detach())
+
+    def minimal(
+        self, model: nn.Module, x: Tensor, y: Tensor, *, index: Tensor | None = None, seed: int = 0
+    ) -> tuple[Tensor, Tensor]:
+        """(x_adv, norms): the closest misclassified point found per sample, ignoring eps, and its distance
+        as the engine measures it (`harness.threat.lp_norm`); 0 where x is misclassified, +inf where none."""
         if index is None:
             index = torch.arange(len(x), device=x.device)
-        saved = self.early_stop
-        self.early_stop = False
-        try:
-            with torch.no_grad():
-                logits = model(x).float()
-            best_x, best_d = x.detach().clone(), torch.full((len(x),), float("inf"), device=x.device)
-            for target in self._targets(logits):
-                for r in range(self.restarts):
-                    bx, bd = self._run(model, x.detach(), y, self._start(x.detach(), index, seed, r), target)
-                    better = bd < best_d
-                    best_d = torch.where(better, bd, best_d)
-                    best_x = torch.where(per_sample(better, bx), bx, best_x)
-            return best_x, best_d
-        finally:
-            self.early_stop = saved
+        with frozen(model):
+            best_x, best_d = self._search(model, x, y, index.to(x.device), seed, None)
+        norms = torch.where(torch.isfinite(best_d), lp_norm(best_x - x.detach(), self.norm), best_d)
+        return best_x, norms
 
 
 @ATTACKS.register("fab")
@@ -277,8 +291,9 @@ class FAB(_FABBase):
         beta: float = 0.9,
         early_stop: bool = True,
         compact_every: int = 10,
+        mode: str = "fixed",
     ) -> None:
-        super().__init__(norm, eps, steps, restarts, alpha_max, eta, beta, early_stop, compact_every)
+        super().__init__(norm, eps, steps, restarts, alpha_max, eta, beta, early_stop, compact_every, mode)
 
 
 @ATTACKS.register("fab-t")
@@ -304,8 +319,9 @@ class FABTargeted(_FABBase):
         beta: float = 0.9,
         early_stop: bool = True,
         compact_every: int = 10,
+        mode: str = "fixed",
     ) -> None:
-        super().__init__(norm, eps, steps, restarts, alpha_max, eta, beta, early_stop, compact_every)
+        super().__init__(norm, eps, steps, restarts, alpha_max, eta, beta, early_stop, compact_every, mode)
         self.n_target_classes = int(n_target_classes)
 
     def n_targets(self, num_classes: int) -> int:

@@ -338,8 +338,9 @@ class MILPVerifier:
                 net, [(lo[i], hi[i]) for lo, hi in flat], box_lo[i], box_hi[i], int(y[i]), margin_lb[i], float(thr[i])
             )
             status[i], bound[i] = res[0], res[1]
-            if res[2] is not None:
-                x_adv[i] = torch.as_tensor(res[2], dtype=x.dtype, device=x.device).view(x.shape[1:])
+            if res[2] is not None:  # into ball ∩ [0, 1]: HiGHS's feasibility tolerance leaves it ~1e-7 outside
+                xa = np.clip(res[2], box_lo[i], box_hi[i])
+                x_adv[i] = torch.as_tensor(xa, dtype=x.dtype, device=x.device).view(x.shape[1:])
             secs[i] = share + time.perf_counter() - t1
         return Verdict(status, bound, x_adv, secs)
 
@@ -447,7 +448,8 @@ class MILPVerifier:
                 norm,
             )
             lower[i], upper[i] = lo_i, hi_i
-            if xa is not None:
+            if xa is not None:  # into the t_max box ∩ [0, 1] (HiGHS's tolerance): no coordinate moves away from x
+                xa = np.clip(xa, box_lo[i], box_hi[i])
                 x_adv[i] = torch.as_tensor(xa, dtype=x.dtype, device=x.device).view(x.shape[1:])
             secs[i] = share + time.perf_counter() - t1
         return RadiusResult(lower, upper, x_adv, secs)

@@ -48,7 +48,7 @@ def test_cw_l2_agrees_with_torchattacks(digits_mlp):
     ref_ok = model(ref).argmax(1) != y
     ref_l2 = lp_norm(ref - x, "l2")
     att = CWL2("l2", 1.0, c=1.0, kappa=0.0, steps=100, lr=0.01, binary_search_steps=1)
-    bx, l2 = att.minimize(model, x, y)
+    bx, l2 = att.minimal(model, x, y)
     ours_ok = model(bx).argmax(1) != y
     assert torch.isfinite(l2[ours_ok]).all()
     assert int((ref_ok & ~ours_ok).sum()) <= 1
@@ -97,7 +97,7 @@ def test_cw_l2_reaches_closed_form_minimum_on_linear_model():
     # In the threat model with eps just above every minimum, every sample must be broken.
     eps = float(d_min.max()) * 1.05
     att = CWL2("l2", eps, c=0.1, steps=150, lr=0.005, binary_search_steps=6)
-    bx, l2 = att.minimize(model, x, y)
+    bx, l2 = att.minimal(model, x, y)
     with torch.no_grad():
         assert (model(bx).argmax(1) != y).all()
         assert (l2 >= d_min * (1 - 1e-4)).all()  # never below the true minimum (sanity of the oracle)
