@@ -710,7 +710,8 @@ class Evaluation:
                 xb, yb = held.batch(slice(s, min(len(held), s + bs)))
                 logits.append(self.model(xb.to(self.device).float()).cpu())
                 labels.append(yb)
-        self.temperature = fit_temperature(torch.cat(logits), torch.cat(labels))
+        # Fitted on the probability map the model's scores use (softmax, or the simplex coding of square loss).
+        self.temperature = fit_temperature(torch.cat(logits), torch.cat(labels), score_to_prob_of(self.model_info))
         self.temperature_split = {"split": str(split), "n": len(held)}
 
     def _setup_eot(self, findings: list) -> None:

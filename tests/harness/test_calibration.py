@@ -254,6 +254,8 @@ def test_square_loss_model_is_scored_with_its_coding(tmp_path):
     assert abs(t_simplex - fit_temperature(zh, held_y, "softmax")) > 0.01  # the maps' temperatures differ
     scaled = prob_stats(z, y, t_simplex, score_to_prob="simplex-coding")[:, 0].mean().item()
     assert clean["scaled"]["confidence"] == pytest.approx(scaled, abs=1e-4)
+    # The recorded temperature is the one the scaled statistics used (the simplex fit, not softmax's).
+    assert r.extra["calibration"]["temperature"]["value"] == pytest.approx(t_simplex, rel=1e-5)
 
 
 # ---- temperature scaling on the model's own probability map (square loss: simplex coding) -------------
