@@ -131,8 +131,8 @@ def _batches(n: int, batch_size: int | None, chunk_size: int) -> list[int]:
 
 
 def entry_label(e: Entry) -> str:
-    """A suite entry as people read it: ``pgd  L∞ 8/255`` for an attack, its key otherwise."""
-    if e.kind == "attack":
+    """A suite entry as people read it: ``pgd  L∞ 8/255`` for an attack or a verifier, its key otherwise."""
+    if e.kind in ("attack", "verify"):
         return f"{e.label or e.name}  {threat_label(e.norm, e.eps)}"
     return e.key
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from harness.atomic import write_bytes, write_text
 from harness.errors import UsageError
 from harness.paths import safe_join
-from harness.reporting import metric_sections, plots
+from harness.reporting import metric_sections, plots, verified
 from harness.reporting import summary as S
 from harness.reporting.html import render_html
 from harness.reporting.leaderboard import render_leaderboard
@@ -49,6 +49,7 @@ def figures(results: Sequence[Result], threat: str | None = None) -> dict[str, b
         out[f"per_class-{i}"] = plots.per_class(r, headline)
 
     out.update(metric_sections.figures(results, S.unique_labels(results)))
+    out.update(verified.figures(results))
     return {k: v for k, v in out.items() if v}
 
 

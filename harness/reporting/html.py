@@ -11,7 +11,7 @@ import html
 from collections.abc import Mapping, Sequence
 
 from harness.labels import relabel
-from harness.reporting import metric_sections
+from harness.reporting import metric_sections, verified
 from harness.reporting import summary as S
 from harness.results import Accuracy, Finding, GroupResult, Result
 
@@ -96,7 +96,9 @@ def render_html(
         have = {g.key: g for g in r.threat_models}
         cells = [f'<td class="l">{h(lab)}</td>', _acc(r.clean, notes.mark(lab, fk.get(S.CLEAN, [])))]
         cells += [
-            _acc(have[k].accuracy, _basis(have[k]) + notes.mark(lab, fk.get(k, []))) if k in have else "<td>–</td>"
+            _acc(have[k].accuracy, _basis(have[k]) + h(verified.cell_suffix(have[k])) + notes.mark(lab, fk.get(k, [])))
+            if k in have
+            else "<td>–</td>"
             for k in keys
         ]
         if has_corr:
@@ -163,6 +165,7 @@ def render_html(
         parts.append(_img(figures.get("eps_curves"), "robust accuracy vs eps"))
 
     parts.append(metric_sections.html(results, labels, figures, h, _img))
+    parts.append(verified.html(results, labels, figures, h, _img))
     for i, (lab, r) in enumerate(zip(labels, results)):
         parts.append(_model_section(lab, r, figures, i, headline))
     parts.append("</body></html>")

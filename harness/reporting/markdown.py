@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 
 from harness.corruption_metrics import corruption_summary
 from harness.labels import relabel
-from harness.reporting import metric_sections
+from harness.reporting import metric_sections, verified
 from harness.reporting import summary as S
 from harness.results import Accuracy, Finding, Result
 
@@ -58,7 +58,11 @@ def render_markdown(
         have = {g.key: g for g in r.threat_models}
         row = [_esc(lab), _cell(r.clean, notes.mark(lab, fk.get(S.CLEAN, [])))]
         row += [
-            _cell(have[k].accuracy, S.basis_mark(have[k]) + notes.mark(lab, fk.get(k, []))) if k in have else "–"
+            _cell(
+                have[k].accuracy, S.basis_mark(have[k]) + verified.cell_suffix(have[k]) + notes.mark(lab, fk.get(k, []))
+            )
+            if k in have
+            else "–"
             for k in keys
         ]
         if has_corr:
@@ -121,6 +125,7 @@ def render_markdown(
                 lines += [f"![{alt}]({images[name]})", ""]
 
     lines += metric_sections.markdown(results, labels, images, _esc)
+    lines += verified.markdown(results, labels, images, _esc)
     for i, (lab, r) in enumerate(zip(labels, results)):
         lines += _model_section(lab, r, images, i, headline)
     return "\n".join(lines)

@@ -26,6 +26,7 @@ class Engine(Protocol):
     skipped: dict[int, str]
     num_classes: int
     cal_width: int
+    model: nn.Module  # the model itself, in eval mode (verifiers read its graph)
     verdict: nn.Module  # the guarded fp32 model the verdicts use
     guarded: nn.Module  # the guarded model at the search precision
 
