@@ -587,6 +587,8 @@ class Evaluation:
                 n0 //= 2
         if self.surrogate is not None:
             findings += self._check_surrogate()
+        for k, r in enumerate(self.runners):  # e.g. a verifier reads the model's graph before any attack runs
+            r.prepare(self, k, x0[:n0].to(self.device))
         if self.probe.connected:
             self.search.warm_up(x0[:n0].to(self.device), y0[:n0].to(self.device))
         fired = {f.check for f in findings if f.severity in ("warning", "error")}

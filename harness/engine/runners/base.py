@@ -67,6 +67,9 @@ class EntryRunner:
         """Entry k's columns for a chunk of ``n`` samples, at their 'not run' values."""
         raise NotImplementedError
 
+    def prepare(self, engine: Engine, k: int, x: Tensor) -> None:
+        """Check, before any batch runs, that entry k can run on this model (``x``: the first clean batch)."""
+
     def run(self, engine: Engine, k: int, batch: Batch) -> None:
         """Run entry k on one batch; write its columns, clear ``batch.alive`` where it broke a sample."""
         raise NotImplementedError

@@ -31,6 +31,17 @@ class VerifyRunner(EntryRunner):
     def columns(self, engine: Engine, k: int, n: int) -> dict[str, np.ndarray]:
         return {**verdict_columns(k, n), col.proof(k): np.full(n, col.NOT_RUN, np.int8)}
 
+    def prepare(self, engine: Engine, k: int, x: torch.Tensor) -> None:
+        """Read the model's graph now: an unsupported layer fails before the attacks run, not after them,
+        and even when every sample ends up broken (nothing left to verify)."""
+        # Imported here: the registry loads harness.verify (and scipy) only for suites with a verifier.
+        from harness.verify import read_network
+
+        try:
+            read_network(engine.model, x[:1].float())
+        except ModelError as e:
+            raise ModelError(f"{engine.entries[k].key}: {e.what}", e.hint) from None
+
     def run(self, engine: Engine, k: int, batch: Batch) -> None:
         cols, sl, alive = batch.cols, batch.sl, batch.alive
         n = len(batch)
