@@ -71,11 +71,6 @@ class GroupResult:
     # [verified, accuracy] (issue 22; exact where the two are equal). None: no verifier ran.
     verified: Accuracy | None = None
 
-    @property
-    def interval(self) -> tuple[Accuracy, Accuracy] | None:
-        """(verified, attacked) robust accuracy, or None without verifiers."""
-        return None if self.verified is None else (self.verified, self.accuracy)
-
 
 @dataclass
 class Result:

@@ -2,8 +2,10 @@
 
 The core rule lives here once: a sample is robust at a threat model when it is correct on the clean
 image AND no attack of that threat model broke it (every member's status is ROBUST); a corruption or
-smoothing group stands alone (its entries' statuses only). The engine's aggregation, the gate, run
-comparison, calibration and the benchmarks all use these functions.
+smoothing group stands alone (its entries' statuses only). A threat model with verify entries also
+has its verified bits (robust AND proven by one of them: the lower end of the interval [verified,
+attacked]). The engine's aggregation, the gate, run comparison, calibration and the benchmarks all
+use these functions.
 """
 
 from __future__ import annotations

@@ -21,7 +21,6 @@ from harness.engine.runners.common import verdict_columns
 from harness.errors import HarnessError, ModelError
 from harness.records import schema as col
 from harness.records.kinds import entry_kind
-from harness.suites import Entry
 from harness.threat import ThreatModel, check_contract, project_ball_box
 
 
@@ -108,12 +107,6 @@ class VerifyRunner(EntryRunner):
                 q = batch.cols[col.proof(j)][batch.sl]
                 out |= q == col.PROOF_VERIFIED
         return out
-
-    def group_fields(self, engine: Engine, first: Entry) -> dict[str, Any]:
-        return {}
-
-    def entry_fields(self, engine: Engine, k: int) -> dict[str, Any]:
-        return {}
 
 
 def counterexample(x: torch.Tensor, x_adv: torch.Tensor, threat: ThreatModel) -> torch.Tensor:

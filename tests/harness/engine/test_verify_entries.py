@@ -267,6 +267,7 @@ def test_an_unsupported_layer_is_one_model_error_naming_it(tmp_path):
     assert "\n" not in str(e.value)
 
 
+@pytest.mark.slow  # APGD-T at the reference budget over four eps (about a minute on one idle core)
 def test_verified_preset_runs_on_digits(tmp_path):
     res = evaluate(ce_model(), "digits", "verified", out=tmp_path, name="p", max_samples=8, progress=False)
     assert [g.key for g in res.threat_models] == ["linf-0.05", "linf-0.1", "linf-0.2", "linf-0.3"]
