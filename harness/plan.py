@@ -131,8 +131,8 @@ def _batches(n: int, batch_size: int | None, chunk_size: int) -> list[int]:
 
 
 def entry_label(e: Entry) -> str:
-    """A suite entry as people read it: ``pgd  L∞ 8/255`` for an attack, its key otherwise."""
-    if e.kind == "attack":
+    """A suite entry as people read it: ``pgd  L∞ 8/255`` for an attack or a verifier, its key otherwise."""
+    if e.kind in ("attack", "verify"):
         return f"{e.label or e.name}  {threat_label(e.norm, e.eps)}"
     return e.key
 
@@ -154,6 +154,8 @@ def plan_entries(
         note = f"runs only on finding {' or '.join(e.when)}" if e.when else ""
         if e.kind == "corruption":
             cost: Cost | None = Cost(n * eot)
+        elif e.kind == "verify":  # bound propagation or a solver, not model passes (the MILP: time_limit per point)
+            cost, note = None, "a verifier: its cost is not counted in model passes"
         else:
             declared = [a.cost(b, num_classes=num_classes) for b in batches] if hasattr(a, "cost") else [None]
             if any(d is None for d in declared):

@@ -67,6 +67,9 @@ class GroupResult:
     # Attack groups: the threat model as people write it (``L∞ 8/255``, `harness.labels.threat_label`),
     # for display beside the key, which keeps its decimal form for compatibility.
     label: str | None = None
+    # Threat models with [[verify]] entries: the share proven robust, the lower end of the interval
+    # [verified, accuracy] (issue 22; exact where the two are equal). None: no verifier ran.
+    verified: Accuracy | None = None
 
 
 @dataclass
@@ -218,6 +221,7 @@ _PARTS = Obj(
         "groups": ListOf(
             Obj(
                 {"accuracy": _ACCURACY,
+                 "verified": Opt(_ACCURACY),
                  "attack_basis": Opt(STR),
                  "entries": ListOf(Obj({"key": STR, "cumulative": _ACCURACY, "seconds": NUMBER},
                                        required=("key", "cumulative"))),
@@ -291,7 +295,12 @@ def _group(g: dict[str, Any]) -> GroupResult:
         raise TypeError("group entries are not a list of objects")
     if not _fractions(g.get("per_class", [])):
         raise TypeError("group per_class is not a list of fractions in [0, 1] (NaN: class absent)")
-    return GroupResult(**{**g, "accuracy": _acc(g["accuracy"])})
+    verified = g.get("verified")
+    if verified is not None and verified["correct"] > g["accuracy"]["correct"]:
+        raise ValueError(f"group {g['key']!r}: verified {verified['correct']} above robust {g['accuracy']['correct']}")
+    return GroupResult(
+        **{**g, "accuracy": _acc(g["accuracy"]), "verified": None if verified is None else _acc(verified)}
+    )
 
 
 def _finding(f: dict[str, Any]) -> Finding:

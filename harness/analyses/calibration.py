@@ -16,6 +16,7 @@ from harness.errors import UsageError
 from harness.loading import dataset_spec_of, load_dataset
 from harness.records import RecordStore
 from harness.records import schema as col
+from harness.records.kinds import entry_kind
 from harness.records.outcome import clean_correct, group_start, survived
 from harness.rng import stream_seed
 from harness.suites import Entry, group_entries
@@ -60,7 +61,7 @@ def aggregate_calibration(
     attacked) keep their clean point. ``settings`` is the suite's ``[calibration]`` table; the
     record's calibration columns are 3 wide, 6 with a fitted ``temperature`` (raw, then scaled).
     """
-    entries = [e for e in all_entries if e.kind != "smoothing"]
+    entries = [e for e in all_entries if entry_kind(e.kind).calibrated]  # not smoothing, not verify
     index = {id(e): k for k, e in enumerate(all_entries)}
     groups = group_entries(entries)
     width = 3 if temperature is None else 6

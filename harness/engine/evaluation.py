@@ -59,6 +59,7 @@ from harness.engine.aggregation import nonfinite_findings, tally, tie_findings
 from harness.engine.config import EvalConfig, check_run_name, config_hash, model_hash, run_lock
 from harness.engine.runners import Batch, EntryRunner, runner_for
 from harness.engine.verdicts import Scored, score_points
+from harness.engine.verification import verification, verification_findings
 from harness.errors import DataError, HarnessError, ModelError, UsageError
 from harness.faults import kill_point
 from harness.guard import ModelGuard, backward_error
@@ -275,8 +276,8 @@ class Evaluation:
     def gradient_source(self, k: int) -> str | None:
         """Where attack k's gradients come from: model, surrogate-bpda, surrogate-transfer, none (gradient-free)."""
         e = self.entries[k]
-        if not entry_kind(e.kind).threat_model:
-            return None
+        if not entry_kind(e.kind).threat_model or entry_kind(e.kind).lower_bound:
+            return None  # not an attack (a verifier reads the model's graph, no gradients)
         if self._black_box(k):
             return "none"
         return "model" if self.surrogate is None else f"surrogate-{self.config.surrogate_mode}"
@@ -584,6 +585,8 @@ class Evaluation:
                 n0 //= 2
         if self.surrogate is not None:
             findings += self._check_surrogate()
+        for k, r in enumerate(self.runners):  # e.g. a verifier reads the model's graph before any attack runs
+            r.prepare(self, k, x0[:n0].to(self.device))
         if self.probe.connected:
             self.search.warm_up(x0[:n0].to(self.device), y0[:n0].to(self.device))
         fired = {f.check for f in findings if f.severity in ("warning", "error")}
@@ -595,8 +598,8 @@ class Evaluation:
         if not self.probe.connected and self.surrogate is None:
             why = "needs input gradients and the model gives none (obfuscated-gradients finding); "
             why += "pass a differentiable surrogate (--surrogate) for BPDA"
-            for k, e in enumerate(self.entries):
-                if entry_kind(e.kind).threat_model and not self._black_box(k):
+            for k in range(len(self.entries)):
+                if self.gradient_source(k) not in (None, "none"):  # gradient attacks, not verifiers
                     self.skipped[k] = why
         self._setup_eot(findings)
         self._fit_temperature()
@@ -725,7 +728,8 @@ class Evaluation:
             # The attack declares its EOT support (`Attack.set_eot`); corruptions have none to give.
             set_eot = getattr(a, "set_eot", None)
             single = set_eot(self.eot) if set_eot is not None else [e.name]
-            if single and entry_kind(e.kind).threat_model:
+            kind = entry_kind(e.kind)
+            if single and kind.threat_model and not kind.lower_bound:  # attacks, not verifiers
                 whole = single == [e.name]
                 lacking.append(e.key if whole else f"{e.key} ({', '.join(single)})")
         msg = (
@@ -738,6 +742,7 @@ class Evaluation:
 
     def _aggregate(self, store: Any, findings: list, timing: dict[str, float], runner: BatchRunner) -> Result:
         t = tally(store, self.entries, self.dataset.num_classes)
+        v = verification(store, self.entries)  # the verified end of each interval (verify entries only)
         n, groups = t.n, t.groups
         tie_groups = t.tie_groups()
         out_groups = []
@@ -748,6 +753,7 @@ class Evaluation:
                     key=gkey,
                     kind=first.kind,
                     accuracy=Accuracy.of(t.g_correct[gi], n),
+                    verified=v.accuracy(gkey),
                     norm=first.norm,
                     eps=first.eps,
                     severity=first.severity,
@@ -763,6 +769,7 @@ class Evaluation:
                             "black_box": _is_black_box(self.attackers[k]),
                             **_below_reference(self.attackers[k]),
                             **self.runners[k].entry_fields(self, k),
+                            **v.entry_fields(k),
                             **({"nonfinite": int(t.e_nonfinite[k])} if t.e_nonfinite[k] else {}),
                             "seconds": round(timing.get(self.entries[k].key, 0.0), 4),
                         }
@@ -774,6 +781,7 @@ class Evaluation:
             )
         findings = list(findings) + nonfinite_findings(self.entries, t.clean_nonfinite, t.e_nonfinite, n)
         findings += tie_findings(t.clean_ties, tie_groups)
+        findings += verification_findings(v, self.entries)
         return Result(
             name=self.name or "evaluation",
             model=self.model_info,

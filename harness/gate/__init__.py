@@ -66,6 +66,7 @@ def prepare(baseline: Baseline, *, dataset: Any = None, suite: Any = None) -> tu
             list(s.get("attacks") or []),
             list(s.get("corruptions") or []),
             f"baseline {baseline.path}",
+            verify=list(s.get("verify") or []),
         )
     else:
         suite_obj = load_suite(suite)

@@ -116,9 +116,9 @@ class Baseline:
         dataset, suite = _object(d.get("dataset"), "dataset"), _object(d.get("suite"), "suite")
         if not isinstance(dataset.get("spec"), str) or not isinstance(dataset.get("sha256"), str | None):
             raise TypeError("dataset.spec or dataset.sha256 is not a string")
-        listed = [suite.get(k) for k in ("attacks", "corruptions") if suite.get(k) is not None]
+        listed = [suite.get(k) for k in ("attacks", "corruptions", "verify") if suite.get(k) is not None]
         if not all(_objects(v) for v in [suite.get("entries", []), *listed]):
-            raise TypeError("suite.entries, suite.attacks or suite.corruptions is not a list of objects")
+            raise TypeError("suite.entries, suite.attacks, suite.corruptions or suite.verify is not a list of objects")
         seed = d.get("seed")
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise TypeError(f"seed is {seed!r}, not an integer")
@@ -266,7 +266,11 @@ def make_baseline(
             "n": len(out.ids),
             "sha256": out.dataset.get("sha256"),
         },
-        suite={**{k: out.suite.get(k) for k in ("name", "summary", "attacks", "corruptions")}, "entries": out.entries},
+        suite={
+            **{k: out.suite.get(k) for k in ("name", "summary", "attacks", "corruptions")},
+            **({"verify": out.suite["verify"]} if out.suite.get("verify") else {}),
+            "entries": out.entries,
+        },
         seed=out.seed,
         ids=out.ids,
         metrics=metrics,

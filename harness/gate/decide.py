@@ -295,7 +295,10 @@ def decide(
     if baseline is not None:
         check_samples(baseline, outcome.ids, outcome.dataset.get("sha256"), outcome.source or "the evaluation")
         check_suite(baseline, outcome.entries, outcome.source or "the evaluation")
-        lacking = [k for k in keys if k not in baseline.metric_keys()]
+        # A baseline written before verified floors existed has none: those metrics are shown, not gated.
+        lacking = [
+            m["key"] for m in outcome.metrics if m["key"] not in baseline.metric_keys() and m["kind"] != "verified"
+        ]
         if lacking:
             raise UsageError(
                 f"the baseline {baseline.path} has no bits for metric(s) {lacking} of the same suite",
@@ -306,7 +309,7 @@ def decide(
         cur = outcome.bits[m["key"]]
         n = len(cur)
         c = MetricDecision(m["key"], m["kind"], n, float(cur.mean()) if n else 0.0, floor=floors.get(m["key"]))
-        if baseline is not None:
+        if baseline is not None and m["key"] in baseline.metric_keys():
             ref = baseline.bits(m["key"])
             c.baseline = float(ref.mean()) if n else 0.0
             c.lost = int((ref & ~cur).sum())

@@ -11,7 +11,7 @@ import numpy as np
 
 from harness.errors import DataError, UsageError
 from harness.records import check_result_matches_record
-from harness.records.outcome import members_by_group, read_bits
+from harness.records.outcome import members_by_group, read_bits, verified_key
 from harness.results import Result
 
 # ---- per-sample outcomes of one evaluation --------------------------------------------------------
@@ -37,7 +37,8 @@ def read_run(run_dir: str | Path) -> Outcome:
     """Per-sample clean/robust bits of a finished run directory (``result.json`` + ``records/``).
 
     Attack group bit = clean correct AND every entry of the threat model left the sample robust
-    (status 1); corruption group bit = the corrupted image is classified correctly.
+    (status 1); corruption group bit = the corrupted image is classified correctly. A threat model
+    with verify entries adds the metric ``verified@<group>`` (robust AND proven: the verified floor).
     """
     d = Path(run_dir)
     result = Result.load(d)
@@ -57,12 +58,18 @@ def read_run(run_dir: str | Path) -> Outcome:
         m = {"key": g, "kind": e["kind"]}
         m.update({"norm": e["norm"], "eps": e["eps"]} if e["kind"] == "attack" else {"severity": e.get("severity")})
         metrics.append(m)
+        if g in rb.verified:
+            metrics.append({"key": verified_key(g), "kind": "verified", "norm": e["norm"], "eps": e["eps"]})
+            bits[verified_key(g)] = rb.verified[g]
     # The record and result.json must tell the same story; anything else means a tampered run.
     if int(bits["clean"].sum()) != result.clean.correct:
         raise DataError(f"{d}: records and result.json disagree on clean accuracy", "re-run the evaluation")
     for g in result.groups:
         if g.key in bits and int(bits[g.key].sum()) != g.accuracy.correct:
             raise DataError(f"{d}: records and result.json disagree on {g.key}", "re-run the evaluation")
+        v = verified_key(g.key)
+        if (v in bits) != (g.verified is not None) or (v in bits and int(bits[v].sum()) != g.verified.correct):
+            raise DataError(f"{d}: records and result.json disagree on {v}", "re-run the evaluation")
     return Outcome(
         ids=rb.ids,
         metrics=metrics,

@@ -2,7 +2,9 @@
 
 A kind's entries either search inside a threat model (their group's worst case starts from the
 clean-correct samples and ANDs every member) or stand alone (a corruption or a certifier judges every
-sample on its own inputs). Adding a kind is one `EntryKind` here plus its runner
+sample on its own inputs). A lower-bound kind (a verifier) belongs to a threat model but proves
+instead of searching: it runs last in its group, and only a confirmed counterexample of it breaks a
+sample. Adding a kind is one `EntryKind` here plus its runner
 (`harness.engine.runners`) and its suite table (`harness.suites`).
 """
 
@@ -26,6 +28,10 @@ class EntryKind:
     calibrated: bool
     # How findings name the inputs the entry's verdicts were taken on, e.g. "at the points of".
     inputs: str
+    # A verifier: it runs after its group's attacks on the samples they left, and proves robustness (a lower
+    # bound) in its proof column q{k}; its status s{k} is 0 only where its counterexample passed the engine's
+    # contract and fp32 verdict (then it broke the sample like an attack), else 1 (not broken) or -1 (not run).
+    lower_bound: bool = False
 
 
 ENTRY_KINDS: dict[str, EntryKind] = {
@@ -35,6 +41,14 @@ ENTRY_KINDS: dict[str, EntryKind] = {
         EntryKind("corruption", threat_model=False, logit_margin=True, calibrated=True, inputs="on the images of"),
         EntryKind(
             "smoothing", threat_model=False, logit_margin=False, calibrated=False, inputs="on the noisy draws of"
+        ),
+        EntryKind(
+            "verify",
+            threat_model=True,
+            logit_margin=False,
+            calibrated=False,
+            inputs="at the counterexamples of",
+            lower_bound=True,
         ),
     )
 }

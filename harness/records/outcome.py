@@ -2,13 +2,15 @@
 
 The core rule lives here once: a sample is robust at a threat model when it is correct on the clean
 image AND no attack of that threat model broke it (every member's status is ROBUST); a corruption or
-smoothing group stands alone (its entries' statuses only). The engine's aggregation, the gate, run
-comparison, calibration and the benchmarks all use these functions.
+smoothing group stands alone (its entries' statuses only). A threat model with verify entries also
+has its verified bits (robust AND proven by one of them: the lower end of the interval [verified,
+attacked]). The engine's aggregation, the gate, run comparison, calibration and the benchmarks all
+use these functions.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,7 @@ import numpy as np
 
 from harness.errors import DataError
 from harness.records.kinds import entry_kind
-from harness.records.schema import CLEAN_PRED, ID, LABEL, ROBUST, status
+from harness.records.schema import CLEAN_PRED, ID, LABEL, PROOF_VERIFIED, ROBUST, proof, status
 from harness.records.store import RERUN, open_record, read_index
 
 
@@ -44,6 +46,33 @@ def group_bits(chunk: dict[str, np.ndarray], kind: str, members: list[int]) -> n
     return alive
 
 
+def proven(chunk: dict[str, np.ndarray], verifiers: list[int]) -> np.ndarray:
+    """Per sample: some verify entry of ``verifiers`` proved it robust (whatever else the record says)."""
+    out = np.zeros(len(chunk[LABEL]), bool)
+    for k in verifiers:
+        out |= chunk[proof(k)] == PROOF_VERIFIED
+    return out
+
+
+def verified_bits(chunk: dict[str, np.ndarray], kind: str, members: list[int], verifiers: list[int]) -> np.ndarray:
+    """Per sample: robust at the threat model (`group_bits`) AND proven by one of its verify entries.
+
+    The lower end of the interval [verified, attacked]; a proof of a sample that is not robust is a
+    contradiction the engine reports (harness.engine.verification), never counted here.
+    """
+    return group_bits(chunk, kind, members) & proven(chunk, verifiers)
+
+
+def lower_bound_members(entries: list[dict[str, Any]], members: list[int]) -> list[int]:
+    """The members of a group whose kind is a verifier (`EntryKind.lower_bound`)."""
+    return [k for k in members if entry_kind(entries[k]["kind"]).lower_bound]
+
+
+def verified_key(group: str) -> str:
+    """The metric key of a threat model's verified share (the gate, comparisons): ``verified@linf-0.1``."""
+    return f"verified@{group}"
+
+
 def members_by_group(entries: list[dict[str, Any]]) -> dict[str, list[int]]:
     """Entry indices by group key, in suite order, from ``records/index.json`` entries."""
     groups: dict[str, list[int]] = {}
@@ -60,6 +89,8 @@ class RecordBits:
     clean: np.ndarray
     groups: dict[str, np.ndarray]
     entries: list[dict[str, Any]]
+    # Groups with verify entries: robust AND proven per sample (`verified_bits`).
+    verified: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def read_bits(records_dir: str | Path, *, complete: bool = True) -> RecordBits:
@@ -80,8 +111,12 @@ def read_bits(records_dir: str | Path, *, complete: bool = True) -> RecordBits:
         )
     groups = members_by_group(entries)
     kinds = {g: entries[ks[0]]["kind"] for g, ks in groups.items()}
+    lower = {g: lower_bound_members(entries, ks) for g, ks in groups.items()}
+    lower = {g: ks for g, ks in lower.items() if ks}
     ids, clean, gbits = [], [], {g: [] for g in groups}
+    vbits: dict[str, list[np.ndarray]] = {g: [] for g in lower}
     columns = [ID, CLEAN_PRED, LABEL, *(status(k) for k in range(len(entries)))]
+    columns += [proof(k) for ks in lower.values() for k in ks]
     for chunk in store.iter_chunks():
         lacking = [c for c in columns if c not in chunk] if complete else []
         if lacking:
@@ -90,5 +125,13 @@ def read_bits(records_dir: str | Path, *, complete: bool = True) -> RecordBits:
         clean.append(clean_correct(chunk))
         for g, ks in groups.items():
             gbits[g].append(group_bits(chunk, kinds[g], ks))
+        for g, vs in lower.items():
+            vbits[g].append(verified_bits(chunk, kinds[g], groups[g], vs))
     cat = lambda xs: np.concatenate(xs) if xs else np.zeros(0, bool)
-    return RecordBits(cat(ids).astype(np.int64), cat(clean), {g: cat(v) for g, v in gbits.items()}, entries)
+    return RecordBits(
+        cat(ids).astype(np.int64),
+        cat(clean),
+        {g: cat(v) for g, v in gbits.items()},
+        entries,
+        {g: cat(v) for g, v in vbits.items()},
+    )

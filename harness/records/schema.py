@@ -13,7 +13,10 @@ from dataclasses import dataclass
 
 from harness.errors import DataError
 
-RECORD_SCHEMA = 2  # 2: calibration columns (clean_cal, c{k}) and smoothing columns
+# 2: calibration columns (clean_cal, c{k}) and smoothing columns. The verify entries' proof column q{k}
+# (issue 22) is new to entries of a new kind: a schema-2 record of an older harness holds none, so it is
+# never misread and the version stays 2.
+RECORD_SCHEMA = 2
 
 ID, LABEL = "id", "label"
 CLEAN_PRED, CLEAN_MARGIN, CLEAN_CAL, CLEAN_TIE = "clean_pred", "clean_margin", "clean_cal", "clean_tie"
@@ -21,6 +24,16 @@ BATCH, RERUNS = "batch", "reruns"
 
 # Values of status(k).
 BROKEN, ROBUST, NOT_RUN = 0, 1, -1
+# Values of proof(k), a verify entry's outcome per sample (NOT_RUN: not verified here — broken by an
+# attack, wrong when clean, or already proven by an earlier verifier of the threat model).
+PROOF_OPEN, PROOF_VERIFIED, PROOF_TIMEOUT, PROOF_UNCONFIRMED, PROOF_BROKEN = 0, 1, 2, 3, 4
+PROOF_NAMES = {
+    PROOF_OPEN: "open",
+    PROOF_VERIFIED: "verified",
+    PROOF_TIMEOUT: "timeout",
+    PROOF_UNCONFIRMED: "unconfirmed",
+    PROOF_BROKEN: "broken",
+}
 
 
 @dataclass(frozen=True)
@@ -41,14 +54,29 @@ COLUMNS: tuple[Column, ...] = (
     Column(CLEAN_TIE, "int8", "1: the clean verdict rests on a float-level tie (harness/ties.py)"),
     Column(BATCH, "int32", "the batch size in force when the sample was computed (halves on OOM)"),
     Column(RERUNS, "int8", "entries whose low-precision search was redone in fp32 (non-fp32 runs only)"),
-    Column("s{k}", "int8", "entry k: 1 robust/correct, 0 broken, -1 not run (already broken or clean-wrong)"),
-    Column("m{k}", "float32", "entry k: margin at the returned point (smoothing: certified radius)"),
+    Column(
+        "s{k}",
+        "int8",
+        "entry k: 1 robust/correct (verify: not broken), 0 broken, -1 not run (already broken or clean-wrong)",
+    ),
+    Column(
+        "m{k}",
+        "float32",
+        "entry k: margin at the returned point (smoothing: certified radius; verify: certified lower bound "
+        "on the margin, or the margin at a confirmed counterexample)",
+    ),
     Column("p{k}", "int16", "entry k: prediction at the returned point (-1: not run)"),
     Column("t{k}", "int8", "entry k: 1 when its verdict rests on a float-level tie"),
     Column("c{k}", "float32", "attack/corruption entry k: calibration stats at its point, as clean_cal"),
     Column("e{k}", "int8", "smoothing entry k: (n, radii) empirical robustness per radius"),
     Column("v{k}", "int8", "smoothing entry k: (n, radii) certificate violated per radius"),
     Column("a{k}", "float32", "smoothing entry k: lower confidence bound on p_A"),
+    Column(
+        "q{k}",
+        "int8",
+        "verify entry k: 1 verified, 0 open, 2 open (time limit), 3 open (a counterexample the fp32 verdict "
+        "did not confirm), 4 broken (a confirmed counterexample), -1 not run",
+    ),
 )
 
 
@@ -70,6 +98,11 @@ def tie(k: int) -> str:
 
 def calib(k: int) -> str:
     return f"c{k}"
+
+
+def proof(k: int) -> str:
+    """A verify entry's per-sample outcome (PROOF_*)."""
+    return f"q{k}"
 
 
 def smoothing_columns(k: int) -> tuple[str, str, str]:

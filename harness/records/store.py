@@ -188,7 +188,7 @@ def _valid_entry(e: Any) -> bool:
     """One entry of an index as `Entry.describe` writes it: what the readers of a record rely on."""
     if not isinstance(e, dict) or not isinstance(e.get("group"), str):
         return False
-    if e.get("kind") == "attack":
+    if e.get("kind") in ("attack", "verify"):
         eps = e.get("eps")
         number = isinstance(eps, int | float) and not isinstance(eps, bool)
         return isinstance(e.get("norm"), str) and number and math.isfinite(eps) and eps >= 0

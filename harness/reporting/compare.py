@@ -17,7 +17,7 @@ import numpy as np
 
 from harness.errors import UsageError
 from harness.labels import key_label
-from harness.records.outcome import read_bits
+from harness.records.outcome import read_bits, verified_key
 from harness.reporting import summary as S
 from harness.reporting.runs import Run, load_runs
 from harness.results import Accuracy, Result
@@ -34,9 +34,10 @@ class SampleBits:
 
 
 def sample_bits(records_dir: str | Path) -> SampleBits:
-    """Read a finished per-sample record into one bool array per group (`records.outcome.read_bits`)."""
+    """Read a finished per-sample record into one bool array per group (`records.outcome.read_bits`),
+    and per threat model with verifiers its verified bits (key `verified_key`)."""
     rb = read_bits(records_dir, complete=False)
-    return SampleBits(rb.ids, rb.clean, rb.groups)
+    return SampleBits(rb.ids, rb.clean, {**rb.groups, **{verified_key(g): b for g, b in rb.verified.items()}})
 
 
 @dataclass
@@ -191,7 +192,19 @@ class Comparison:
 def _metric_acc(r: Result, metric: str) -> Accuracy | None:
     if metric == S.CLEAN:
         return r.clean
-    return next((g.accuracy for g in r.groups if g.key == metric), None)
+    for g in r.groups:
+        if g.key == metric:
+            return g.accuracy
+        if g.verified is not None and verified_key(g.key) == metric:
+            return g.verified  # the lower end of the interval (issue 22)
+    return None
+
+
+def _verified_metrics(results: Sequence[Result]) -> list[str]:
+    """``verified@<threat model>`` of every threat model some run verified, by norm then eps."""
+    keys = S.threat_keys(results)
+    have = {g.key for r in results for g in r.threat_models if g.verified is not None}
+    return [verified_key(k) for k in keys if k in have]
 
 
 def _bits(run: Run, notes: list[str], label: str) -> SampleBits | None:
@@ -207,6 +220,11 @@ def _bits(run: Run, notes: list[str], label: str) -> SampleBits | None:
     r = run.result
     checks = [(S.CLEAN, r.clean.correct, bits.clean)] + [
         (g.key, g.accuracy.correct, bits.groups.get(g.key)) for g in r.groups
+    ]
+    checks += [
+        (verified_key(g.key), g.verified.correct, bits.groups.get(verified_key(g.key)))
+        for g in r.groups
+        if g.verified is not None
     ]
     for key, want, arr in checks:
         if arr is None or int(arr.sum()) != want or len(arr) != r.clean.n:
@@ -224,7 +242,7 @@ def compare_runs(runs: Sequence[str | Path | Run], *, alpha: float = 0.05) -> Co
         raise UsageError(f"compare needs at least two runs, got {len(loaded)}", "pass two or more run folders")
     results = [r.result for r in loaded]
     labels = S.unique_labels(results, lambda r: r.name if r.name != "evaluation" else S.model_name(r))
-    metrics = [S.CLEAN, *S.threat_keys(results)]
+    metrics = [S.CLEAN, *S.threat_keys(results), *_verified_metrics(results)]
     for r in results:
         metrics += [g.key for g in r.corruptions if g.key not in metrics]
     for r in results:  # smoothed accuracy (certified at radius 0): paired like any other metric
@@ -263,6 +281,9 @@ def compare_runs(runs: Sequence[str | Path | Run], *, alpha: float = 0.05) -> Co
     beyond = [_beyond(r) for r in results]
     paths = [str(r.path) if r.path else None for r in loaded]
     metric_labels = {m: S.key_text(results, m) for m in metrics}
+    for g in S.threat_keys(results):  # verified@linf-0.1 reads "verified L∞ 0.1"
+        if verified_key(g) in metric_labels:
+            metric_labels[verified_key(g)] = f"verified {S.key_text(results, g)}"
     return Comparison(labels, paths, metrics, table, tests, alpha, notes, beyond, metric_labels)
 
 

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 
 from harness.labels import relabel
 from harness.reporting import summary as S
+from harness.reporting import verified
 from harness.reporting.sections import Section, Table, report_sections
 from harness.results import Accuracy, Finding, GroupResult, Result
 
@@ -96,7 +97,9 @@ def render_html(
         have = {g.key: g for g in r.threat_models}
         cells = [f'<td class="l">{h(lab)}</td>', _acc(r.clean, notes.mark(lab, fk.get(S.CLEAN, [])))]
         cells += [
-            _acc(have[k].accuracy, _basis(have[k]) + notes.mark(lab, fk.get(k, []))) if k in have else "<td>–</td>"
+            _acc(have[k].accuracy, _basis(have[k]) + h(verified.cell_suffix(have[k])) + notes.mark(lab, fk.get(k, [])))
+            if k in have
+            else "<td>–</td>"
             for k in keys
         ]
         if has_corr:

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 
 from harness.labels import relabel
 from harness.reporting import summary as S
+from harness.reporting import verified
 from harness.reporting.sections import Section, Table, report_sections
 from harness.results import Accuracy, Finding, Result
 
@@ -57,7 +58,11 @@ def render_markdown(
         have = {g.key: g for g in r.threat_models}
         row = [_esc(lab), _cell(r.clean, notes.mark(lab, fk.get(S.CLEAN, [])))]
         row += [
-            _cell(have[k].accuracy, S.basis_mark(have[k]) + notes.mark(lab, fk.get(k, []))) if k in have else "–"
+            _cell(
+                have[k].accuracy, S.basis_mark(have[k]) + verified.cell_suffix(have[k]) + notes.mark(lab, fk.get(k, []))
+            )
+            if k in have
+            else "–"
             for k in keys
         ]
         if has_corr:

@@ -13,6 +13,11 @@ suite is any TOML file of the same form (``--suite path/to/suite.toml``). Data, 
     [[corruption]]
     name = "gaussian_noise"
     severity = [1, 2, 3, 4, 5]   # or "all"
+    [[verify]]             # a verifier (harness list verifiers): proves robustness on the points the
+    name = "crown"         # attacks of the same (norm, eps) left; robust accuracy becomes [verified, attacked]
+    norm = "linf"
+    eps = "dataset"
+    params = { }
     [[smoothing]]          # randomized smoothing (Cohen et al. 2019): certify, then attack the smoothed model
     name = "smoothing-l2"  # a registered certifier (default)
     params = { sigma = 0.25, n0 = 100, n = 100000, alpha = 0.001, radii = [0.0, 0.25, 0.5] }
@@ -35,7 +40,8 @@ from harness.checks import PRECHECKS
 from harness.errors import UsageError
 from harness.labels import parse_eps
 from harness.params import Param
-from harness.registry import ATTACKS, CERTIFIERS, CORRUPTIONS, SUITES, Registry
+from harness.records.kinds import entry_kind
+from harness.registry import ATTACKS, CERTIFIERS, CORRUPTIONS, SUITES, VERIFIERS, Registry
 from harness.threat import NORMS, ThreatModel, canonical_norm
 
 PRESET_DIR = Path(__file__).parent
@@ -60,7 +66,10 @@ ENTRY_FIELDS: dict[str, dict[str, str]] = {
     },
     "corruption": {"name": "name", "severity": "severity", "params": "table"},
     "smoothing": {"name": "name", "params": "table", "label": "string"},
+    "verify": {"name": "name", "norm": "string", "eps": "eps", "params": "table", "label": "string"},
 }
+# The kinds whose entries sit in a threat model (norm, eps) and the registry of each.
+THREAT_REGISTRIES: dict[str, Registry[Any]] = {"attack": ATTACKS, "verify": VERIFIERS}
 # What each field type accepts, in words (for the error message).
 FIELD_TYPES = {
     "name": "a string (a registered name)",
@@ -82,9 +91,10 @@ FIELD_EXAMPLES = {
 
 @dataclass(frozen=True)
 class Entry:
-    """One resolved suite entry: an attack at one (norm, eps), a corruption at one severity, or a certifier."""
+    """One resolved suite entry: an attack or a verifier at one (norm, eps), a corruption at one severity,
+    or a certifier."""
 
-    kind: str  # "attack" | "corruption" | "smoothing"
+    kind: str  # "attack" | "corruption" | "smoothing" | "verify"
     name: str
     params: tuple[tuple[str, Any], ...] = ()
     norm: str | None = None
@@ -96,12 +106,12 @@ class Entry:
 
     @property
     def threat(self) -> ThreatModel | None:
-        return ThreatModel(self.norm, self.eps) if self.kind == "attack" else None  # type: ignore[arg-type]
+        return ThreatModel(self.norm, self.eps) if self.kind in THREAT_REGISTRIES else None  # type: ignore[arg-type]
 
     @property
     def group(self) -> str:
         """Entries sharing a group are combined per sample (worst case) into one accuracy."""
-        if self.kind == "attack":
+        if self.kind in THREAT_REGISTRIES:
             return self.threat.key  # type: ignore[union-attr]
         if self.kind == "smoothing":
             return self.label or f"{self.name}-{dict(self.params).get('sigma', 'default')}"
@@ -110,18 +120,18 @@ class Entry:
     @property
     def key(self) -> str:
         base = self.label or self.name
-        return f"{base}@{self.group}" if self.kind == "attack" else self.group
+        return f"{base}@{self.group}" if self.kind in THREAT_REGISTRIES else self.group
 
     def build(self) -> Any:
-        if self.kind == "attack":
-            return ATTACKS.create(self.name, norm=self.norm, eps=self.eps, **dict(self.params))
+        if self.kind in THREAT_REGISTRIES:
+            return THREAT_REGISTRIES[self.kind].create(self.name, norm=self.norm, eps=self.eps, **dict(self.params))
         if self.kind == "smoothing":
             return CERTIFIERS.create(self.name, **dict(self.params))
         return CORRUPTIONS.create(self.name, **dict(self.params))
 
     def describe(self) -> dict[str, Any]:
         d: dict[str, Any] = {"key": self.key, "kind": self.kind, "name": self.name, "params": dict(self.params)}
-        if self.kind == "attack":
+        if self.kind in THREAT_REGISTRIES:
             d.update(norm=self.norm, eps=self.eps, group=self.group)
             if self.when:
                 d["when"] = list(self.when)
@@ -143,6 +153,7 @@ class Suite:
     source: str = ""
     smoothing: list[dict[str, Any]] = field(default_factory=list)
     calibration: dict[str, Any] = field(default_factory=dict)
+    verify: list[dict[str, Any]] = field(default_factory=list)
 
     def check(self) -> None:
         """Every entry's fields and declared parameters checked now, before a model or dataset is loaded.
@@ -156,42 +167,7 @@ class Suite:
         eps_grid = eps_grid or {}
         entries: list[Entry] = []
         for i, spec in enumerate(self.attacks):
-            where = f"suite {self.name!r}, attack #{i + 1}"
-            _check_fields(spec, "attack", where)
-            name = _req(spec, "name", where)
-            if name not in ATTACKS:
-                ATTACKS.get(name)  # raises with suggestions
-            try:
-                norm = canonical_norm(str(spec.get("norm", "linf")))
-            except UsageError as e:
-                raise UsageError(f"{where}: {e.what}", e.hint) from None
-            eps_spec = spec.get("eps", "dataset")
-            if eps_spec == "dataset":
-                if norm not in eps_grid:
-                    raise UsageError(
-                        f"{where}: eps = 'dataset' but the dataset defines no {norm} eps grid",
-                        "give eps explicitly in the suite",
-                    )
-                eps_list = list(eps_grid[norm])
-            elif _is_eps(eps_spec):
-                eps_list = [_eps_value(eps_spec, where)]
-            elif isinstance(eps_spec, list) and eps_spec and all(map(_is_eps, eps_spec)):
-                eps_list = [_eps_value(e, where) for e in eps_spec]
-            else:
-                raise UsageError(
-                    f"{where}: field 'eps' must be {FIELD_TYPES['eps']}, not {eps_spec!r}", "e.g. eps = 0.1"
-                )
-            params = _params(spec, where, reserved=("norm", "eps"))
-            when = _when(spec.get("when", []), where)
-            for eps in eps_list:
-                try:
-                    ThreatModel(norm, eps)
-                except UsageError as e:
-                    raise UsageError(f"{where}: {e.what}", e.hint) from None
-                _validate(ATTACKS, name, where, {"norm": norm, "eps": eps, **params})
-                entries.append(
-                    Entry("attack", name, tuple(sorted(params.items())), norm, eps, label=spec.get("label"), when=when)
-                )
+            entries += _threat_entries(self.name, "attack", i, spec, eps_grid)
         for i, spec in enumerate(self.corruptions):
             where = f"suite {self.name!r}, corruption #{i + 1}"
             _check_fields(spec, "corruption", where)
@@ -217,6 +193,10 @@ class Suite:
             params = _params(spec, where)
             _validate(CERTIFIERS, name, where, params)
             entries.append(Entry("smoothing", name, tuple(sorted(params.items())), norm="l2", label=spec.get("label")))
+        for i, spec in enumerate(self.verify):
+            entries += _threat_entries(self.name, "verify", i, spec, eps_grid)
+        if unique:
+            _check_verified_groups(self.name, entries)
         keys = [e.key for e in entries]
         dups = sorted({k for k in keys if keys.count(k) > 1})
         if dups and unique:
@@ -232,15 +212,71 @@ class Suite:
             "source": self.source,
             **({"smoothing": self.smoothing} if self.smoothing else {}),
             **({"calibration": self.calibration} if self.calibration else {}),
+            **({"verify": self.verify} if self.verify else {}),
         }
 
 
 def group_entries(entries: list[Entry]) -> list[tuple[str, list[int]]]:
-    """Entries by group (threat model or corruption x severity) in suite order: (group key, entry indices)."""
+    """Entries by group (threat model or corruption x severity) in suite order: (group key, entry indices).
+
+    Within a group, verifiers (`EntryKind.lower_bound`) come after every other member: they run on
+    the points the group's attacks left, whatever the order of the entry list.
+    """
     order: dict[str, list[int]] = {}
     for i, e in enumerate(entries):
         order.setdefault(e.group, []).append(i)
-    return list(order.items())
+    last = lambda k: entry_kind(entries[k].kind).lower_bound
+    return [(g, sorted(ks, key=last)) for g, ks in order.items()]
+
+
+def _threat_entries(suite: str, kind: str, i: int, spec: Any, eps_grid: dict[str, tuple[float, ...]]) -> list[Entry]:
+    """The entries of one [[attack]] or [[verify]] table: one per eps, every parameter checked."""
+    registry = THREAT_REGISTRIES[kind]
+    where = f"suite {suite!r}, {kind} #{i + 1}"
+    _check_fields(spec, kind, where)
+    name = _req(spec, "name", where)
+    if name not in registry:
+        registry.get(name)  # raises with suggestions
+    try:
+        norm = canonical_norm(str(spec.get("norm", "linf")))
+    except UsageError as e:
+        raise UsageError(f"{where}: {e.what}", e.hint) from None
+    eps_spec = spec.get("eps", "dataset")
+    if eps_spec == "dataset":
+        if norm not in eps_grid:
+            raise UsageError(
+                f"{where}: eps = 'dataset' but the dataset defines no {norm} eps grid",
+                "give eps explicitly in the suite",
+            )
+        eps_list = list(eps_grid[norm])
+    elif _is_eps(eps_spec):
+        eps_list = [_eps_value(eps_spec, where)]
+    elif isinstance(eps_spec, list) and eps_spec and all(map(_is_eps, eps_spec)):
+        eps_list = [_eps_value(e, where) for e in eps_spec]
+    else:
+        raise UsageError(f"{where}: field 'eps' must be {FIELD_TYPES['eps']}, not {eps_spec!r}", "e.g. eps = 0.1")
+    params = _params(spec, where, reserved=("norm", "eps"))
+    when = _when(spec.get("when", []), where) if kind == "attack" else ()
+    entries = []
+    for eps in eps_list:
+        try:
+            ThreatModel(norm, eps)
+        except UsageError as e:
+            raise UsageError(f"{where}: {e.what}", e.hint) from None
+        _validate(registry, name, where, {"norm": norm, "eps": eps, **params})
+        entries.append(Entry(kind, name, tuple(sorted(params.items())), norm, eps, label=spec.get("label"), when=when))
+    return entries
+
+
+def _check_verified_groups(suite: str, entries: list[Entry]) -> None:
+    """Every verifier's threat model has an attack: it verifies the points the attacks leave (issue 22)."""
+    attacked = {e.group for e in entries if e.kind == "attack"}
+    for e in entries:
+        if e.kind == "verify" and e.group not in attacked:
+            raise UsageError(
+                f"suite {suite!r}: verify entry {e.key} has no [[attack]] at its threat model ({e.group})",
+                "a verifier runs on the points the attacks leave: add an attack with the same norm and eps",
+            )
 
 
 def parse_eps_grid(items: list[str] | None) -> dict[str, tuple[float, ...]] | None:
@@ -350,17 +386,18 @@ def parse_suite(text: str, name: str, source: str = "") -> Suite:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise UsageError(f"{what}: malformed TOML: {e}", "fix the file and run again") from e
-    unknown = sorted(set(data) - {"summary", "attack", "corruption", "smoothing", "calibration", "name"})
+    unknown = sorted(set(data) - {"summary", "attack", "corruption", "smoothing", "calibration", "verify", "name"})
     if unknown:
         raise UsageError(
             f"{what}: unknown field(s) {unknown}",
-            "allowed: summary, attack, corruption, smoothing, calibration",
+            "allowed: summary, attack, corruption, smoothing, verify, calibration",
         )
     for key in ("name", "summary"):
         if key in data and not isinstance(data[key], str):
             raise UsageError(f"{what}: field {key!r} must be a string, not {data[key]!r}", f'e.g. {key} = "..."')
     attacks, corruptions = data.get("attack", []), data.get("corruption", [])
     smoothing, calibration = data.get("smoothing", []), data.get("calibration", {})
+    verify = data.get("verify", [])
     if not isinstance(calibration, dict) or sorted(set(calibration) - CALIBRATION_KEYS):
         raise UsageError(
             f"{what}: [calibration] must be a table with fields from {sorted(CALIBRATION_KEYS)}",
@@ -368,7 +405,12 @@ def parse_suite(text: str, name: str, source: str = "") -> Suite:
         )
     for key, value in calibration.items():
         CALIBRATION_PARAMS[key].check(value, key, f"{what}: [calibration]")
-    for label, items in (("attack", attacks), ("corruption", corruptions), ("smoothing", smoothing)):
+    for label, items in (
+        ("attack", attacks),
+        ("corruption", corruptions),
+        ("smoothing", smoothing),
+        ("verify", verify),
+    ):
         allowed = set(ENTRY_FIELDS[label])
         if not isinstance(items, list):
             raise UsageError(
@@ -385,7 +427,9 @@ def parse_suite(text: str, name: str, source: str = "") -> Suite:
                     f"{at}: {label} #{i + 1} has unknown field(s) {bad}",
                     f"allowed: {', '.join(sorted(allowed))}",
                 )
-    return Suite(data.get("name", name), data.get("summary", ""), attacks, corruptions, source, smoothing, calibration)
+    return Suite(
+        data.get("name", name), data.get("summary", ""), attacks, corruptions, source, smoothing, calibration, verify
+    )
 
 
 def _field_line(text: str, table: str, index: int, key: str) -> int | None:

@@ -312,6 +312,7 @@ class MILPVerifier:
         status = torch.full((n,), OPEN, dtype=torch.int8)
         bound = torch.full((n,), float("-inf"), dtype=torch.float64)
         secs = torch.zeros(n, dtype=torch.float64)
+        timed_out = torch.zeros(n, dtype=torch.bool)
         x_adv = x.detach().clone()
         t0 = time.perf_counter()
         with frozen_parameters(model), torch.no_grad():
@@ -337,32 +338,33 @@ class MILPVerifier:
             res = self._verify_one(
                 net, [(lo[i], hi[i]) for lo, hi in flat], box_lo[i], box_hi[i], int(y[i]), margin_lb[i], float(thr[i])
             )
-            status[i], bound[i] = res[0], res[1]
+            status[i], bound[i], timed_out[i] = res[0], res[1], res[3]
             if res[2] is not None:  # into ball ∩ [0, 1]: HiGHS's feasibility tolerance leaves it ~1e-7 outside
                 xa = np.clip(res[2], box_lo[i], box_hi[i])
                 x_adv[i] = torch.as_tensor(xa, dtype=x.dtype, device=x.device).view(x.shape[1:])
             secs[i] = share + time.perf_counter() - t1
-        return Verdict(status, bound, x_adv, secs)
+        return Verdict(status, bound, x_adv, secs, timed_out)
 
     __call__ = verify
 
     def _verify_one(self, net, bounds, lo, hi, y: int, margin_lb: np.ndarray, tol: float):
+        """(status, bound, counterexample or None, timed out) of one point."""
         start = time.perf_counter()
         k = len(margin_lb)
         if not _finite(bounds, margin_lb):  # non-finite weights or activations: nothing can be proven
-            return OPEN, float("nan"), None
+            return OPEN, float("nan"), None, False
         rivals = [j for j in np.argsort(margin_lb) if j != y and margin_lb[j] <= tol]
         if not rivals:
-            return VERIFIED, float(np.min(np.delete(margin_lb, y))), None
+            return VERIFIED, float(np.min(np.delete(margin_lb, y))), None, False
         enc, xin, zout = encode(net, bounds, lo, hi)
         bnds, cons, integrality = enc.problem()
         worst = float(np.min(np.delete(margin_lb, y)))
         proven = [float(margin_lb[j]) for j in range(k) if j != y and j not in rivals]
-        open_ = False
+        open_ = timeout = False
         for j in rivals:
             left = self.time_limit - (time.perf_counter() - start)
             if left <= 0:
-                return OPEN, worst, None
+                return OPEN, worst, None, True
             c = np.zeros(enc.n)
             np.add.at(c, zout[y], 1.0)
             np.add.at(c, zout[j], -1.0)
@@ -378,7 +380,7 @@ class MILPVerifier:
                 proven.append(tol)
                 continue
             if res.x is not None and res.fun is not None and res.fun < 0:
-                return FALSIFIED, float(res.fun), res.x[xin]
+                return FALSIFIED, float(res.fun), res.x[xin], False
             if res.status == 0:  # optimum in [0, tol]: a tie, neither proven nor broken
                 open_ = True
                 worst = min(worst, float(res.fun))
@@ -388,9 +390,10 @@ class MILPVerifier:
                 proven.append(float(dual))
                 continue
             open_ = True  # time limit without a proof either way
+            timeout = timeout or res.status == 1  # scipy: iteration or time limit reached
         if open_:
-            return OPEN, worst, None
-        return VERIFIED, float(min(proven)) if proven else tol, None
+            return OPEN, worst, None, timeout
+        return VERIFIED, float(min(proven)) if proven else tol, None, False
 
     def radius(self, model: nn.Module, x: Tensor, y: Tensor, *, hi: float | Tensor = 0.5) -> Tensor:
         """Proven radius per sample (the lower end of `minimal_radius` within ``hi``), like the bound verifiers'."""

@@ -36,12 +36,14 @@ class Verdict:
     the counterexample where falsified). ``x_adv``: the counterexample where falsified, x
     elsewhere; it is a candidate for the engine's contract check, not a verdict by itself.
     ``seconds``: time spent per sample (a batch's time shared out for batched verifiers).
+    ``timed_out``: where an open verdict is due to the time limit (verifiers with one; None otherwise).
     """
 
     status: Tensor
     bound: Tensor
     x_adv: Tensor | None = None
     seconds: Tensor | None = None
+    timed_out: Tensor | None = None
 
     @property
     def verified(self) -> Tensor:

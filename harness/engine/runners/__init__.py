@@ -10,10 +10,13 @@ from harness.engine.runners.attack import AttackRunner
 from harness.engine.runners.base import Batch, Engine, EntryRunner, Scored
 from harness.engine.runners.corruption import CorruptionRunner
 from harness.engine.runners.smoothing import SmoothingRunner
+from harness.engine.runners.verify import VerifyRunner
 from harness.errors import UsageError
 from harness.records.kinds import ENTRY_KINDS
 
-RUNNERS: dict[str, EntryRunner] = {r.kind: r for r in (AttackRunner(), CorruptionRunner(), SmoothingRunner())}
+RUNNERS: dict[str, EntryRunner] = {
+    r.kind: r for r in (AttackRunner(), CorruptionRunner(), SmoothingRunner(), VerifyRunner())
+}
 assert set(RUNNERS) == set(ENTRY_KINDS), "every declared entry kind has exactly one runner"
 
 
@@ -34,5 +37,6 @@ __all__ = [
     "EntryRunner",
     "Scored",
     "SmoothingRunner",
+    "VerifyRunner",
     "runner_for",
 ]

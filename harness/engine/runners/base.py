@@ -26,6 +26,7 @@ class Engine(Protocol):
     skipped: dict[int, str]
     num_classes: int
     cal_width: int
+    model: nn.Module  # the model itself, in eval mode (verifiers read its graph)
     verdict: nn.Module  # the guarded fp32 model the verdicts use
     guarded: nn.Module  # the guarded model at the search precision
 
@@ -65,6 +66,9 @@ class EntryRunner:
     def columns(self, engine: Engine, k: int, n: int) -> dict[str, np.ndarray]:
         """Entry k's columns for a chunk of ``n`` samples, at their 'not run' values."""
         raise NotImplementedError
+
+    def prepare(self, engine: Engine, k: int, x: Tensor) -> None:
+        """Check, before any batch runs, that entry k can run on this model (``x``: the first clean batch)."""
 
     def run(self, engine: Engine, k: int, batch: Batch) -> None:
         """Run entry k on one batch; write its columns, clear ``batch.alive`` where it broke a sample."""

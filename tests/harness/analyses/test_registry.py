@@ -27,7 +27,7 @@ SUITE = 'summary = "FGSM only"\n\n[[attack]]\nname = "fgsm"\nnorm = "linf"\neps 
 
 def test_built_in_analyses_run_in_the_declared_order() -> None:
     assert ANALYSES.names() == BUILT_IN
-    assert SECTIONS.names() == ["corruptions", "calibration", "certified", "unit_test"]
+    assert SECTIONS.names() == ["verified", "corruptions", "calibration", "certified", "unit_test"]
 
 
 def test_scoped_registration_is_dropped_on_exit_and_duplicates_are_refused() -> None:

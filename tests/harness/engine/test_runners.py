@@ -24,6 +24,7 @@ EVERY_KIND = Suite(
     attacks=[{"name": "fgsm", "norm": "linf", "eps": 0.1}],
     corruptions=[{"name": "gaussian_noise", "severity": 1}],
     smoothing=[{"name": "smoothing-l2", "params": {"sigma": 0.25, "n0": 4, "n": 8, "radii": [0.0, 0.25]}}],
+    verify=[{"name": "ibp", "norm": "linf", "eps": 0.1}],
 )
 
 
@@ -74,11 +75,13 @@ def test_each_runner_declares_schema_columns_of_the_schema_dtype(evaluation):
 def test_a_run_over_every_kind_fills_each_runners_result_fields(evaluation):
     result = evaluation.run()
     kinds = {g.kind for g in result.groups}
-    assert kinds == set(ENTRY_KINDS)
+    # A verifier belongs to its threat model's group (no group of its own): the interval's lower end.
+    assert kinds == {k for k, ek in ENTRY_KINDS.items() if not ek.lower_bound}
     corr = [g for g in result.groups if g.kind == "corruption"]
     assert corr[0].corruption == "gaussian_noise"
     att = next(g for g in result.groups if g.kind == "attack")
     assert att.label is not None and att.entries[0]["gradients"] == "model"
+    assert att.verified is not None and att.entries[-1]["kind"] == "verify" and "verified" in att.entries[-1]
 
 
 def test_config_hash_is_a_pure_function_of_what_decides_the_numbers(evaluation):
