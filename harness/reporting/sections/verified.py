@@ -25,9 +25,7 @@ def verified_sections(results: Sequence[Result], labels: Sequence[str]) -> list[
         if not rs:
             continue
         tables.append(Table(HEAD, tuple(tuple(row) for row in rs), caption=lab, css="verified"))
-        figures.append(
-            Figure(f"verified-{i}", f"{lab}: verified / open / broken per threat model", lambda r=r: stacked_bar(r))
-        )
+        figures.append(Figure(f"verified-{i}", "verified / open / broken per threat model", lambda r=r: stacked_bar(r)))
     if not tables:
         return []
     return [
