@@ -10,6 +10,8 @@ suite is any TOML file of the same form (``--suite path/to/suite.toml``). Data, 
     eps = "dataset"        # a number, "8/255", a list of them, or "dataset" (the dataset's eps grid for that norm)
     params = { steps = 20, loss = "ce" }
     when = ["gradients"]   # optional: run only if the precheck raised one of these findings
+    nested = false         # optional: attack every eps of the grid independently (default: a sample broken
+                           # at a smaller eps of this norm keeps its adversarial point, harness/engine/nested.py)
     [[corruption]]
     name = "gaussian_noise"
     severity = [1, 2, 3, 4, 5]   # or "all"
@@ -57,6 +59,7 @@ ENTRY_FIELDS: dict[str, dict[str, str]] = {
         "params": "table",
         "label": "string",
         "when": "strings",
+        "nested": "bool",
     },
     "corruption": {"name": "name", "severity": "severity", "params": "table"},
     "smoothing": {"name": "name", "params": "table", "label": "string"},
@@ -69,6 +72,7 @@ FIELD_TYPES = {
     "strings": "a string or a list of strings",
     "eps": "a positive number or fraction ('8/255'), a list of them, or 'dataset'",
     "severity": "an integer 1-5, a list of them, or 'all'",
+    "bool": "true or false",
 }
 FIELD_EXAMPLES = {
     "name": '"pgd"',
@@ -77,6 +81,7 @@ FIELD_EXAMPLES = {
     "strings": '["gradients"]',
     "eps": '["4/255", "8/255"]',
     "severity": "[1, 2, 3]",
+    "bool": "false",
 }
 
 
@@ -93,6 +98,9 @@ class Entry:
     label: str | None = None
     # Run only when the precheck raised one of these findings (e.g. a black-box attack on masking).
     when: tuple[str, ...] = ()
+    # Nested eps (harness.engine.nested): a sample this entry breaks keeps its point for the larger eps of
+    # the norm, and the entry takes the points found at smaller eps. False: every eps attacked independently.
+    nested: bool = True
 
     @property
     def threat(self) -> ThreatModel | None:
@@ -125,6 +133,8 @@ class Entry:
             d.update(norm=self.norm, eps=self.eps, group=self.group)
             if self.when:
                 d["when"] = list(self.when)
+            if not self.nested:  # only when not the default: config hashes of earlier suites stay the same
+                d["nested"] = False
         elif self.kind == "smoothing":
             d.update(norm=self.norm, eps=None, group=self.group)
         else:
@@ -183,6 +193,7 @@ class Suite:
                 )
             params = _params(spec, where, reserved=("norm", "eps"))
             when = _when(spec.get("when", []), where)
+            nested = spec.get("nested", True)
             for eps in eps_list:
                 try:
                     ThreatModel(norm, eps)
@@ -190,7 +201,16 @@ class Suite:
                     raise UsageError(f"{where}: {e.what}", e.hint) from None
                 _validate(ATTACKS, name, where, {"norm": norm, "eps": eps, **params})
                 entries.append(
-                    Entry("attack", name, tuple(sorted(params.items())), norm, eps, label=spec.get("label"), when=when)
+                    Entry(
+                        "attack",
+                        name,
+                        tuple(sorted(params.items())),
+                        norm,
+                        eps,
+                        label=spec.get("label"),
+                        when=when,
+                        nested=nested,
+                    )
                 )
         for i, spec in enumerate(self.corruptions):
             where = f"suite {self.name!r}, corruption #{i + 1}"
@@ -300,6 +320,8 @@ def _fits(value: Any, field_type: str) -> bool:
         return isinstance(value, str)
     if field_type == "table":
         return isinstance(value, dict)
+    if field_type == "bool":
+        return isinstance(value, bool)
     if field_type == "strings":
         return isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
     if field_type == "eps":
