@@ -85,6 +85,8 @@ def main() -> None:
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--suites", default=",".join(SUITES))
     ap.add_argument("--aa-n", type=int, default=100, help="samples for the autoattack suite (time box)")
+    ap.add_argument("--standard-n", type=int, default=None, help="samples for the standard suite (time box)")
+    ap.add_argument("--skip-done", action="store_true", help="keep the rows already in --out")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     out_path = Path(a.out)
@@ -93,7 +95,8 @@ def main() -> None:
         {
             "command": " ".join(sys.argv),
             "models": "digits cnn, harness objectives ce / pgd-at / trades, 10 epochs, seed 0 (bench/models_cache.py)",
-            "data": "digits test split (360 images); autoattack: the first --aa-n of them",
+            "data": "digits test split (539 images); standard and autoattack: the first --standard-n / --aa-n",
+            "n": {"standard": a.standard_n, "autoattack": a.aa_n},
             "machine": {"processor": platform.processor() or platform.machine(), "threads": a.threads},
             "torch": torch.__version__,
             "commit": subprocess.run(
@@ -105,8 +108,10 @@ def main() -> None:
     for m in a.models.split(","):
         model = trained(m)
         for s in a.suites.split(","):
+            if a.skip_done and f"{m}/{s}" in rows:
+                continue
             suite = load_suite(s)
-            n = a.aa_n if s == "autoattack" else None
+            n = {"autoattack": a.aa_n, "standard": a.standard_n}.get(s)
             nested, indep = measure(model, suite, n), measure(model, opted_out(suite), n)
             ratio = indep["fwd_bwd_images"] / max(nested["fwd_bwd_images"], 1)
             passes = (2 * indep["fwd_bwd_images"] + indep["fwd_images"]) / max(
