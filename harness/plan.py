@@ -4,7 +4,9 @@ Built from the suite's declared budgets (each attack's ``cost``, `harness.cost`)
 without loading the model: per suite entry, the forward and backward passes of single images the
 attack's full budget takes plus the engine's own verdict pass on every attacked image, summed over
 the batches the engine will run. Every number is an upper bound: early stopping (samples already
-broken are not attacked again, and attacks drop the ones they break) only lowers the real count.
+broken are not attacked again, and attacks drop the ones they break) and nested eps (a sample broken
+at a smaller eps of the norm is not attacked at the larger ones, `harness.engine.nested`) only lower
+the real count; the plan keeps the bound, since how much they save depends on the model's robustness.
 """
 
 from __future__ import annotations

@@ -44,6 +44,7 @@ class Tally:
     e_tried: np.ndarray = field(init=False)
     e_nonfinite: np.ndarray = field(init=False)  # verdicts from non-finite logits (margin -inf)
     e_ties: np.ndarray = field(init=False)  # broken at a float-level tie (harness/ties.py)
+    e_inherited: np.ndarray = field(init=False)  # verdicts taken from a smaller eps (nested eps, h{k} >= 0)
 
     def __post_init__(self) -> None:
         G, K = len(self.groups), self.num_classes
@@ -53,6 +54,7 @@ class Tally:
         self.g_class = np.zeros((G, K), np.int64)
         self.e_cum, self.e_first, self.e_tried = (np.zeros(E, np.int64) for _ in range(3))
         self.e_nonfinite, self.e_ties = np.zeros(E, np.int64), np.zeros(E, np.int64)
+        self.e_inherited = np.zeros(E, np.int64)
 
     def per_class(self, counts: np.ndarray) -> list[float]:
         """Accuracy per class (NaN for a class with no samples)."""
@@ -97,6 +99,8 @@ def tally(store: Any, entries: list[Entry], num_classes: int) -> Tally:
                 t.e_first[k] += int((s_k == 0).sum())
                 t.e_tried[k] += int((s_k >= 0).sum())
                 t.e_ties[k] += int(t_k.sum())
+                if col.inherited(k) in chunk:  # absent: not a taking entry, or a record of independent eps
+                    t.e_inherited[k] += int((chunk[col.inherited(k)] >= 0).sum())
                 on_tie |= alive & t_k  # broken first by this entry, at a tie
                 alive &= survived(chunk, k)
                 t.e_cum[k] += int(alive.sum())

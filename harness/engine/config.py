@@ -160,11 +160,14 @@ def config_hash(
     version: str,
     calibration: dict[str, Any] | None = None,
     surrogate: dict[str, Any] | None = None,
+    nested: bool = False,
 ) -> str:
     """16 hex digits over everything that decides a run's per-sample numbers (a pure function).
 
     The model's weights, the data's content, the resolved entries (`Entry.describe`), the seed, chunk
-    size, EOT, search precision/compile, the tool version, calibration settings and the surrogate. Not
+    size, EOT, search precision/compile, the tool version, calibration settings, the surrogate, and
+    whether nested eps reuses points (`harness.engine.nested`; only when it does, so suites it leaves
+    alone keep their hashes). Not
     the batch size, device or thread count: the verdicts do not depend on them (docs/reliability.md),
     so a run resumes and compares across them.
     """
@@ -182,6 +185,7 @@ def config_hash(
             "version": version,
             **({"calibration": calibration} if calibration else {}),
             **({"surrogate": surrogate} if surrogate else {}),
+            **({"nested": True} if nested else {}),
         },
         sort_keys=True,
         default=str,

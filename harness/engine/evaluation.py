@@ -57,6 +57,7 @@ from harness.checks import (
 from harness.data.base import ImageDataset, check_image_range
 from harness.engine.aggregation import nonfinite_findings, tally, tie_findings
 from harness.engine.config import EvalConfig, check_run_name, config_hash, model_hash, run_lock
+from harness.engine.nested import NestedPlan, Witnesses, evaluation_order
 from harness.engine.runners import Batch, EntryRunner, runner_for
 from harness.engine.verdicts import Scored, score_points
 from harness.engine.verification import verification, verification_findings
@@ -74,7 +75,7 @@ from harness.records.kinds import entry_kind
 from harness.reporting.markdown import render_markdown
 from harness.results import Accuracy, Finding, GroupResult, Result
 from harness.rng import stream_seed
-from harness.suites import Entry, Suite, group_entries, load_suite
+from harness.suites import Entry, Suite, load_suite
 from harness.surrogate import BPDA, SurrogateSpec, build_surrogate
 from harness.ties import TIE_ULPS, ieee_fp32
 
@@ -139,6 +140,10 @@ class Evaluation:
         self.entries += auto
         self.attackers += [e.build() for e in auto]
         self.runners: list[EntryRunner] = [runner_for(e.kind) for e in self.entries]
+        # Nested eps (harness.engine.nested): groups of a norm run in ascending eps; the plan is redone
+        # once the precheck knows the skipped entries.
+        self.order = evaluation_order(self.entries)
+        self.nesting = NestedPlan.of(self.entries)
         self.batch_size: int = self.config.batch_size if isinstance(self.config.batch_size, int) else 0
         self.autotuned: int | None = None  # probed once per Evaluation (one model, one device)
         # Entries whose ``when`` names no finding the precheck raised: not run (set by _precheck).
@@ -304,6 +309,7 @@ class Evaluation:
             version=__version__,
             calibration=self.cal,
             surrogate=self.surrogate_info,
+            nested=self.nesting.applies,
         )
 
     # ---- what the runners use (harness.engine.runners.Engine) ------------------------------------
@@ -362,8 +368,9 @@ class Evaluation:
             cols[col.CLEAN_PRED][sl] = pred.cpu().numpy()
             cols[col.CLEAN_MARGIN][sl] = margin0.cpu().numpy()
             cols[col.CLEAN_CAL][sl] = cal0.cpu().numpy()
-            for _, members in group_entries(self.entries):
-                batch = Batch(x, y, ids, sl, correct.clone(), cols)
+            witnesses = Witnesses(x)  # per batch: the record stays a function of its chunk and batch plan
+            for _, members in self.order:
+                batch = Batch(x, y, ids, sl, correct.clone(), cols, witnesses)
                 for k in members:
                     self._shown.entry(entry_label(self.entries[k]), batch.alive, len(x))  # per batch, not per step
                     t0 = time.perf_counter()
@@ -601,6 +608,7 @@ class Evaluation:
             for k in range(len(self.entries)):
                 if self.gradient_source(k) not in (None, "none"):  # gradient attacks, not verifiers
                     self.skipped[k] = why
+        self.nesting = NestedPlan.of(self.entries, self.skipped)
         self._setup_eot(findings)
         self._fit_temperature()
         return findings
@@ -763,7 +771,8 @@ class Evaluation:
                             **self.entries[k].describe(),
                             "config": _config_of(self.attackers[k]),
                             "cumulative": asdict(Accuracy.of(t.e_cum[k], n)),
-                            "attacked": 0 if k in self.skipped else int(t.e_tried[k]),
+                            # Attacked: run on (a verdict inherited from a smaller eps was not attacked).
+                            "attacked": 0 if k in self.skipped else int(t.e_tried[k] - t.e_inherited[k]),
                             **({"skipped": self.skipped[k]} if k in self.skipped else {}),
                             "broken_first": int(t.e_first[k]),
                             "black_box": _is_black_box(self.attackers[k]),
@@ -771,6 +780,7 @@ class Evaluation:
                             **self.runners[k].entry_fields(self, k),
                             **v.entry_fields(k),
                             **({"nonfinite": int(t.e_nonfinite[k])} if t.e_nonfinite[k] else {}),
+                            **({"inherited": int(t.e_inherited[k])} if k in self.nesting.takers else {}),
                             "seconds": round(timing.get(self.entries[k].key, 0.0), 4),
                         }
                         for k in members

@@ -16,6 +16,9 @@ from harness.errors import DataError
 # 2: calibration columns (clean_cal, c{k}) and smoothing columns. The verify entries' proof column q{k}
 # (issue 22) is new to entries of a new kind: a schema-2 record of an older harness holds none, so it is
 # never misread and the version stays 2.
+# The nested-eps column h{k} did not
+# bump it: a record without it is one of independent attacks per eps, which is how a reader takes a
+# missing h{k} (and the config hash of a nested evaluation differs, so the two never share a record).
 RECORD_SCHEMA = 2
 
 ID, LABEL = "id", "label"
@@ -67,6 +70,12 @@ COLUMNS: tuple[Column, ...] = (
     ),
     Column("p{k}", "int16", "entry k: prediction at the returned point (-1: not run)"),
     Column("t{k}", "int8", "entry k: 1 when its verdict rests on a float-level tie"),
+    Column(
+        "h{k}",
+        "int32",
+        "attack entry k, where nested eps applies: index of the entry whose adversarial point (found at a "
+        "smaller eps of the norm) is this sample's verdict here, re-checked at this eps; -1: not inherited",
+    ),
     Column("c{k}", "float32", "attack/corruption entry k: calibration stats at its point, as clean_cal"),
     Column("e{k}", "int8", "smoothing entry k: (n, radii) empirical robustness per radius"),
     Column("v{k}", "int8", "smoothing entry k: (n, radii) certificate violated per radius"),
@@ -103,6 +112,11 @@ def calib(k: int) -> str:
 def proof(k: int) -> str:
     """A verify entry's per-sample outcome (PROOF_*)."""
     return f"q{k}"
+
+
+def inherited(k: int) -> str:
+    """Attack entry k's nested-eps source column (``h{k}``, harness.engine.nested)."""
+    return f"h{k}"
 
 
 def smoothing_columns(k: int) -> tuple[str, str, str]:

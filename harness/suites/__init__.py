@@ -10,6 +10,8 @@ suite is any TOML file of the same form (``--suite path/to/suite.toml``). Data, 
     eps = "dataset"        # a number, "8/255", a list of them, or "dataset" (the dataset's eps grid for that norm)
     params = { steps = 20, loss = "ce" }
     when = ["gradients"]   # optional: run only if the precheck raised one of these findings
+    nested = false         # optional: attack every eps of the grid independently (default: a sample broken
+                           # at a smaller eps of this norm keeps its adversarial point, harness/engine/nested.py)
     [[corruption]]
     name = "gaussian_noise"
     severity = [1, 2, 3, 4, 5]   # or "all"
@@ -63,6 +65,7 @@ ENTRY_FIELDS: dict[str, dict[str, str]] = {
         "params": "table",
         "label": "string",
         "when": "strings",
+        "nested": "bool",
     },
     "corruption": {"name": "name", "severity": "severity", "params": "table"},
     "smoothing": {"name": "name", "params": "table", "label": "string"},
@@ -78,6 +81,7 @@ FIELD_TYPES = {
     "strings": "a string or a list of strings",
     "eps": "a positive number or fraction ('8/255'), a list of them, or 'dataset'",
     "severity": "an integer 1-5, a list of them, or 'all'",
+    "bool": "true or false",
 }
 FIELD_EXAMPLES = {
     "name": '"pgd"',
@@ -86,6 +90,7 @@ FIELD_EXAMPLES = {
     "strings": '["gradients"]',
     "eps": '["4/255", "8/255"]',
     "severity": "[1, 2, 3]",
+    "bool": "false",
 }
 
 
@@ -103,6 +108,9 @@ class Entry:
     label: str | None = None
     # Run only when the precheck raised one of these findings (e.g. a black-box attack on masking).
     when: tuple[str, ...] = ()
+    # Nested eps (harness.engine.nested): a sample this entry breaks keeps its point for the larger eps of
+    # the norm, and the entry takes the points found at smaller eps. False: every eps attacked independently.
+    nested: bool = True
 
     @property
     def threat(self) -> ThreatModel | None:
@@ -135,6 +143,8 @@ class Entry:
             d.update(norm=self.norm, eps=self.eps, group=self.group)
             if self.when:
                 d["when"] = list(self.when)
+            if not self.nested:  # only when not the default: config hashes of earlier suites stay the same
+                d["nested"] = False
         elif self.kind == "smoothing":
             d.update(norm=self.norm, eps=None, group=self.group)
         else:
@@ -257,6 +267,7 @@ def _threat_entries(suite: str, kind: str, i: int, spec: Any, eps_grid: dict[str
         raise UsageError(f"{where}: field 'eps' must be {FIELD_TYPES['eps']}, not {eps_spec!r}", "e.g. eps = 0.1")
     params = _params(spec, where, reserved=("norm", "eps"))
     when = _when(spec.get("when", []), where) if kind == "attack" else ()
+    nested = bool(spec.get("nested", True)) if kind == "attack" else True  # nested eps: attacks only
     entries = []
     for eps in eps_list:
         try:
@@ -264,7 +275,11 @@ def _threat_entries(suite: str, kind: str, i: int, spec: Any, eps_grid: dict[str
         except UsageError as e:
             raise UsageError(f"{where}: {e.what}", e.hint) from None
         _validate(registry, name, where, {"norm": norm, "eps": eps, **params})
-        entries.append(Entry(kind, name, tuple(sorted(params.items())), norm, eps, label=spec.get("label"), when=when))
+        entries.append(
+            Entry(
+                kind, name, tuple(sorted(params.items())), norm, eps, label=spec.get("label"), when=when, nested=nested
+            )
+        )
     return entries
 
 
@@ -336,6 +351,8 @@ def _fits(value: Any, field_type: str) -> bool:
         return isinstance(value, str)
     if field_type == "table":
         return isinstance(value, dict)
+    if field_type == "bool":
+        return isinstance(value, bool)
     if field_type == "strings":
         return isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
     if field_type == "eps":

@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 from torch import Tensor, nn
 
+from harness.engine.nested import NestedPlan, Witnesses
 from harness.engine.verdicts import Scored
 from harness.suites import Entry
 
@@ -29,6 +30,7 @@ class Engine(Protocol):
     model: nn.Module  # the model itself, in eval mode (verifiers read its graph)
     verdict: nn.Module  # the guarded fp32 model the verdicts use
     guarded: nn.Module  # the guarded model at the search precision
+    nesting: NestedPlan  # which attack entries give and take nested-eps witnesses (harness.engine.nested)
 
     def score(self, x_adv: Tensor, y: Tensor, logits: Tensor | None = None) -> Scored: ...
 
@@ -45,7 +47,8 @@ class Engine(Protocol):
 @dataclass
 class Batch:
     """One batch of a chunk: the inputs on the device, its rows ``sl`` in the chunk's columns, and ``alive``
-    (per sample: not yet broken in the current group — runners clear it where they break a sample)."""
+    (per sample: not yet broken in the current group — runners clear it where they break a sample), and
+    the batch's nested-eps ``witnesses`` (shared by its groups; None: nested eps off)."""
 
     x: Tensor
     y: Tensor
@@ -53,6 +56,7 @@ class Batch:
     sl: slice
     alive: Tensor
     cols: dict[str, np.ndarray]
+    witnesses: Witnesses | None = None
 
     def __len__(self) -> int:
         return len(self.x)
