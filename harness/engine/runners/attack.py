@@ -45,6 +45,7 @@ class AttackRunner(EntryRunner):
         if engine.reduced_precision:
             redo = self.rerun_fp32(engine, k, x, y, ids, xa, scored)
             cols[col.RERUNS][sl][act[redo].cpu().numpy()] += 1
+        engine.gallery.attack(k, batch, act, xa)
         status, m, p, cal, tie = scored
         alive[act] = status.bool()
         n, a_np = len(batch), act.cpu().numpy()
@@ -77,6 +78,8 @@ class AttackRunner(EntryRunner):
             return redo
         xr = attacker(engine.attack_model(k, eager=True), x[redo], y[redo], index=ids[redo], seed=engine.entry_seed(k))
         check_contract(x[redo], xr, entry.threat, who=entry.key)  # type: ignore[arg-type]
+        with torch.no_grad():
+            xa[redo] = xr.to(xa.dtype)  # the points now scored (what the gallery shows)
         s2, m2, p2, c2, t2 = engine.score(xr, y[redo])
         status[redo], m[redo], p[redo], cal[redo], tie[redo] = s2, m2, p2, c2, t2
         return redo

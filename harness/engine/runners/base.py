@@ -18,6 +18,16 @@ from harness.engine.verdicts import Scored
 from harness.suites import Entry
 
 
+class GalleryHooks(Protocol):
+    """Where runners hand the points they scored to the report's gallery (`harness.engine.gallery`)."""
+
+    def attack(self, k: int, batch: Batch, act: Tensor, points: Tensor) -> None: ...
+
+    def corruption(self, k: int, batch: Batch, points: Tensor) -> None: ...
+
+    def smoothing(self, engine: Engine, k: int, batch: Batch) -> None: ...
+
+
 class Engine(Protocol):
     """What runners use of the evaluation (implemented by `harness.engine.evaluation.Evaluation`)."""
 
@@ -28,6 +38,7 @@ class Engine(Protocol):
     cal_width: int
     verdict: nn.Module  # the guarded fp32 model the verdicts use
     guarded: nn.Module  # the guarded model at the search precision
+    gallery: GalleryHooks
 
     def score(self, x_adv: Tensor, y: Tensor, logits: Tensor | None = None) -> Scored: ...
 
