@@ -6,7 +6,8 @@ from collections.abc import Mapping, Sequence
 
 from harness.corruption_metrics import corruption_summary
 from harness.labels import relabel
-from harness.reporting import metric_sections
+from harness.records.gallery import Gallery
+from harness.reporting import gallery, metric_sections
 from harness.reporting import summary as S
 from harness.results import Accuracy, Finding, Result
 
@@ -44,9 +45,11 @@ def render_markdown(
     images: Mapping[str, str] | None = None,
     threat: str | None = None,
     leaderboard: str | None = None,
+    galleries: Sequence[Gallery | None] = (),
 ) -> str:
     """The markdown report for one or many results; ``images`` maps figure names to file names,
-    ``leaderboard`` names the sortable table written beside the report (linked under the summary line)."""
+    ``leaderboard`` names the sortable table written beside the report (linked under the summary line),
+    ``galleries`` are the runs' image galleries (`harness.reporting.gallery`)."""
     images = images or {}
     labels = S.unique_labels(results)
     keys = S.threat_keys(results)
@@ -121,6 +124,7 @@ def render_markdown(
                 lines += [f"![{alt}]({images[name]})", ""]
 
     lines += metric_sections.markdown(results, labels, images, _esc)
+    lines += gallery.markdown(galleries, labels, images, _esc)
     for i, (lab, r) in enumerate(zip(labels, results)):
         lines += _model_section(lab, r, images, i, headline)
     return "\n".join(lines)
