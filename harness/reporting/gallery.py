@@ -117,7 +117,7 @@ def corruption_figure(title: str, g: Gallery) -> bytes | None:
                 axes[r][c].set_axis_off()
                 continue
             _show(axes[r][c], hit.image, f"severity {sev}\npred {_pred(hit.pred)}")
-    fig.suptitle(f"{title}: sample #{sid}, true class {label}", fontsize=9)
+    fig.suptitle(f"{title}\nsample #{sid}, true class {label}", fontsize=9)
     return to_png(fig, dpi=DPI)
 
 
@@ -137,7 +137,7 @@ def smoothing_figure(title: str, g: Gallery) -> bytes | None:
         )
         noise = f"+ N(0, σ²), σ = {eps_label(n.sigma)} (shown clipped)"
         _show(row[1], n.image, f"{noise}\nbase model: {_pred(n.base_pred)}\nsmoothed: {smoothed}")
-    fig.suptitle(f"{title}: sample #{sid} under the smoothing noise", fontsize=9)
+    fig.suptitle(f"{title}\nsample #{sid} under the smoothing noise", fontsize=9)
     return to_png(fig, dpi=DPI)
 
 

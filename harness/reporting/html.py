@@ -32,7 +32,7 @@ margin-left:.3em;font-weight:600}
 .flag.warning{background:#d68910}
 .flagtext{display:block;color:#c0392b;font-size:.8em;text-align:left;max-width:26em}
 img{max-width:100%;height:auto;border:1px solid #eee;margin:.4em 0}
-figure.gallery{margin:.6em 0}figure.gallery ul{margin:0;font-size:.85em;color:#444}
+figure.gallery{margin:.6em 0;width:fit-content}figure.gallery ul{margin:0;font-size:.85em;color:#444}
 .meta{color:#444;font-size:.9em}code{font-size:.9em;background:#f6f6f6;padding:0 .2em}
 """
 

@@ -4,7 +4,6 @@ with, and not written with --no-gallery."""
 
 from __future__ import annotations
 
-import functools
 import json
 
 import numpy as np
@@ -19,51 +18,18 @@ from harness.engine.gallery import GalleryCollector, choose
 from harness.records.gallery import GALLERY_DIR, MAX_IMAGE_ELEMENTS, POOL, SHOWN, fits, read_gallery
 from harness.suites import Suite
 from harness.threat import TOLERANCE, lp_norm
-
-EPS = 0.1
-SUITE = Suite(
-    "gallery-test",
-    attacks=[
-        {"name": "fgsm", "norm": "linf", "eps": EPS},
-        {"name": "pgd", "norm": "linf", "eps": EPS, "params": {"steps": 5, "restarts": 1}},
-        {"name": "pgd", "norm": "l2", "eps": 0.5, "params": {"steps": 5, "restarts": 1}},
-    ],
-    corruptions=[{"name": "gaussian_noise", "severity": [1, 2, 3, 4, 5]}, {"name": "contrast", "severity": [1, 5]}],
-    smoothing=[{"name": "smoothing-l2", "params": {"sigma": 0.25, "n0": 4, "n": 16, "radii": [0.0]}}],
-)
-N, CHUNK = 40, 16
-
-
-@functools.cache
-def ce_model() -> torch.nn.Module:
-    """A linear digits classifier fitted in closed form (ridge regression on one-hot targets, ~95 % clean)."""
-    ds = load_dataset("digits:split=train")
-    x, y = ds.batch(slice(0, len(ds)))
-    X = torch.cat([x.flatten(1).double(), torch.ones(len(x), 1, dtype=torch.float64)], 1)
-    Y = torch.nn.functional.one_hot(y, 10).double()
-    W = torch.linalg.solve(X.T @ X + 1e-2 * torch.eye(X.shape[1], dtype=torch.float64), X.T @ Y).float()
-    lin = torch.nn.Linear(X.shape[1] - 1, 10)
-    with torch.no_grad():
-        lin.weight.copy_(W[:-1].T)
-        lin.bias.copy_(W[-1])
-    return torch.nn.Sequential(torch.nn.Flatten(), lin).eval()
+from tests.harness.gallery_helpers import EPS, N, evaluate_digits, linear_model
 
 
 class _Interrupt(Exception):
     pass
 
 
-def _run(tmp, name, batch_size, **kw):
-    ds = load_dataset("digits").subset(slice(0, N))
-    cfg = EvalConfig(batch_size=batch_size, chunk_size=CHUNK, progress=False, device="cpu", **kw)
-    return Evaluation(ce_model(), ds, SUITE, out=tmp, name=name, config=cfg).run()
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """The same evaluation with batch sizes 7 and 16, and with 16 interrupted after its first chunk, then resumed."""
     tmp = tmp_path_factory.mktemp("gallery")
-    out = {"b7": _run(tmp, "b7", 7), "b16": _run(tmp, "b16", 16)}
+    out = {"b7": evaluate_digits(tmp, "b7", 7), "b16": evaluate_digits(tmp, "b16", 16)}
     mp = pytest.MonkeyPatch()
 
     def interrupt(point: str) -> None:
@@ -72,10 +38,10 @@ def runs(tmp_path_factory):
 
     mp.setattr(harness.engine.evaluation, "kill_point", interrupt)
     with pytest.raises(_Interrupt):
-        _run(tmp, "resumed", 16)
+        evaluate_digits(tmp, "resumed", 16)
     mp.undo()
     assert len(list((tmp / "resumed" / "records" / GALLERY_DIR).glob("part-*.json"))) >= 1
-    out["resumed"] = _run(tmp, "resumed", 16)
+    out["resumed"] = evaluate_digits(tmp, "resumed", 16)
     return tmp, out
 
 
@@ -133,7 +99,7 @@ def test_choice_is_keyed_by_sample_id_not_by_position():
 def test_gallery_images_are_inside_the_ball_and_misclassified_as_the_record_says(runs):
     tmp, res = runs
     g = _gallery(tmp, "b16", res["b16"])
-    model = ce_model()
+    model = linear_model()
     broken = 0
     for key, shown in g.threat.items():
         e = g.threat_entries[key]
@@ -213,7 +179,7 @@ def test_no_gallery_writes_none(tmp_path):
     ds = load_dataset("digits").subset(slice(0, 8))
     suite = Suite("tiny", attacks=[{"name": "fgsm", "norm": "linf", "eps": EPS}])
     cfg = EvalConfig(batch_size=8, chunk_size=8, progress=False, device="cpu", gallery=False)
-    Evaluation(ce_model(), ds, suite, out=tmp_path, name="off", config=cfg).run()
+    Evaluation(linear_model(), ds, suite, out=tmp_path, name="off", config=cfg).run()
     assert (tmp_path / "off" / "result.json").is_file()
     assert not (tmp_path / "off" / "records" / GALLERY_DIR).exists()
     assert "--no-gallery" in cfg.to_argv() and "--no-gallery" not in EvalConfig().to_argv()
