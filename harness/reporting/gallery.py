@@ -48,16 +48,23 @@ def key(i: int, what: str) -> str:
 
 
 def file_names(keys: Sequence[str], labels: Sequence[str]) -> dict[str, str]:
-    """PNG file names of gallery figure keys: ``gallery-<i>-<model>-<what>.png`` (one folder name each)."""
-
-    def slug(s: str) -> str:
-        return re.sub(r"[^A-Za-z0-9_.-]+", "_", s).strip("._")[:40] or "x"
+    """PNG file names of gallery figure keys: ``gallery-<i>-<model>-<what>.png`` (single file names)."""
 
     out = {}
     for k in keys:
         i, what = k[len(PREFIX) :].split("/", 1)
-        out[k] = f"gallery-{i}-{slug(labels[int(i)])}-{slug(what)}.png"
+        out[k] = f"gallery-{i}-{_slug(labels[int(i)])}-{part_name(what)}.png"
     return out
+
+
+def _slug(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", s).strip("._")[:40] or "x"
+
+
+def part_name(what: str) -> str:
+    """A gallery part as a name: the threat model as people write it (linf-0.0313725 -> Linf_8_255),
+    ``corruptions``, ``smoothing``."""
+    return _slug(key_label(what).replace("∞", "inf"))
 
 
 def _show(ax, img: np.ndarray, caption: str) -> None:
@@ -220,7 +227,7 @@ def html(
         parts.append(f'<h3 id="gallery-{i}">{h(lab)}</h3>')
         for k, alt, text in _rows(g, i):
             if k in figs:
-                what = k.rsplit("/", 1)[-1]
+                what = part_name(k.split("/", 2)[-1])
                 parts.append(f'<figure class="gallery" data-run="{i}" data-what="{h(what)}">{img(figs[k], alt)}')
                 if text:
                     parts.append("<figcaption><ul>" + "".join(f"<li>{h(t)}</li>" for t in text) + "</ul></figcaption>")

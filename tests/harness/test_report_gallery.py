@@ -17,7 +17,7 @@ from tests.harness.gallery_helpers import evaluate_digits
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "images"
 PARTS = {
-    "linf-0.1": "gallery-threat.png",
+    "Linf_0.1": "gallery-threat.png",
     "corruptions": "gallery-corruptions.png",
     "smoothing": "gallery-smoothing.png",
 }
