@@ -37,7 +37,7 @@ import torch
 
 from harness.atomic import sha256_bytes, write_bytes, write_json
 from harness.errors import HarnessError
-from harness.paths import safe_join
+from harness.paths import regular_file, safe_join
 from harness.records import schema as col
 from harness.records.store import RecordStore, read_index
 from harness.threat import ThreatModel, check_contract
@@ -173,6 +173,12 @@ def _read_part(
     out: Gallery,
     candidates: dict[str, list[tuple[int, int, Shown]]],
 ) -> None:
+    dp = mp.with_suffix(".npz")
+    try:
+        for p in (mp, dp):  # never open a pipe, a device or a folder named like a part
+            regular_file(p, "gallery part")
+    except HarnessError as e:
+        raise _Bad(e.what) from None
     try:
         meta = json.loads(mp.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
@@ -184,7 +190,6 @@ def _read_part(
     cid = meta.get("chunk")
     if not isinstance(cid, int) or isinstance(cid, bool) or not 0 <= cid < store.n_chunks:
         raise _Bad(f"chunk {cid!r} is not a chunk of the record")
-    dp = mp.with_suffix(".npz")
     try:
         if dp.stat().st_size > MAX_PART_BYTES:
             raise _Bad(f"larger than {MAX_PART_BYTES} bytes")

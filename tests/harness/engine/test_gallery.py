@@ -5,6 +5,7 @@ with, and not written with --no-gallery."""
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -173,6 +174,11 @@ def test_a_tampered_part_is_left_out_with_a_note(runs, tmp_path):
     part.write_bytes(part.read_bytes()[:100])
     g = read_gallery(run / "records", res["b16"].config["config_hash"])
     assert any("do not match" in n for n in g.notes)
+    # A named pipe in place of a part is refused without opening it (a read would block forever).
+    part.unlink()
+    os.mkfifo(part)
+    g = read_gallery(run / "records", res["b16"].config["config_hash"])
+    assert any(part.stem in n and "named pipe" in n for n in g.notes)
 
 
 def test_no_gallery_writes_none(tmp_path):
