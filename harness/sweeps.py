@@ -39,6 +39,7 @@ from harness.suites import load_suite
 # EvalConfig fields a sweep passes on to every cell (as `EvalConfig.to_argv` flags).
 SWEEP_FIELDS = (
     "batch_size", "chunk_size", "seed", "device", "checks", "max_samples", "eot_samples", "precision", "compile", "eps",
+    "gallery",
 )  # fmt: skip
 GLOB_CHARS = "*?["
 REPORT_DIR = "report"

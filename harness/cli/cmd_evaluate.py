@@ -63,6 +63,9 @@ def evaluate(
     precision: str = typer.Option("fp32", help="attack search precision: fp32, or bf16 (autocast; verdicts stay fp32)"),
     compile: bool = typer.Option(False, "--compile/--no-compile", help="torch.compile the model for the attack search"),
     eps: list[str] = typer.Option([], "--eps", help="override the dataset's eps grid: NORM=V[,V...] (repeatable)"),
+    gallery: bool = typer.Option(
+        True, "--gallery/--no-gallery", help="keep a few samples' images for the report's galleries (records/gallery)"
+    ),
     nproc: int | None = typer.Option(None, help="launch N local ranks through torchrun (data-parallel)"),
     max_restarts: int = typer.Option(0, help="with --nproc: torchrun restarts of the whole job after a failure"),
     plan_only: bool = typer.Option(
@@ -94,6 +97,7 @@ def evaluate(
     cfg = EvalConfig(
         batch_size=batch_size, chunk_size=chunk_size, seed=seed, device=device, max_samples=max_samples,
         eot_samples=eot_samples, checks=checks, precision=precision, compile=compile, eps=parse_eps_grid(eps),
+        gallery=gallery,
     )  # fmt: skip
     bs = cfg.batch_size
     if nproc is not None:
@@ -136,6 +140,7 @@ def evaluate(
         precision=precision,
         compile=compile,
         eps=parse_eps_grid(eps),
+        gallery=gallery,
     )
     if distributed.env_world()[0] != 0:
         return  # rank 0 prints

@@ -30,6 +30,9 @@ def sweep(
     eps: list[str] = typer.Option([], "--eps", help="override the dataset's eps grid: NORM=V[,V...] (repeatable)"),
     precision: str = typer.Option("fp32", help="attack search precision: fp32 or bf16 (verdicts are always fp32)"),
     compile: bool = typer.Option(False, "--compile/--no-compile", help="torch.compile the model for the attack search"),
+    gallery: bool = typer.Option(
+        True, "--gallery/--no-gallery", help="keep a few samples' images for the report's galleries (records/gallery)"
+    ),
     title: str = typer.Option("Robustness report", help="report title"),
     threat: str | None = typer.Option(None, help="threat model of the trade-off plot, e.g. linf-0.1"),
     plan: bool = typer.Option(False, "--plan", help="print one `harness evaluate` command per cell; run nothing"),
@@ -65,6 +68,7 @@ def sweep(
         eps=parse_eps_grid(eps),
         precision=precision,
         compile=compile,
+        gallery=gallery,
     )
     if plan:
         lines = plan_sweep(models, suites, dataset, **opts)

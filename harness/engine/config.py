@@ -20,6 +20,7 @@ from harness import environment
 from harness.atomic import ensure_dir, lock_file, remove_stale_temps
 from harness.errors import UsageError
 from harness.precision import PRECISIONS
+from harness.records.gallery import GALLERY_DIR
 from harness.surrogate import check_mode
 
 CHECK_LEVELS = ("basic", "full")
@@ -56,6 +57,8 @@ class EvalConfig:
     # With a surrogate (Evaluation(surrogate=...)): "bpda" (real forward, surrogate gradient) or
     # "transfer" (attack the surrogate, verdict on the real model); see harness.surrogate.
     surrogate_mode: str = "bpda"
+    # Write the report's gallery side file (a few samples' images, records/gallery/); off for large runs.
+    gallery: bool = True
 
     def __post_init__(self) -> None:
         self.batch_size = parse_batch_size(self.batch_size)
@@ -74,6 +77,9 @@ class EvalConfig:
         if self.eot_samples is not None and (not isinstance(self.eot_samples, int) or self.eot_samples < 1):
             raise UsageError(f"eot_samples must be a positive integer, not {self.eot_samples!r}")
         check_mode(self.surrogate_mode)
+        if not isinstance(self.gallery, bool | np.bool_):
+            raise UsageError(f"gallery must be true or false, not {self.gallery!r}", "--gallery or --no-gallery")
+        self.gallery = bool(self.gallery)
 
     def to_argv(self) -> list[str]:
         """The `harness evaluate` flags that reproduce how this config runs (not overwrite/progress).
@@ -87,6 +93,7 @@ class EvalConfig:
         args += ["--eot-samples", str(self.eot_samples)] if self.eot_samples is not None else []
         args += ["--precision", self.precision] if self.precision != "fp32" else []
         args += ["--compile"] if self.compile else []
+        args += [] if self.gallery else ["--no-gallery"]
         for norm, values in (self.eps or {}).items():
             args += ["--eps", f"{norm}=" + ",".join(repr(float(v)) for v in values)]
         return args
@@ -140,6 +147,7 @@ def run_lock(directory: Path) -> Iterator[None]:
     with lock_file(directory / ".lock", f"another process is writing to {directory}"):
         remove_stale_temps(directory)
         remove_stale_temps(directory / "records")
+        remove_stale_temps(directory / "records" / GALLERY_DIR)
         yield
 
 

@@ -57,6 +57,7 @@ from harness.checks import (
 from harness.data.base import ImageDataset, check_image_range
 from harness.engine.aggregation import nonfinite_findings, tally, tie_findings
 from harness.engine.config import EvalConfig, check_run_name, config_hash, model_hash, run_lock
+from harness.engine.gallery import GalleryCollector
 from harness.engine.nested import NestedPlan, Witnesses, evaluation_order
 from harness.engine.runners import Batch, EntryRunner, runner_for
 from harness.engine.verdicts import Scored, score_points
@@ -71,6 +72,7 @@ from harness.precision import SearchModel, frozen
 from harness.progress import Quiet, evaluation_progress
 from harness.records import RecordStore, drop_set_aside, restore_set_aside, result_config_hash, set_aside_outputs
 from harness.records import schema as col
+from harness.records.gallery import GALLERY_DIR
 from harness.records.kinds import entry_kind
 from harness.reporting.markdown import render_markdown
 from harness.results import Accuracy, Finding, GroupResult, Result
@@ -144,6 +146,8 @@ class Evaluation:
         # once the precheck knows the skipped entries.
         self.order = evaluation_order(self.entries)
         self.nesting = NestedPlan.of(self.entries)
+        ds = self.dataset
+        self.gallery = GalleryCollector(ds.ids, self.config.seed, self.entries, ds.shape, self.config.gallery)
         self.batch_size: int = self.config.batch_size if isinstance(self.config.batch_size, int) else 0
         self.autotuned: int | None = None  # probed once per Evaluation (one model, one device)
         # Entries whose ``when`` names no finding the precheck raised: not run (set by _precheck).
@@ -331,6 +335,7 @@ class Evaluation:
         rows = torch.arange(start, stop)
         x_all, y_all = self.dataset.batch(rows)
         ids_all = self.dataset.ids[rows]  # type: ignore[index]
+        self.gallery.begin(ids_all, x_all)
         n = stop - start
         cols: dict[str, np.ndarray] = {
             col.ID: ids_all.numpy(),
@@ -483,7 +488,9 @@ class Evaluation:
                     for i, cid in enumerate(mine):
                         s, e = store.chunk_range(cid)
                         self._shown.start_chunk(i + 1, e - s)
-                        store.write(cid, self._chunk(s, e, runner, timing))
+                        cols = self._chunk(s, e, runner, timing)
+                        self.gallery.write(store.dir / GALLERY_DIR, cid, self.config_hash)  # before its chunk
+                        store.write(cid, cols)
                         kill_point("eval:chunk")
                         self._shown.advance(e - s)
                 outcome: dict[str, Any] = {"rank": ctx.rank, "ok": True, "chunks": len(mine), "timing": timing}

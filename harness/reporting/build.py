@@ -10,7 +10,7 @@ from pathlib import Path
 from harness.atomic import write_bytes, write_text
 from harness.errors import UsageError
 from harness.paths import safe_join
-from harness.reporting import plots
+from harness.reporting import gallery, plots
 from harness.reporting import summary as S
 from harness.reporting.html import render_html
 from harness.reporting.leaderboard import render_leaderboard
@@ -71,8 +71,11 @@ def build_report(
     owns, e.g. a sweep's report), so figures of runs no longer reported do not linger.
     """
     results: list[Result] = []
+    dirs: list[Path | None] = []  # each result's run folder (its gallery side file lies there)
     for r in runs:
-        results += [r] if isinstance(r, Result) else [run.result for run in load_runs([r])]
+        loaded = [(r, None)] if isinstance(r, Result) else [(run.result, run.path) for run in load_runs([r])]
+        results += [res for res, _ in loaded]
+        dirs += [d for _, d in loaded]
     if not results:
         raise UsageError("no results to report", "pass run folders that hold result.json")
     out = Path(out)
@@ -85,6 +88,10 @@ def build_report(
             names[key] = f"{kind}-{i}-{_slug(labels[int(i)])}.png"
         else:
             names[key] = f"{key}.png"
+    galleries = gallery.load(results, dirs)
+    gallery_figs = gallery.figures(galleries, labels)
+    names |= gallery.file_names(list(gallery_figs), labels)
+    figs |= gallery_figs
     paths_out = {}
     if clean and out.is_dir():
         for old in out.glob("*.png"):
@@ -95,9 +102,9 @@ def build_report(
         paths_out[key] = p
     link = LEADERBOARD if len(results) > 1 else None
     md = out / "report.md"
-    write_text(md, render_markdown(results, title, images=names, threat=threat, leaderboard=link))
+    write_text(md, render_markdown(results, title, images=names, threat=threat, leaderboard=link, galleries=galleries))
     page = out / "report.html"
-    write_text(page, render_html(results, figs, title, threat, leaderboard=link))
+    write_text(page, render_html(results, figs, title, threat, leaderboard=link, galleries=galleries))
     board = None
     if link is not None:
         board = safe_join(out, link, what="leaderboard")

@@ -11,8 +11,9 @@ import html
 from collections.abc import Mapping, Sequence
 
 from harness.labels import relabel
+from harness.records.gallery import Gallery
+from harness.reporting import gallery, verified
 from harness.reporting import summary as S
-from harness.reporting import verified
 from harness.reporting.sections import Section, Table, report_sections
 from harness.results import Accuracy, Finding, GroupResult, Result
 
@@ -32,6 +33,7 @@ margin-left:.3em;font-weight:600}
 .flag.warning{background:#d68910}
 .flagtext{display:block;color:#c0392b;font-size:.8em;text-align:left;max-width:26em}
 img{max-width:100%;height:auto;border:1px solid #eee;margin:.4em 0}
+figure.gallery{margin:.6em 0;width:fit-content}figure.gallery ul{margin:0;font-size:.85em;color:#444}
 .meta{color:#444;font-size:.9em}code{font-size:.9em;background:#f6f6f6;padding:0 .2em}
 """
 
@@ -84,8 +86,10 @@ def render_html(
     title: str = "Robustness report",
     threat: str | None = None,
     leaderboard: str | None = None,
+    galleries: Sequence[Gallery | None] = (),
 ) -> str:
-    """The self-contained HTML report; ``leaderboard`` names the sortable table written beside it (linked)."""
+    """The self-contained HTML report; ``leaderboard`` names the sortable table written beside it (linked);
+    ``galleries`` are the runs' image galleries (`harness.reporting.gallery`)."""
     labels = S.unique_labels(results)
     keys = S.threat_keys(results)
     has_corr = any(r.corruptions for r in results)
@@ -166,6 +170,7 @@ def render_html(
         parts.append(_img(figures.get("eps_curves"), "robust accuracy vs eps"))
 
     parts += [section_html(section, figures) for section in report_sections(results, labels)]
+    parts.append(gallery.html(galleries, labels, figures, h, _img))
     for i, (lab, r) in enumerate(zip(labels, results)):
         parts.append(_model_section(lab, r, figures, i, headline))
     parts.append("</body></html>")

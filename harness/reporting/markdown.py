@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from harness.labels import relabel
+from harness.records.gallery import Gallery
+from harness.reporting import gallery, verified
 from harness.reporting import summary as S
-from harness.reporting import verified
 from harness.reporting.sections import Section, Table, report_sections
 from harness.results import Accuracy, Finding, Result
 
@@ -44,9 +45,11 @@ def render_markdown(
     images: Mapping[str, str] | None = None,
     threat: str | None = None,
     leaderboard: str | None = None,
+    galleries: Sequence[Gallery | None] = (),
 ) -> str:
     """The markdown report for one or many results; ``images`` maps figure names to file names,
-    ``leaderboard`` names the sortable table written beside the report (linked under the summary line)."""
+    ``leaderboard`` names the sortable table written beside the report (linked under the summary line),
+    ``galleries`` are the runs' image galleries (`harness.reporting.gallery`)."""
     images = images or {}
     labels = S.unique_labels(results)
     keys = S.threat_keys(results)
@@ -125,6 +128,7 @@ def render_markdown(
 
     for section in report_sections(results, labels):
         lines += section_markdown(section, images)
+    lines += gallery.markdown(galleries, labels, images, _esc)
     for i, (lab, r) in enumerate(zip(labels, results)):
         lines += _model_section(lab, r, images, i, headline)
     return "\n".join(lines)

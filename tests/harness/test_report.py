@@ -74,7 +74,10 @@ def test_report_from_real_runs(runs, tmp_path):
     # self-contained: every image is a data URI, nothing remote
     # 4 accuracy figures + a reliability diagram per model (calibration is recorded for every run)
     assert {"reliability-0", "reliability-1"} <= set(rep.figures)
-    assert page.count('<img alt="') == len(rep.figures) == 6
+    # ... and each run's gallery: one figure per threat model (the quick suite has no corruptions)
+    gallery = [k for k in rep.figures if k.startswith("gallery/")]
+    assert len(gallery) == sum(len(r.threat_models) for r in rep.results)
+    assert page.count('<img alt="') == len(rep.figures) == 6 + len(gallery)
     assert re.findall(r'src="(?!data:image/png;base64,)', page) == []
     assert "http://" not in page and "https://" not in page and "<script" not in page
     assert "![clean vs robust trade-off](tradeoff.png)" in md

@@ -54,6 +54,9 @@ class AttackRunner(EntryRunner):
             s_np[taken.pos], m_np[taken.pos], p_np[taken.pos] = col.BROKEN, taken.margin, taken.pred
             c_np[taken.pos], t_np[taken.pos] = taken.calib, taken.tie
             cols[col.inherited(k)][sl][taken.pos] = taken.source
+            if batch.witnesses is not None:  # the gallery shows the inherited point: the one the verdict scored
+                points = batch.witnesses.points[str(engine.entries[k].norm)]
+                engine.gallery.attack(k, batch, torch.as_tensor(taken.pos, device=points.device), points[taken.pos])
         if len(act):
             entry, attacker, seed = engine.entries[k], engine.attackers[k], engine.entry_seed(k)
             x, y, ids = batch.x[act], batch.y[act], batch.ids[act]
@@ -63,6 +66,7 @@ class AttackRunner(EntryRunner):
             if engine.reduced_precision:
                 redo = self.rerun_fp32(engine, k, x, y, ids, xa, scored)
                 cols[col.RERUNS][sl][act[redo].cpu().numpy()] += 1
+            engine.gallery.attack(k, batch, act, xa)
             status, m, p, cal, tie = scored
             alive[act] = status.bool()
             if batch.witnesses is not None and k in engine.nesting.givers:

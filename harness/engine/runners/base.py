@@ -19,6 +19,16 @@ from harness.engine.verdicts import Scored
 from harness.suites import Entry
 
 
+class GalleryHooks(Protocol):
+    """Where runners hand the points they scored to the report's gallery (`harness.engine.gallery`)."""
+
+    def attack(self, k: int, batch: Batch, act: Tensor, points: Tensor) -> None: ...
+
+    def corruption(self, k: int, batch: Batch, points: Tensor) -> None: ...
+
+    def smoothing(self, engine: Engine, k: int, batch: Batch) -> None: ...
+
+
 class Engine(Protocol):
     """What runners use of the evaluation (implemented by `harness.engine.evaluation.Evaluation`)."""
 
@@ -31,6 +41,7 @@ class Engine(Protocol):
     verdict: nn.Module  # the guarded fp32 model the verdicts use
     guarded: nn.Module  # the guarded model at the search precision
     nesting: NestedPlan  # which attack entries give and take nested-eps witnesses (harness.engine.nested)
+    gallery: GalleryHooks
 
     def score(self, x_adv: Tensor, y: Tensor, logits: Tensor | None = None) -> Scored: ...
 

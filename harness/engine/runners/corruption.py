@@ -21,6 +21,7 @@ class CorruptionRunner(EntryRunner):
     def run(self, engine: Engine, k: int, batch: Batch) -> None:
         xc = engine.attackers[k](batch.x, index=batch.ids, seed=engine.entry_seed(k))
         status, m, p, cal, tie = engine.score(xc, batch.y)
+        engine.gallery.corruption(k, batch, xc)
         cols, sl = batch.cols, batch.sl
         cols[col.status(k)][sl] = status.cpu().numpy()
         cols[col.tie(k)][sl] = tie.cpu().numpy()

@@ -31,3 +31,4 @@ class SmoothingRunner(EntryRunner):
         cols[col.margin(k)][sl], cols[col.pred(k)][sl] = res["radius"], res["pred"]
         emp, viol, pa = col.smoothing_columns(k)
         cols[pa][sl], cols[emp][sl], cols[viol][sl] = res["pa_lower"], res["emp"], res["viol"]
+        engine.gallery.smoothing(engine, k, batch)
