@@ -14,6 +14,7 @@ import torch
 from harness import __version__
 from harness.api import evaluate
 from harness.engine import EvalConfig, config_hash
+from harness.engine.gallery import GalleryCollector
 from harness.engine.nested import NestedPlan, Witnesses, evaluation_order, inherit
 from harness.engine.runners import AttackRunner, Batch
 from harness.errors import UsageError
@@ -274,6 +275,8 @@ class _StubEngine:
         self.nesting = NestedPlan(givers=frozenset({0}), takers=frozenset({0}))
         self.cal_width = 3
         self.reduced_precision = False
+        # No gallery: a collector that is off (GalleryHooks).
+        self.gallery = GalleryCollector(torch.arange(4), 0, self.entries, (1, 2, 2), enabled=False)
 
     def _attack(self, model, x, y, index, seed):
         self.calls.extend(index.tolist())
