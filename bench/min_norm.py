@@ -19,33 +19,17 @@ from pathlib import Path
 
 _here = Path(__file__).resolve().parent
 sys.path = [p for p in sys.path if Path(p or ".").resolve() != _here]  # bench/attacks.py is not `attacks`
+sys.path.insert(0, str(_here.parent))  # the repository root: tests.attacks.digits_mlp
 
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
 import attacks  # noqa: E402, F401  (registers the attacks)
-from harness.api import load_dataset  # noqa: E402
-from harness.models import create_model  # noqa: E402
 from harness.registry import ATTACKS  # noqa: E402
 
 CASES = [("fab", "linf"), ("fab", "l2"), ("fab-t", "linf"), ("fab-t", "l2"), ("cw-l2", "l2")]
 
 
-def digits_mlp(n: int):
-    torch.manual_seed(0)
-    ds = load_dataset("digits:split=train")
-    x, y = ds.batch(slice(0, len(ds)))
-    model = create_model("mlp", ds, hidden=(64,))
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(150):
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
-    xt, yt = load_dataset("digits").batch(slice(0, n))
-    ok = model(xt).argmax(1) == yt
-    return model, xt[ok], yt[ok]
+from tests.attacks.digits_mlp import digits_mlp  # noqa: E402  (the oracle tests' model)
 
 
 def main() -> None:

@@ -4,32 +4,17 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from attacks.cw import CWL2, CWLinf
-from harness.api import load_dataset
 from harness.errors import UsageError
-from harness.models import create_model
 from harness.threat import lp_norm
+from tests.attacks.digits_mlp import digits_mlp as trained_digits_mlp
 
 
 @pytest.fixture(scope="module")
 def digits_mlp():
-    torch.manual_seed(0)
-    ds = load_dataset("digits:split=train")
-    x, y = ds.batch(slice(0, len(ds)))
-    model = create_model("mlp", ds, hidden=(64,))
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(150):
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
-    xt, yt = load_dataset("digits").batch(slice(0, 200))
-    ok = model(xt).argmax(1) == yt
-    return model, xt[ok], yt[ok]
+    return trained_digits_mlp(200)
 
 
 def test_cw_l2_agrees_with_torchattacks(digits_mlp):

@@ -19,16 +19,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from attacks.cw import CWL2
 from attacks.fab import FAB, FABTargeted
 from attacks.fmn import FMN
-from harness.api import load_dataset
 from harness.errors import UsageError
-from harness.models import create_model
 from harness.registry import ATTACKS
 from harness.threat import TOLERANCE, ThreatModel, lp_norm
+from tests.attacks.digits_mlp import digits_mlp as trained_digits_mlp
 from tests.verdicts import assert_same_outcome
 
 from .fab_square_helpers import Counting
@@ -115,20 +113,7 @@ def test_min_norm_perturb_breaks_exactly_the_samples_within_eps(name, norm):
 
 @pytest.fixture(scope="module")
 def digits_mlp():
-    torch.manual_seed(0)
-    ds = load_dataset("digits:split=train")
-    x, y = ds.batch(slice(0, len(ds)))
-    model = create_model("mlp", ds, hidden=(64,))
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(150):
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
-    xt, yt = load_dataset("digits").batch(slice(0, 40))
-    ok = model(xt).argmax(1) == yt
-    return model, xt[ok], yt[ok]
+    return trained_digits_mlp(40)
 
 
 CW_SHORT = pytest.mark.xfail(
