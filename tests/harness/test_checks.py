@@ -151,16 +151,21 @@ def test_masking_and_saturation_with_huge_logit_scale(model):
 
 
 def test_eps_monotonic_and_large_eps(model):
-    # A crippled attack at the larger eps (one tiny step, no random start) -> accuracy rises with eps;
+    # A crippled attack at the larger eps (one tiny step, no random start) -> accuracy rises with eps
+    # (with nested eps off: otherwise the larger eps inherits the smaller one's points and cannot rise);
     # eps 0.5 on a model whose gradients point the wrong way (not obfuscated: no Square is added),
     # a gradient attack from x -> accuracy stays above chance.
     suite = (
         '[[attack]]\nname = "pgd"\nnorm = "linf"\neps = 0.05\nparams = { steps = 10 }\n'
-        '[[attack]]\nname = "pgd"\nlabel = "weak"\nnorm = "linf"\neps = 0.2\n'
+        '[[attack]]\nname = "pgd"\nlabel = "weak"\nnorm = "linf"\neps = 0.2\nnested = false\n'
         "params = { steps = 1, step_size = 0.0001, random_start = false }\n"
     )
     res = run(model, suite)
     assert "eps-monotonic" in checks_of(res.findings)
+    # Nested (the default), the same weak attack cannot make accuracy rise with eps.
+    nested = run(model, suite.replace("nested = false\n", ""))
+    assert "eps-monotonic" not in checks_of(nested.findings)
+    assert nested.group("linf-0.2").accuracy.correct <= nested.group("linf-0.05").accuracy.correct
     suite = '[[attack]]\nname = "pgd"\nnorm = "linf"\neps = 0.5\nparams = { steps = 5, random_start = false }\n'
     assert "large-eps" in checks_of(run(reversed_gradients(model), suite, n=40).findings)
     assert "large-eps" not in checks_of(run(model, suite, n=40).findings)
