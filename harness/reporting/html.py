@@ -60,6 +60,18 @@ class _Notes:
         return "".join(out)
 
 
+def page_head(title: str, *, csp: str, css: str) -> list[str]:
+    """The opening lines of a self-contained page: doctype, charset, its Content-Security-Policy, title, h1."""
+    return [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f'<meta http-equiv="Content-Security-Policy" content="{csp}">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{h(title)}</title><style>{css}</style></head><body>",
+        f"<h1>{h(title)}</h1>",
+    ]
+
+
 def _acc(a: Accuracy | None, flags: str = "") -> str:
     if a is None:
         return "<td>–</td>"
@@ -116,14 +128,7 @@ def render_html(
         + ("<th>mean corruption</th>" if has_corr else "")
         + "</tr>"
     )
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{h(title)}</title><style>{CSS}</style></head><body>",
-        f"<h1>{h(title)}</h1>",
-    ]
+    parts = page_head(title, csp=CSP, css=CSS)
     datasets = sorted({f"{r.dataset.get('name')} ({r.dataset.get('split')}, n={r.dataset.get('n')})" for r in results})
     suites = sorted({str(r.suite.get("name")) for r in results})
     parts.append(

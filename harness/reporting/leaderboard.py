@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from harness.reporting import summary as S
+from harness.reporting.html import page_head
 from harness.results import Accuracy, GroupResult, Result
 
 # Plain ES5 so any browser a team keeps runs it. Sorting: the first click on a numeric column sorts
@@ -213,12 +214,7 @@ def render_leaderboard(results: Sequence[Result], title: str = "Robustness leade
     legend = "".join(f'<p class="meta">{h(line)}</p>' for line in S.basis_legend(results))
     return "\n".join(
         [
-            "<!DOCTYPE html>",
-            '<html lang="en"><head><meta charset="utf-8">',
-            f'<meta http-equiv="Content-Security-Policy" content="{CSP}">',
-            '<meta name="viewport" content="width=device-width, initial-scale=1">',
-            f"<title>{h(title)}</title><style>{CSS}</style></head><body>",
-            f"<h1>{h(title)}</h1>",
+            *page_head(title, csp=CSP, css=CSS),
             f'<p class="meta">{len(results)} run(s). Robust accuracy is the per-sample worst case over the '
             "attacks of a threat model (an upper bound: a stronger attack can only lower it); brackets give "
             "95 % Wilson intervals; ⚠ marks a number a sanity finding casts doubt on (see each run's report). "
