@@ -361,6 +361,11 @@ def main() -> None:
     ap.add_argument(
         "--cases", default=None, help="MODEL:SUITE:N,... instead of the default cases (e.g. ce:standard:539)"
     )
+    ap.add_argument(
+        "--pairs",
+        default=None,
+        help="CAP:BATCH,... instead of every capability x batch size (e.g. a slow batch size at one capability)",
+    )
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     if args.one:
@@ -384,12 +389,15 @@ def main() -> None:
         "threads": args.threads,
         "capabilities": caps,
         "batch_sizes": sizes,
+        "pairs": args.pairs,
         "cases": [],
     }
     all_paths = []
     for case in cases:
         print(f"{case[0]} / {case[1]} / {case[2]} samples", flush=True)
         grid = itertools.product(caps, sizes)
+        if args.pairs:
+            grid = [(c, int(bs)) for c, bs in (p.split(":") for p in args.pairs.split(","))]
         paths = {(cap, bs): run_child(case, cap, bs, args.threads, args.fresh) for cap, bs in grid}
         all_paths += list(paths.values())
         report["cases"].append(analyse(case, paths))
