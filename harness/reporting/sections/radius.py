@@ -31,8 +31,8 @@ def radius_sections(results: Sequence[Result], labels: Sequence[str]) -> list[Se
         for key, d in rad.items():
             if d["counts"]["violations"]:
                 notes.append(
-                    f"{key}: {d['counts']['violations']} sample(s) with lower > upper (a soundness bug), ids "
-                    f"{d['violation_ids']}"
+                    f"{key}: {d['counts']['violations']} sample(s) with the lower end above the upper end "
+                    f"(a soundness bug), ids {d['violation_ids']}"
                 )
             for a in d.get("agreement", []):
                 if a["disagreements"]:
