@@ -92,6 +92,19 @@ COLUMNS: tuple[Column, ...] = (
         "verify entry k: 1 verified, 0 open, 2 open (time limit), 3 open (a counterexample the fp32 verdict "
         "did not confirm), 4 broken (a confirmed counterexample), -1 not run",
     ),
+    Column(
+        "r{k}",
+        "float64",
+        "radius entry k: lower end of the sample's radius interval, the largest radius the verifier proves "
+        "(0: wrong when clean, or none proven)",
+    ),
+    Column(
+        "u{k}",
+        "float64",
+        "radius entry k: upper end, the engine's norm of the attack's smallest confirmed adversarial point "
+        "(0: wrong when clean; +inf: none found or not confirmed)",
+    ),
+    Column("f{k}", "int8", "radius entry k: flags, RADIUS_UNCONFIRMED | RADIUS_TIMEOUT | RADIUS_VIOLATION"),
 )
 
 

@@ -311,3 +311,17 @@ def test_an_l2_max_eps_beyond_the_image_cube_is_one_line(tmp_path):
     with pytest.raises(UsageError, match="exceeds the diameter 8") as e:
         Evaluation(_small_digits_mlp(), ds, suite, out=tmp_path, name="b", config=_config()).run()
     assert "\n" not in str(e.value)
+
+
+def test_a_baseline_keeps_the_radius_tables_and_checks_a_run_of_them(tmp_path):
+    from harness.gate import decide, make_baseline, prepare, read_run
+
+    text = '[[radius]]\nmax_eps = 0.2\nverifier = "ibp"\nattack_params = { steps = 10 }'
+    ds = load_dataset("digits").subset(slice(0, 12))
+    Evaluation(_small_digits_mlp(), ds, parse_suite(text, "rb"), out=tmp_path, name="b", config=_config()).run()
+    b = make_baseline(tmp_path / "b")
+    assert b.suite["radius"] == [{"max_eps": 0.2, "verifier": "ibp", "attack_params": {"steps": 10}}]
+    assert "radius-linf" in [m["key"] for m in b.metrics]
+    _, suite = prepare(b)  # the baseline's suite, rebuilt: the same radius entry
+    assert [e.key for e in suite.resolve(ds.eps_grid)] == ["radius-linf"]
+    assert decide(read_run(tmp_path / "b"), b).passed
