@@ -107,6 +107,11 @@ class RadiusSearch:
                 "choose a max_eps below it, or max_eps = 'dataset'",
             )
 
+    def cost(self, n: int, *, num_classes: int = 10) -> Any:
+        """The minimum-norm search's model passes on ``n`` images (`Attack.cost`; None when undeclared)."""
+        cost = getattr(self.attack, "cost", None)
+        return cost(n, num_classes=num_classes) if cost is not None else None
+
     def config(self) -> dict[str, Any]:
         """What result.json records of the entry (`config`)."""
         s = self.spec

@@ -108,3 +108,14 @@ def test_a_bad_field_is_one_clear_line(text):
 def test_dataset_max_eps_needs_a_grid_of_the_norm():
     with pytest.raises(UsageError, match="defines no l2 eps grid"):
         parse_suite("[[radius]]\nnorm = 'l2'", "r").resolve({"linf": (0.1,)})
+
+
+def test_the_plan_counts_the_attacks_passes_and_says_the_verifier_is_not_counted():
+    from harness.plan import plan_evaluation
+
+    plan = plan_evaluation("digits", "radius", max_samples=10, batch_size=10)
+    rows = {r.key: r for r in plan.rows}
+    assert set(rows) == {"radius-linf", "radius-l2"}
+    for r in rows.values():
+        assert r.cost is not None and r.cost.forward > 100 * 10  # FMN-100 per image, plus the verdict
+        assert "verifier" in r.note and "fmn / crown" in r.text
