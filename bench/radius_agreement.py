@@ -25,11 +25,11 @@ _here = Path(__file__).resolve().parent
 sys.path = [p for p in sys.path if Path(p or ".").resolve() != _here] + [str(_here)]
 
 import torch  # noqa: E402
+from models_cache import trained  # noqa: E402
 
 from harness.api import load_dataset  # noqa: E402
 from harness.engine import EvalConfig, Evaluation  # noqa: E402
 from harness.suites import load_suite  # noqa: E402
-from models_cache import trained  # noqa: E402
 
 
 def run(objective: str, arch: str, n: int, batch: int) -> dict:
@@ -78,9 +78,7 @@ def main() -> None:
     ap.add_argument("--out", default="bench/results/radius-agreement-cpu.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    rows = [
-        run(obj, arch, args.n, args.batch) for arch in args.archs.split(",") for obj in args.objectives.split(",")
-    ]
+    rows = [run(obj, arch, args.n, args.batch) for arch in args.archs.split(",") for obj in args.objectives.split(",")]
     meta = {"cpu": platform.processor() or platform.machine(), "threads": args.threads, "torch": torch.__version__}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"meta": meta, "runs": rows}, indent=1) + "\n")

@@ -138,7 +138,8 @@ def entry_label(e: Entry) -> str:
         return f"{e.label or e.name}  {threat_label(e.norm, e.eps)}"
     if e.kind == "radius":
         p = dict(e.params)
-        return f"{e.key}  {p['attack']} / {p['verifier']}  {threat_label(e.norm, p['max_eps'])}"
+        attack = p["attack"] if isinstance(p["attack"], str) else "+".join(p["attack"])
+        return f"{e.key}  {attack} / {p['verifier']}  {threat_label(e.norm, p['max_eps'])}"
     return e.key
 
 

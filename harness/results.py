@@ -224,7 +224,7 @@ def _band_ok(d: dict[str, Any]) -> bool:
 
 
 _RADIUS = Obj(
-    {"config": Obj({"norm": STR, "max_eps": FINITE, "attack": STR, "verifier": STR, "steps": COUNT},
+    {"config": Obj({"norm": STR, "max_eps": FINITE, "attack": ANY, "verifier": STR, "steps": COUNT},
                    required=("norm", "max_eps", "attack", "verifier", "steps")),
      "counts": Obj(dict.fromkeys(("n", "clean_correct", "found", "beyond_max_eps", "unconfirmed", "timeouts",
                                   "violations"), COUNT),

@@ -48,10 +48,15 @@ def table_rows(d: dict[str, Any]) -> list[tuple[str, ...]]:
 def caption(key: str, d: dict[str, Any]) -> str:
     """The entry's attack, verifier and counts in one line."""
     c, n = d["config"], d["counts"]
-    params = ", ".join(f"{k}={v}" for k, v in sorted(c.get("attack_params", {}).items()))
+    names = [c["attack"]] if isinstance(c["attack"], str) else c["attack"]
+    given = c.get("attack_params", {})
+    per = {names[0]: given} if isinstance(c["attack"], str) else given
+    attacks = " + ".join(
+        f"{n}(" + ", ".join(f"{k}={v}" for k, v in sorted(per.get(n, {}).items())) + ")" for n in names
+    )
     verifier = "no verifier (upper ends only)" if c["verifier"] == "none" else f"{c['verifier']} ({c['steps']} steps)"
     return (
-        f"{key}: {c['norm']} up to {c['max_eps']:g}; upper: {c['attack']}({params}); lower: {verifier}; "
+        f"{key}: {c['norm']} up to {c['max_eps']:g}; upper: {attacks}; lower: {verifier}; "
         f"n={n['n']}, clean-correct {n['clean_correct']}, unconfirmed {n['unconfirmed']}, "
         f"verifier time-outs {n['timeouts']}, violations {n['violations']}"
     )

@@ -164,7 +164,7 @@ class Entry:
         elif self.kind == "smoothing":
             d.update(norm=self.norm, eps=None, group=self.group)
         elif self.kind == "radius":
-            d["params"] = {k: dict(v) if k.endswith("_params") else v for k, v in self.params}
+            d["params"] = {k: _thaw(v) for k, v in self.params}
             d.update(norm=self.norm, eps=None, group=self.group)
         else:
             d.update(severity=self.severity, group=self.group)
@@ -251,6 +251,15 @@ class Suite:
             **({"verify": self.verify} if self.verify else {}),
             **({"radius": self.radius} if self.radius else {}),
         }
+
+
+def _thaw(v: Any) -> Any:
+    """A frozen table (sorted pairs, `harness.suites.radius.freeze`) back to a dict; a tuple of names to a list."""
+    if isinstance(v, tuple) and all(isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str) for p in v):
+        return {k: _thaw(x) for k, x in v}
+    if isinstance(v, tuple):
+        return list(v)
+    return v
 
 
 def group_entries(entries: list[Entry]) -> list[tuple[str, list[int]]]:

@@ -24,7 +24,7 @@ RADIUS_FIELDS = {
     "label": "string",
     "norm": "string",
     "max_eps": "eps",
-    "attack": "name",
+    "attack": "strings",
     "attack_params": "table",
     "verifier": "name",
     "verifier_params": "table",
@@ -42,11 +42,15 @@ def freeze(table: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
 
 @dataclass(frozen=True)
 class RadiusSpec:
-    """One [[radius]] table, checked: the attack and verifier names with their parameters (as built)."""
+    """One [[radius]] table, checked: the attack(s) and the verifier with their parameters (as built).
+
+    ``attack`` is one name (``attack_params`` its parameters) or a tuple of names (``attack_params`` then
+    pairs (name, its parameters)): the upper end is the smallest confirmed distance over them.
+    """
 
     norm: str
     max_eps: float
-    attack: str
+    attack: str | tuple[str, ...]
     attack_params: tuple[tuple[str, Any], ...]
     verifier: str
     verifier_params: tuple[tuple[str, Any], ...]
@@ -70,20 +74,27 @@ class RadiusSpec:
         p = dict(params)
         return cls(norm, p["max_eps"], p["attack"], p["attack_params"], p["verifier"], p["verifier_params"], p["steps"])
 
+    def attack_pairs(self) -> list[tuple[str, dict[str, Any]]]:
+        """(attack name, its parameters) for each attack of the entry, in order."""
+        if isinstance(self.attack, str):
+            return [(self.attack, dict(self.attack_params))]
+        given = dict(self.attack_params)
+        return [(name, dict(given.get(name, ()))) for name in self.attack]
+
     def build(self) -> RadiusSearch:
-        attack = ATTACKS.create(self.attack, norm=self.norm, eps=self.max_eps, **dict(self.attack_params))
+        attacks = tuple(ATTACKS.create(n, norm=self.norm, eps=self.max_eps, **p) for n, p in self.attack_pairs())
         verifier = None
         if self.verifier != NO_VERIFIER:
             verifier = VERIFIERS.create(self.verifier, norm=self.norm, eps=self.max_eps, **dict(self.verifier_params))
-        return RadiusSearch(self, attack, verifier)
+        return RadiusSearch(self, attacks, verifier)
 
 
 @dataclass(frozen=True)
 class RadiusSearch:
-    """The built pair of a radius entry: ``attack.minimal`` gives upper ends, ``verifier`` lower ends."""
+    """The built pair of a radius entry: the attacks' ``minimal`` give upper ends, ``verifier`` lower ends."""
 
     spec: RadiusSpec
-    attack: Any
+    attacks: tuple[Any, ...]
     verifier: Any | None
 
     @property
@@ -108,9 +119,12 @@ class RadiusSearch:
             )
 
     def cost(self, n: int, *, num_classes: int = 10) -> Any:
-        """The minimum-norm search's model passes on ``n`` images (`Attack.cost`; None when undeclared)."""
-        cost = getattr(self.attack, "cost", None)
-        return cost(n, num_classes=num_classes) if cost is not None else None
+        """The minimum-norm searches' model passes on ``n`` images (`Attack.cost`; None when one is undeclared)."""
+        costs = [getattr(a, "cost", None) for a in self.attacks]
+        if any(c is None for c in costs):
+            return None
+        parts = [c(n, num_classes=num_classes) for c in costs]  # type: ignore[misc]
+        return None if any(p is None for p in parts) else sum(parts[1:], parts[0])
 
     def config(self) -> dict[str, Any]:
         """What result.json records of the entry (`config`)."""
@@ -118,8 +132,8 @@ class RadiusSearch:
         return {
             "norm": s.norm,
             "max_eps": s.max_eps,
-            "attack": s.attack,
-            "attack_params": dict(s.attack_params),
+            "attack": s.attack if isinstance(s.attack, str) else list(s.attack),
+            "attack_params": dict(s.attack_pairs()) if not isinstance(s.attack, str) else dict(s.attack_params),
             "verifier": s.verifier,
             "verifier_params": dict(s.verifier_params),
             "steps": s.steps,
@@ -137,20 +151,23 @@ def radius_spec(spec: dict[str, Any], where: str, eps_grid: dict[str, tuple[floa
     STEPS.check(steps, "steps", where)
     attack = spec.get("attack", DEFAULT_ATTACK)
     attack_params = _table(spec, "attack_params", where)
-    reg = _get(ATTACKS, attack, where)
-    if not callable(getattr(reg.factory, "minimal", None)):
-        have = [n for n in ATTACKS.names() if callable(getattr(ATTACKS.get(n).factory, "minimal", None))]
-        raise UsageError(
-            f"{where}: attack {attack!r} has no minimum-norm search (minimal)", f"use one of {', '.join(have)}"
-        )
-    if "mode" in reg.params:  # FAB, FAB-T, CW-L2: the min-norm mode is the one that gives the smallest point
-        if attack_params.get("mode", "min-norm") != "min-norm":
+    if isinstance(attack, str):
+        attack_params = _attack_params(attack, attack_params, norm, max_eps, where)
+        frozen_params = freeze(attack_params)
+    else:
+        if not attack or len(set(attack)) != len(attack):
+            raise UsageError(f"{where}: field 'attack' lists no attack or one twice: {attack!r}", 'e.g. ["fmn", "fab"]')
+        extra = sorted(set(attack_params) - set(attack))
+        if extra or not all(isinstance(v, dict) for v in attack_params.values()):
             raise UsageError(
-                f"{where}: attack {attack!r} in mode {attack_params['mode']!r}; a radius needs mode 'min-norm'",
-                "drop mode from attack_params",
+                f"{where}: with several attacks, attack_params is a table per attack named in 'attack'"
+                + (f" (not {extra[0]!r})" if extra else ""),
+                "e.g. attack_params = { fmn = { restarts = 3 }, fab = { } }",
             )
-        attack_params["mode"] = "min-norm"
-    _validate(ATTACKS, attack, where, {"norm": norm, "eps": max_eps, **attack_params})
+        frozen_params = freeze(
+            {n: freeze(_attack_params(n, dict(attack_params.get(n, {})), norm, max_eps, where)) for n in attack}
+        )
+        attack = tuple(attack)
     verifier = spec.get("verifier", DEFAULT_VERIFIER)
     verifier_params = _table(spec, "verifier_params", where)
     if verifier == NO_VERIFIER:
@@ -166,7 +183,32 @@ def radius_spec(spec: dict[str, Any], where: str, eps_grid: dict[str, tuple[floa
                 "use verifier = 'crown' for L2",
             )
         _validate(VERIFIERS, verifier, where, {"norm": norm, "eps": max_eps, **verifier_params})
-    return RadiusSpec(norm, max_eps, attack, freeze(attack_params), verifier, freeze(verifier_params), int(steps))
+    return RadiusSpec(norm, max_eps, attack, frozen_params, verifier, freeze(verifier_params), int(steps))
+
+
+def _attack_params(attack: str, params: dict[str, Any], norm: str, max_eps: float, where: str) -> dict[str, Any]:
+    """One attack of the entry checked: it has a minimum-norm search, its mode is min-norm, its parameters exist."""
+    reg = _get(ATTACKS, attack, where)
+    if not callable(getattr(reg.factory, "minimal", None)):
+        have = [n for n in ATTACKS.names() if callable(getattr(ATTACKS.get(n).factory, "minimal", None))]
+        raise UsageError(
+            f"{where}: attack {attack!r} has no minimum-norm search (minimal)", f"use one of {', '.join(have)}"
+        )
+    for clash in ("norm", "eps"):
+        if clash in params:
+            raise UsageError(
+                f"{where}: attack_params sets {clash!r}, which the entry decides",
+                "write norm = ... beside the entry's fields (and max_eps for eps)",
+            )
+    if "mode" in reg.params:  # FAB, FAB-T, CW-L2: the min-norm mode is the one that gives the smallest point
+        if params.get("mode", "min-norm") != "min-norm":
+            raise UsageError(
+                f"{where}: attack {attack!r} in mode {params['mode']!r}; a radius needs mode 'min-norm'",
+                "drop mode from attack_params",
+            )
+        params["mode"] = "min-norm"
+    _validate(ATTACKS, attack, where, {"norm": norm, "eps": max_eps, **params})
+    return params
 
 
 def _max_eps(value: Any, norm: str, where: str, eps_grid: dict[str, tuple[float, ...]]) -> float:

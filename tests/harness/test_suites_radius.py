@@ -27,8 +27,9 @@ def test_defaults_fmn_and_crown_up_to_the_largest_grid_eps():
         "verifier_params": {},
     }
     search = e.build()
-    assert type(search.attack).__name__ == "FMN" and type(search.verifier).__name__ == "CROWNVerifier"
-    assert search.attack.norm == "linf" and search.verifier.norm == "linf" and search.max_eps == 0.3
+    (attack,) = search.attacks
+    assert type(attack).__name__ == "FMN" and type(search.verifier).__name__ == "CROWNVerifier"
+    assert attack.norm == "linf" and search.verifier.norm == "linf" and search.max_eps == 0.3
 
 
 def test_fields_are_passed_on_and_min_norm_mode_is_chosen_for_fab():
@@ -53,10 +54,20 @@ verifier = "none"
     assert a.key == "fab-l2" and a.norm == "l2" and a.describe()["params"]["max_eps"] == 0.5
     assert a.describe()["params"]["attack_params"] == {"restarts": 2, "mode": "min-norm"}
     sa = a.build()
-    assert sa.attack.mode == "min-norm" and sa.steps == 8
+    assert sa.attacks[0].mode == "min-norm" and sa.steps == 8
     sb = b.build()
     assert type(sb.verifier).__name__ == "MILPVerifier" and sb.verifier.time_limit == 3
     assert c.build().verifier is None and c.describe()["params"]["max_eps"] == 2.0
+
+
+def test_several_attacks_each_with_its_parameters():
+    (e,) = _entries("[[radius]]\nattack = ['fmn', 'fab']\nattack_params = { fmn = { restarts = 3 } }")
+    p = e.describe()["params"]
+    assert p["attack"] == ["fmn", "fab"]
+    assert p["attack_params"] == {"fmn": {"restarts": 3}, "fab": {"mode": "min-norm"}}
+    fmn, fab = e.build().attacks
+    assert fmn.restarts == 3 and fab.mode == "min-norm"
+    assert e.build().config()["attack_params"] == p["attack_params"]
 
 
 def test_the_preset_covers_linf_and_l2():
@@ -94,6 +105,13 @@ BAD = {
     "[[radius]]\nlabel = 4": "field 'label'",
     "radius = 3": "'radius' must be an array of tables",
     "[[radius]]\n[[radius]]": "duplicate entries",
+    "[[radius]]\nattack = []": "lists no attack",
+    "[[radius]]\nattack = ['fmn', 'fmn']": "lists no attack or one twice",
+    "[[radius]]\nattack = ['fmn', 'pgd']": "attack 'pgd' has no minimum-norm search",
+    "[[radius]]\nattack = ['fmn', 'fab']\nattack_params = { steps = 3 }": "a table per attack",
+    "[[radius]]\nattack = ['fmn', 'fab']\nattack_params = { cw-l2 = { } }": "not 'cw-l2'",
+    "[[radius]]\nattack = ['fmn', 'fab']\nattack_params = { fab = { mode = 'fixed' } }": "needs mode 'min-norm'",
+    "[[radius]]\nattack = ['fmn', 'fab']\nattack_params = { fmn = { stepz = 1 } }": "no parameter 'stepz'",
 }
 
 
@@ -118,4 +136,4 @@ def test_the_plan_counts_the_attacks_passes_and_says_the_verifier_is_not_counted
     assert set(rows) == {"radius-linf", "radius-l2"}
     for r in rows.values():
         assert r.cost is not None and r.cost.forward > 100 * 10  # FMN-100 per image, plus the verdict
-        assert "verifier" in r.note and "fmn / crown" in r.text
+        assert "verifier" in r.note and "fmn+fab / crown" in r.text

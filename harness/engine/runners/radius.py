@@ -22,6 +22,7 @@ from harness.engine.runners.base import Batch, Engine, EntryRunner
 from harness.engine.runners.common import verdict_columns
 from harness.errors import HarnessError, ModelError, UsageError
 from harness.records import schema as col
+from harness.rng import stream_seed
 from harness.threat import TOLERANCE, ThreatModel, enforce_contract, lp_norm
 
 # lower > upper * (1 + VIOLATION_RTOL) + TOLERANCE is a violation: the slack covers the fp32 rounding
@@ -102,16 +103,32 @@ class RadiusRunner(EntryRunner):
     def upper(
         engine: Engine, k: int, x: torch.Tensor, y: torch.Tensor, ids: torch.Tensor
     ) -> tuple[np.ndarray, np.ndarray, Any]:
-        """(upper ends, unconfirmed mask, the fp32 verdict at the points) of clean-correct samples."""
+        """(upper ends, unconfirmed mask, the fp32 verdict at the chosen points) of clean-correct samples.
+
+        With several attacks, per sample the smallest confirmed distance over them; unconfirmed where
+        none confirmed a point and some attack claimed one.
+        """
         entry, search = engine.entries[k], engine.attackers[k]
-        xa, norms = search.attack.minimal(engine.attack_model(k), x, y, index=ids, seed=engine.entry_seed(k))
-        enforce_contract(x, xa, cube(search.norm, x), who=entry.key)  # finite, in [0, 1], shape
-        scored = engine.score(xa, y)
-        broken = ~scored[0].bool().cpu().numpy()
-        dist = lp_norm(xa.float() - x, search.norm).double().cpu().numpy()
-        claimed = np.isfinite(norms.detach().double().cpu().numpy())
-        up = np.where(broken, dist, math.inf)
-        return up, claimed & ~broken, scored
+        n = len(x)
+        best = np.full(n, math.inf)
+        claimed = np.zeros(n, bool)
+        chosen: Any = None
+        for i, attack in enumerate(search.attacks):
+            seed = engine.entry_seed(k) if i == 0 else stream_seed(engine.entry_seed(k), f"radius-attack-{i}")
+            xa, norms = attack.minimal(engine.attack_model(k), x, y, index=ids, seed=seed)
+            enforce_contract(x, xa, cube(search.norm, x), who=entry.key)  # finite, in [0, 1], shape
+            scored = engine.score(xa, y)
+            broken = ~scored[0].bool().cpu().numpy()
+            dist = lp_norm(xa.float() - x, search.norm).double().cpu().numpy()
+            up = np.where(broken, dist, math.inf)
+            claimed |= np.isfinite(norms.detach().double().cpu().numpy())
+            if chosen is None:
+                chosen = [t.clone() for t in scored]
+            else:
+                better = torch.as_tensor(up < best, device=scored[0].device)
+                chosen = [torch.where(better.view(-1, *[1] * (a.dim() - 1)), b, a) for a, b in zip(chosen, scored)]
+            best = np.minimum(best, up)
+        return best, claimed & ~np.isfinite(best), tuple(chosen)
 
     @staticmethod
     def lower(engine: Engine, k: int, x: torch.Tensor, y: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
