@@ -90,11 +90,15 @@ def main() -> None:
     ap.add_argument("--out", default="bench/results/radius-agreement-cpu.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    rows = [run(obj, arch, args.n, args.batch) for arch in args.archs.split(",") for obj in args.objectives.split(",")]
+    rows = [
+        run(obj, arch, args.n, args.batch, args.attacks)
+        for arch in args.archs.split(",")
+        for obj in args.objectives.split(",")
+    ]
     meta = {"cpu": platform.processor() or platform.machine(), "threads": args.threads, "torch": torch.__version__}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"meta": meta, "runs": rows}, indent=1) + "\n")
-    print("| model | threat | eps | fixed-eps robust | band [verified, attacked] | disagreements | FMN stronger |")
+    print("| model | threat | eps | fixed-eps robust | band [verified, attacked] | disagreements | min-norm stronger |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         for g, d in r["radius"].items():
