@@ -13,6 +13,7 @@ import numpy as np
 
 from harness.reporting.plots import new_figure, palette, to_png
 from harness.results import Result
+from harness.threat import NORMS
 
 HEAD = ("eps", "verified (%)", "attacked (%)", "fixed-eps robust (%)", "disagreements")
 AGREE_NOTE = (
@@ -82,7 +83,8 @@ def band_plot(r: Result) -> bytes | None:
     rad = radius_of(r)
     if not rad:
         return None
-    norms = sorted({d["config"]["norm"] for d in rad.values()})
+    have = {d["config"]["norm"] for d in rad.values()}
+    norms = [n for n in NORMS if n in have]
     fig = new_figure(4.2 * len(norms), 3.4)
     for i, norm in enumerate(norms):
         ax = fig.add_subplot(1, len(norms), i + 1)
