@@ -23,7 +23,7 @@ from harness.engine.runners.common import verdict_columns
 from harness.errors import HarnessError, ModelError, UsageError
 from harness.records import schema as col
 from harness.rng import stream_seed
-from harness.threat import TOLERANCE, ThreatModel, enforce_contract, lp_norm
+from harness.threat import TOLERANCE, ThreatModel, enforce_contract, lp_norm, per_sample
 
 # lower > upper * (1 + VIOLATION_RTOL) + TOLERANCE is a violation: the slack covers the fp32 rounding
 # of the recomputed distance and of the verdict (the exact MILP radius is about the network in exact
@@ -126,7 +126,7 @@ class RadiusRunner(EntryRunner):
                 chosen = [t.clone() for t in scored]
             else:
                 better = torch.as_tensor(up < best, device=scored[0].device)
-                chosen = [torch.where(better.view(-1, *[1] * (a.dim() - 1)), b, a) for a, b in zip(chosen, scored)]
+                chosen = [torch.where(per_sample(better, a), b, a) for a, b in zip(chosen, scored)]
             best = np.minimum(best, up)
         return best, claimed & ~np.isfinite(best), tuple(chosen)
 
