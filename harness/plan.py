@@ -136,6 +136,10 @@ def entry_label(e: Entry) -> str:
     """A suite entry as people read it: ``pgd  L∞ 8/255`` for an attack or a verifier, its key otherwise."""
     if e.kind in ("attack", "verify"):
         return f"{e.label or e.name}  {threat_label(e.norm, e.eps)}"
+    if e.kind == "radius":
+        p = dict(e.params)
+        attack = p["attack"] if isinstance(p["attack"], str) else "+".join(p["attack"])
+        return f"{e.key}  {attack} / {p['verifier']}  {threat_label(e.norm, p['max_eps'])}"
     return e.key
 
 
@@ -164,8 +168,10 @@ def plan_entries(
                 cost, note = None, (note + "; " if note else "") + "cost not declared by the attack"
             else:
                 cost = sum(declared, Cost())  # type: ignore[arg-type]
-                if e.kind == "attack":
+                if e.kind in ("attack", "radius"):
                     cost = cost + Cost(n * eot)  # the engine's fp32 verdict on every attacked image
+                if e.kind == "radius" and getattr(a, "verifier", None) is not None:
+                    note = (note + "; " if note else "") + "the attack only: the verifier's radius is not model passes"
         rows.append(PlanRow(e.key, entry_label(e), e.kind, cost, note))
     return Cost(n * eot), rows
 

@@ -211,6 +211,35 @@ def _clean_ece(cal: dict[str, Any]) -> bool:
     return clean is not None and all(_is_number(g.get("ece")) for g in (clean, clean.get("scaled", clean)))
 
 
+def _band_ok(d: dict[str, Any]) -> bool:
+    """The band: eps ascending from 0, both shares non-increasing, verified <= attacked unless a violation
+    was reported (then the band shows it rather than hides it)."""
+    b = d["band"]
+    eps = [r[0] for r in b]
+    if eps[0] != 0 or any(a > c for a, c in zip(eps, eps[1:])):
+        return False
+    ver, att = [r[1] for r in b], [r[2] for r in b]
+    mono = all(a >= c for a, c in zip(ver, ver[1:])) and all(a >= c for a, c in zip(att, att[1:]))
+    return mono and (d["counts"]["violations"] > 0 or all(v <= a for v, a in zip(ver, att)))
+
+
+_RADIUS = Obj(
+    {"config": Obj({"norm": STR, "max_eps": FINITE, "attack": ANY, "verifier": STR, "steps": COUNT},
+                   required=("norm", "max_eps", "attack", "verifier", "steps")),
+     "counts": Obj(dict.fromkeys(("n", "clean_correct", "found", "beyond_max_eps", "unconfirmed", "timeouts",
+                                  "violations"), COUNT),
+                   required=("n", "clean_correct", "unconfirmed", "timeouts", "violations")),
+     "violation_ids": ListOf(INT),
+     "table": ListOf(Obj({"eps": FINITE, "verified": _ACCURACY, "attacked": _ACCURACY},
+                         required=("eps", "verified", "attacked"))),
+     "band": ListOf(ListOf(FINITE, length=3), min_length=2),
+     "agreement": ListOf(Obj({"group": STR, "eps": FINITE, "fixed": _ACCURACY, "attacked": _ACCURACY,
+                              "disagreements": COUNT, "ids": ListOf(INT)},
+                             required=("group", "eps", "fixed", "attacked", "disagreements")))},
+    required=("config", "counts", "violation_ids", "table", "band", "agreement"),
+    rule=(_band_ok, "its band is not ascending in eps from 0, not non-increasing, or has verified above attacked"),
+)  # fmt: skip
+
 _PARTS = Obj(
     {
         "model": Obj({"condition": Opt(MapOf(ANY)), "objective_params": Opt(MapOf(ANY))}),
@@ -253,6 +282,7 @@ _PARTS = Obj(
                         )
                     )
                 ),
+                "radius": Opt(MapOf(_RADIUS)),
                 "unit_test": Opt(
                     Obj({"threats": ListOf(Obj({"fraction": NUMBER},
                                                required=("key", "found", "valid", "fraction", "too_weak")))})

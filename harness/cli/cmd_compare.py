@@ -47,6 +47,8 @@ def compare(
     console.print(t)
     for s in cmp.sentences():
         console.print(f"- {s}", highlight=False, markup=False)
+    for line in cmp.band_lines():  # the robustness band per run, and its agreement with fixed-eps runs
+        console.print(line, highlight=False, markup=False)
     for n in cmp.notes:
         console.print(f"[yellow]note[/] {n}", highlight=False)
     target = out or Path("comparison")

@@ -67,6 +67,7 @@ def prepare(baseline: Baseline, *, dataset: Any = None, suite: Any = None) -> tu
             list(s.get("corruptions") or []),
             f"baseline {baseline.path}",
             verify=list(s.get("verify") or []),
+            radius=list(s.get("radius") or []),
         )
     else:
         suite_obj = load_suite(suite)

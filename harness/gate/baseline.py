@@ -116,7 +116,8 @@ class Baseline:
         dataset, suite = _object(d.get("dataset"), "dataset"), _object(d.get("suite"), "suite")
         if not isinstance(dataset.get("spec"), str) or not isinstance(dataset.get("sha256"), str | None):
             raise TypeError("dataset.spec or dataset.sha256 is not a string")
-        listed = [suite.get(k) for k in ("attacks", "corruptions", "verify") if suite.get(k) is not None]
+        kinds = ("attacks", "corruptions", "verify", "radius")
+        listed = [suite.get(k) for k in kinds if suite.get(k) is not None]
         if not all(_objects(v) for v in [suite.get("entries", []), *listed]):
             raise TypeError("suite.entries, suite.attacks, suite.corruptions or suite.verify is not a list of objects")
         seed = d.get("seed")
@@ -269,6 +270,7 @@ def make_baseline(
         suite={
             **{k: out.suite.get(k) for k in ("name", "summary", "attacks", "corruptions")},
             **({"verify": out.suite["verify"]} if out.suite.get("verify") else {}),
+            **({"radius": out.suite["radius"]} if out.suite.get("radius") else {}),
             "entries": out.entries,
         },
         seed=out.seed,

@@ -50,6 +50,9 @@ ENTRY_KINDS: dict[str, EntryKind] = {
             inputs="at the counterexamples of",
             lower_bound=True,
         ),
+        # Per-sample radius interval [lower, upper] under one norm (issue 22 section 2): stands alone like a
+        # certifier; its status says whether the attack's smallest point lies beyond max_eps.
+        EntryKind("radius", threat_model=False, logit_margin=True, calibrated=False, inputs="at the minimal points of"),
     )
 }
 

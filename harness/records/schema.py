@@ -15,7 +15,7 @@ from harness.errors import DataError
 
 # 2: calibration columns (clean_cal, c{k}) and smoothing columns. The verify entries' proof column q{k}
 # (issue 22) is new to entries of a new kind: a schema-2 record of an older harness holds none, so it is
-# never misread and the version stays 2.
+# never misread and the version stays 2. So are the radius entries' r{k}, u{k}, f{k}.
 # The nested-eps column h{k} did not
 # bump it: a record without it is one of independent attacks per eps, which is how a reader takes a
 # missing h{k} (and the config hash of a nested evaluation differs, so the two never share a record).
@@ -37,6 +37,12 @@ PROOF_NAMES = {
     PROOF_UNCONFIRMED: "unconfirmed",
     PROOF_BROKEN: "broken",
 }
+
+
+# Bits of a radius entry's flag column f{k}: the attack's point was not confirmed by the fp32 verdict
+# (upper = +inf), the verifier ran out of time (lower is what it proved by then), lower > upper (a
+# soundness bug, reported, never fixed).
+RADIUS_UNCONFIRMED, RADIUS_TIMEOUT, RADIUS_VIOLATION = 1, 2, 4
 
 
 @dataclass(frozen=True)
@@ -86,6 +92,19 @@ COLUMNS: tuple[Column, ...] = (
         "verify entry k: 1 verified, 0 open, 2 open (time limit), 3 open (a counterexample the fp32 verdict "
         "did not confirm), 4 broken (a confirmed counterexample), -1 not run",
     ),
+    Column(
+        "r{k}",
+        "float64",
+        "radius entry k: lower end of the sample's radius interval, the largest radius the verifier proves "
+        "(0: wrong when clean, or none proven)",
+    ),
+    Column(
+        "u{k}",
+        "float64",
+        "radius entry k: upper end, the engine's norm of the attack's smallest confirmed adversarial point "
+        "(0: wrong when clean; +inf: none found or not confirmed)",
+    ),
+    Column("f{k}", "int8", "radius entry k: flags, RADIUS_UNCONFIRMED | RADIUS_TIMEOUT | RADIUS_VIOLATION"),
 )
 
 
@@ -122,6 +141,11 @@ def inherited(k: int) -> str:
 def smoothing_columns(k: int) -> tuple[str, str, str]:
     """(empirical per radius, violated per radius, p_A lower bound) of smoothing entry k."""
     return f"e{k}", f"v{k}", f"a{k}"
+
+
+def radius_columns(k: int) -> tuple[str, str, str]:
+    """(lower radius, upper radius, flags) of radius entry k."""
+    return f"r{k}", f"u{k}", f"f{k}"
 
 
 def check_schema(version: object, where: str) -> None:

@@ -192,6 +192,8 @@ def _valid_entry(e: Any) -> bool:
         eps = e.get("eps")
         number = isinstance(eps, int | float) and not isinstance(eps, bool)
         return isinstance(e.get("norm"), str) and number and math.isfinite(eps) and eps >= 0
+    if e.get("kind") == "radius":
+        return isinstance(e.get("norm"), str)
     return e.get("kind") in ("corruption", "smoothing")
 
 

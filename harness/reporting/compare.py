@@ -17,6 +17,8 @@ import numpy as np
 
 from harness.errors import UsageError
 from harness.labels import key_label
+from harness.records import open_record, read_index
+from harness.records import schema as col
 from harness.records.outcome import read_bits, verified_key
 from harness.reporting import summary as S
 from harness.reporting.runs import Run, load_runs
@@ -71,6 +73,8 @@ class Comparison:
     notes: list[str] = field(default_factory=list)
     # Per run: {"ece": {group: ECE}, "certified": {smoothing group: {radius: certified accuracy}}}.
     beyond: list[dict[str, Any]] = field(default_factory=list)
+    # Radius runs against fixed-eps runs (`radius_agreement`): per (radius run, radius group, fixed run, eps).
+    agreement: list[dict[str, Any]] = field(default_factory=list)
     # Metric key -> what a person reads (``L∞ 8/255`` for linf-0.0313725); keys stay the identifiers.
     metric_labels: dict[str, str] = field(default_factory=dict)
 
@@ -91,6 +95,7 @@ class Comparison:
             "tests": [asdict(t) for t in self.tests],
             "notes": self.notes,
             "beyond": self.beyond,
+            "agreement": self.agreement,
         }
 
     def test(self, metric: str, other: str) -> PairTest | None:
@@ -166,6 +171,45 @@ class Comparison:
                 vals = [b.get("certified", {}).get(g, {}).get(r) for b in self.beyond]
                 lines.append(
                     f"| {esc(g)} @ {r} | " + " | ".join("–" if v is None else f"{100 * v:.1f}" for v in vals) + " |"
+                )
+        lines += self._band_markdown(esc)
+        return lines
+
+    def band_lines(self) -> list[str]:
+        """The band and agreement tables as plain text lines (the CLI prints them; empty without radius runs)."""
+        return self._band_markdown(str)
+
+    def _band_markdown(self, esc: Any) -> list[str]:
+        """The band [verified, attacked] per radius group and eps, one column per run; then the agreement rows."""
+        rows = list(dict.fromkeys((g, e) for b in self.beyond for g, t in b.get("radius", {}).items() for e in t))
+        lines: list[str] = []
+        if rows:
+            lines += [
+                "",
+                "## Robustness band (%): [verified, attacked]",
+                "",
+                "| radius @ eps | " + " | ".join(esc(r) for r in self.runs) + " |",
+            ]
+            lines.append("|---|" + "---|" * len(self.runs))
+            for g, e in rows:
+                vals = [b.get("radius", {}).get(g, {}).get(e) for b in self.beyond]
+                cells = ["–" if v is None else f"[{100 * v[0]:.1f}, {100 * v[1]:.1f}]" for v in vals]
+                lines.append(f"| {esc(g)} @ {e} | " + " | ".join(cells) + " |")
+        if self.agreement:
+            lines += [
+                "",
+                "## Band against the fixed-eps attacks",
+                "",
+                "Disagreements: samples the fixed-eps run broke at eps whose minimum-norm upper end in the radius "
+                "run is above eps (same sample ids).",
+                "",
+                "| radius run | fixed-eps run | threat model | attacked (%) | fixed-eps robust (%) | disagreements |",
+                "|---|---|---|---|---|---|",
+            ]
+            for a in self.agreement:
+                lines.append(
+                    f"| {esc(a['radius_run'])} ({esc(a['radius'])}) | {esc(a['fixed_run'])} | {esc(a['group'])} | "
+                    f"{100 * a['attacked']:.1f} | {100 * a['fixed']:.1f} | {a['disagreements']} |"
                 )
         return lines
 
@@ -284,13 +328,81 @@ def compare_runs(runs: Sequence[str | Path | Run], *, alpha: float = 0.05) -> Co
     for g in S.threat_keys(results):  # verified@linf-0.1 reads "verified L∞ 0.1"
         if verified_key(g) in metric_labels:
             metric_labels[verified_key(g)] = f"verified {S.key_text(results, g)}"
-    return Comparison(labels, paths, metrics, table, tests, alpha, notes, beyond, metric_labels)
+    agreement = radius_agreement(loaded, labels, bits)
+    return Comparison(
+        labels, paths, metrics, table, tests, alpha, notes, beyond, agreement=agreement, metric_labels=metric_labels
+    )
+
+
+def radius_uppers(records_dir: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``{radius group: (ids, upper ends)}`` of a finished record's radius entries."""
+    rec = Path(records_dir)
+    entries = list(read_index(rec).get("entries", []))
+    ks = [(k, e["group"]) for k, e in enumerate(entries) if e.get("kind") == "radius"]
+    if not ks:
+        return {}
+    ids, ups = [], {g: [] for _, g in ks}
+    for chunk in open_record(rec).iter_chunks():
+        ids.append(chunk[col.ID].astype(np.int64))
+        for k, g in ks:
+            ups[g].append(chunk[col.radius_columns(k)[1]])
+    all_ids = np.concatenate(ids) if ids else np.zeros(0, np.int64)
+    return {g: (all_ids, np.concatenate(u) if u else np.zeros(0)) for g, u in ups.items()}
+
+
+def radius_agreement(runs: Sequence[Run], labels: Sequence[str], bits: Sequence[SampleBits | None]) -> list[dict]:
+    """Per radius run and fixed-eps run of the same data: attacked(eps) beside the fixed-eps robust accuracy,
+    and the samples the fixed-eps attacks broke that the minimum-norm upper end leaves beyond eps."""
+    out: list[dict[str, Any]] = []
+    for i, run in enumerate(runs):
+        rad = run.result.extra.get("radius") or {}
+        if not rad or run.records is None:
+            continue
+        try:
+            uppers = radius_uppers(run.records)
+        except (OSError, KeyError, ValueError):
+            continue
+        for j, other in enumerate(runs):
+            bj = bits[j]
+            if j == i or bj is None or run.result.dataset.get("sha256") != other.result.dataset.get("sha256"):
+                continue
+            for g, d in rad.items():
+                if g not in uppers:
+                    continue
+                ids, upper = uppers[g]
+                perm = _align(ids, bj.ids)
+                if perm is None:
+                    continue
+                norm, max_eps = d["config"]["norm"], d["config"]["max_eps"]
+                for grp in other.result.threat_models:
+                    if grp.norm != norm or grp.eps is None or grp.eps > max_eps or grp.key not in bj.groups:
+                        continue
+                    robust = bj.groups[grp.key][perm]
+                    n = max(1, len(upper))
+                    out.append(
+                        {
+                            "radius_run": labels[i],
+                            "radius": g,
+                            "fixed_run": labels[j],
+                            "group": grp.key,
+                            "eps": grp.eps,
+                            "attacked": float((upper > grp.eps).sum() / n),
+                            "fixed": float(robust.sum() / n),
+                            "disagreements": int((~robust & (upper > grp.eps)).sum()),
+                        }
+                    )
+    return out
 
 
 def _beyond(r: Result) -> dict[str, Any]:
     cal = (r.extra.get("calibration") or {}).get("groups", {})
     cert = r.extra.get("certified") or {}
+    rad = r.extra.get("radius") or {}
     return {
+        "radius": {
+            g: {f"{t['eps']:g}": [t["verified"]["accuracy"], t["attacked"]["accuracy"]] for t in d.get("table", [])}
+            for g, d in rad.items()
+        },
         "ece": {g: d["ece"] for g, d in cal.items() if isinstance(d, dict) and d.get("ece") is not None},
         "certified": {
             g: {f"{t['radius']:g}": t["certified"]["accuracy"] for t in d.get("table", [])} for g, d in cert.items()

@@ -23,6 +23,14 @@ suite is any TOML file of the same form (``--suite path/to/suite.toml``). Data, 
     [[smoothing]]          # randomized smoothing (Cohen et al. 2019): certify, then attack the smoothed model
     name = "smoothing-l2"  # a registered certifier (default)
     params = { sigma = 0.25, n0 = 100, n = 100000, alpha = 0.001, radii = [0.0, 0.25, 0.5] }
+    [[radius]]             # per-sample radius interval [lower, upper] and the band over every eps (issue 22)
+    norm = "linf"
+    max_eps = "dataset"    # a number, "8/255", or "dataset" (the largest eps of the dataset's grid)
+    attack = "fmn"         # a registered attack with a minimum-norm search (fmn, fab, fab-t, cw-l2)
+    attack_params = { steps = 100 }
+    verifier = "crown"     # ibp, crown, alpha-crown, milp (L-inf), or "none" (upper ends only)
+    verifier_params = { }
+    steps = 12             # bisection steps of the verifier's radius
     [calibration]          # optional: bootstrap resamples, bins, held-out split for temperature scaling
     bootstrap = 200
     temperature = "train"
@@ -44,6 +52,7 @@ from harness.labels import parse_eps
 from harness.params import Param
 from harness.records.kinds import entry_kind
 from harness.registry import ATTACKS, CERTIFIERS, CORRUPTIONS, SUITES, VERIFIERS, Registry
+from harness.suites.radius import RADIUS_FIELDS, RadiusSpec, radius_spec
 from harness.threat import NORMS, ThreatModel, canonical_norm
 
 PRESET_DIR = Path(__file__).parent
@@ -70,6 +79,7 @@ ENTRY_FIELDS: dict[str, dict[str, str]] = {
     "corruption": {"name": "name", "severity": "severity", "params": "table"},
     "smoothing": {"name": "name", "params": "table", "label": "string"},
     "verify": {"name": "name", "norm": "string", "eps": "eps", "params": "table", "label": "string"},
+    "radius": RADIUS_FIELDS,
 }
 # The kinds whose entries sit in a threat model (norm, eps) and the registry of each.
 THREAT_REGISTRIES: dict[str, Registry[Any]] = {"attack": ATTACKS, "verify": VERIFIERS}
@@ -82,6 +92,7 @@ FIELD_TYPES = {
     "eps": "a positive number or fraction ('8/255'), a list of them, or 'dataset'",
     "severity": "an integer 1-5, a list of them, or 'all'",
     "bool": "true or false",
+    "int": "an integer",
 }
 FIELD_EXAMPLES = {
     "name": '"pgd"',
@@ -91,6 +102,7 @@ FIELD_EXAMPLES = {
     "eps": '["4/255", "8/255"]',
     "severity": "[1, 2, 3]",
     "bool": "false",
+    "int": "12",
 }
 
 
@@ -99,7 +111,7 @@ class Entry:
     """One resolved suite entry: an attack or a verifier at one (norm, eps), a corruption at one severity,
     or a certifier."""
 
-    kind: str  # "attack" | "corruption" | "smoothing" | "verify"
+    kind: str  # "attack" | "corruption" | "smoothing" | "verify" | "radius"
     name: str
     params: tuple[tuple[str, Any], ...] = ()
     norm: str | None = None
@@ -123,6 +135,8 @@ class Entry:
             return self.threat.key  # type: ignore[union-attr]
         if self.kind == "smoothing":
             return self.label or f"{self.name}-{dict(self.params).get('sigma', 'default')}"
+        if self.kind == "radius":
+            return self.label or f"radius-{self.norm}"
         return f"{self.name}-{self.severity}"
 
     @property
@@ -135,6 +149,8 @@ class Entry:
             return THREAT_REGISTRIES[self.kind].create(self.name, norm=self.norm, eps=self.eps, **dict(self.params))
         if self.kind == "smoothing":
             return CERTIFIERS.create(self.name, **dict(self.params))
+        if self.kind == "radius":
+            return RadiusSpec.of(str(self.norm), self.params).build()
         return CORRUPTIONS.create(self.name, **dict(self.params))
 
     def describe(self) -> dict[str, Any]:
@@ -146,6 +162,9 @@ class Entry:
             if not self.nested:  # only when not the default: config hashes of earlier suites stay the same
                 d["nested"] = False
         elif self.kind == "smoothing":
+            d.update(norm=self.norm, eps=None, group=self.group)
+        elif self.kind == "radius":
+            d["params"] = {k: _thaw(v) for k, v in self.params}
             d.update(norm=self.norm, eps=None, group=self.group)
         else:
             d.update(severity=self.severity, group=self.group)
@@ -164,6 +183,7 @@ class Suite:
     smoothing: list[dict[str, Any]] = field(default_factory=list)
     calibration: dict[str, Any] = field(default_factory=dict)
     verify: list[dict[str, Any]] = field(default_factory=list)
+    radius: list[dict[str, Any]] = field(default_factory=list)
 
     def check(self) -> None:
         """Every entry's fields and declared parameters checked now, before a model or dataset is loaded.
@@ -205,6 +225,12 @@ class Suite:
             entries.append(Entry("smoothing", name, tuple(sorted(params.items())), norm="l2", label=spec.get("label")))
         for i, spec in enumerate(self.verify):
             entries += _threat_entries(self.name, "verify", i, spec, eps_grid)
+        for i, spec in enumerate(self.radius):
+            where = f"suite {self.name!r}, radius #{i + 1}"
+            _check_fields(spec, "radius", where)
+            r = radius_spec(spec, where, eps_grid)
+            name, label = spec.get("name", "radius"), spec.get("label")
+            entries.append(Entry("radius", name, r.params(), norm=r.norm, label=label))
         if unique:
             _check_verified_groups(self.name, entries)
         keys = [e.key for e in entries]
@@ -223,7 +249,17 @@ class Suite:
             **({"smoothing": self.smoothing} if self.smoothing else {}),
             **({"calibration": self.calibration} if self.calibration else {}),
             **({"verify": self.verify} if self.verify else {}),
+            **({"radius": self.radius} if self.radius else {}),
         }
+
+
+def _thaw(v: Any) -> Any:
+    """A frozen table (sorted pairs, `harness.suites.radius.freeze`) back to a dict; a tuple of names to a list."""
+    if isinstance(v, tuple) and all(isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str) for p in v):
+        return {k: _thaw(x) for k, x in v}
+    if isinstance(v, tuple):
+        return list(v)
+    return v
 
 
 def group_entries(entries: list[Entry]) -> list[tuple[str, list[int]]]:
@@ -353,6 +389,8 @@ def _fits(value: Any, field_type: str) -> bool:
         return isinstance(value, dict)
     if field_type == "bool":
         return isinstance(value, bool)
+    if field_type == "int":
+        return _is_int(value)
     if field_type == "strings":
         return isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
     if field_type == "eps":
@@ -403,18 +441,19 @@ def parse_suite(text: str, name: str, source: str = "") -> Suite:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise UsageError(f"{what}: malformed TOML: {e}", "fix the file and run again") from e
-    unknown = sorted(set(data) - {"summary", "attack", "corruption", "smoothing", "calibration", "verify", "name"})
+    tables = {"summary", "attack", "corruption", "smoothing", "calibration", "verify", "radius", "name"}
+    unknown = sorted(set(data) - tables)
     if unknown:
         raise UsageError(
             f"{what}: unknown field(s) {unknown}",
-            "allowed: summary, attack, corruption, smoothing, verify, calibration",
+            "allowed: summary, attack, corruption, smoothing, verify, radius, calibration",
         )
     for key in ("name", "summary"):
         if key in data and not isinstance(data[key], str):
             raise UsageError(f"{what}: field {key!r} must be a string, not {data[key]!r}", f'e.g. {key} = "..."')
     attacks, corruptions = data.get("attack", []), data.get("corruption", [])
     smoothing, calibration = data.get("smoothing", []), data.get("calibration", {})
-    verify = data.get("verify", [])
+    verify, radius = data.get("verify", []), data.get("radius", [])
     if not isinstance(calibration, dict) or sorted(set(calibration) - CALIBRATION_KEYS):
         raise UsageError(
             f"{what}: [calibration] must be a table with fields from {sorted(CALIBRATION_KEYS)}",
@@ -427,6 +466,7 @@ def parse_suite(text: str, name: str, source: str = "") -> Suite:
         ("corruption", corruptions),
         ("smoothing", smoothing),
         ("verify", verify),
+        ("radius", radius),
     ):
         allowed = set(ENTRY_FIELDS[label])
         if not isinstance(items, list):
@@ -445,7 +485,15 @@ def parse_suite(text: str, name: str, source: str = "") -> Suite:
                     f"allowed: {', '.join(sorted(allowed))}",
                 )
     return Suite(
-        data.get("name", name), data.get("summary", ""), attacks, corruptions, source, smoothing, calibration, verify
+        data.get("name", name),
+        data.get("summary", ""),
+        attacks,
+        corruptions,
+        source,
+        smoothing,
+        calibration,
+        verify,
+        radius,
     )
 
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 from harness.engine.runners.attack import AttackRunner
 from harness.engine.runners.base import Batch, Engine, EntryRunner, Scored
 from harness.engine.runners.corruption import CorruptionRunner
+from harness.engine.runners.radius import RadiusRunner
 from harness.engine.runners.smoothing import SmoothingRunner
 from harness.engine.runners.verify import VerifyRunner
 from harness.errors import UsageError
 from harness.records.kinds import ENTRY_KINDS
 
 RUNNERS: dict[str, EntryRunner] = {
-    r.kind: r for r in (AttackRunner(), CorruptionRunner(), SmoothingRunner(), VerifyRunner())
+    r.kind: r for r in (AttackRunner(), CorruptionRunner(), SmoothingRunner(), VerifyRunner(), RadiusRunner())
 }
 assert set(RUNNERS) == set(ENTRY_KINDS), "every declared entry kind has exactly one runner"
 
@@ -35,6 +36,7 @@ __all__ = [
     "CorruptionRunner",
     "Engine",
     "EntryRunner",
+    "RadiusRunner",
     "Scored",
     "SmoothingRunner",
     "VerifyRunner",

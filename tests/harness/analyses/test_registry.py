@@ -20,14 +20,14 @@ from harness.results import Finding, Result
 from tests.harness.report_helpers import fit_tiny
 
 # The built-ins, in the order whose findings result.json has always listed.
-BUILT_IN = ["calibration", "certified", "postcheck", "compile", "unit_test", "corruptions"]
+BUILT_IN = ["calibration", "certified", "radius", "postcheck", "compile", "unit_test", "corruptions"]
 
 SUITE = 'summary = "FGSM only"\n\n[[attack]]\nname = "fgsm"\nnorm = "linf"\neps = [0.1]\n'
 
 
 def test_built_in_analyses_run_in_the_declared_order() -> None:
     assert ANALYSES.names() == BUILT_IN
-    assert SECTIONS.names() == ["verified", "corruptions", "calibration", "certified", "unit_test"]
+    assert SECTIONS.names() == ["verified", "radius", "corruptions", "calibration", "certified", "unit_test"]
 
 
 def test_scoped_registration_is_dropped_on_exit_and_duplicates_are_refused() -> None:

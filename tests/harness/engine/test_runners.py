@@ -25,6 +25,7 @@ EVERY_KIND = Suite(
     corruptions=[{"name": "gaussian_noise", "severity": 1}],
     smoothing=[{"name": "smoothing-l2", "params": {"sigma": 0.25, "n0": 4, "n": 8, "radii": [0.0, 0.25]}}],
     verify=[{"name": "ibp", "norm": "linf", "eps": 0.1}],
+    radius=[{"max_eps": 0.1, "attack_params": {"steps": 5}, "verifier": "ibp", "steps": 4}],
 )
 
 
