@@ -338,7 +338,7 @@ eps = [0.05, 0.1]
 params = { steps = 10 }
 [[radius]]
 max_eps = 0.3
-attack_params = { steps = 100 }
+attack_params = { steps = 1 }
 verifier = "none"
 """
     ds = load_dataset("digits").subset(slice(0, 20))
@@ -356,7 +356,10 @@ verifier = "none"
         weaker = r["attacked"]["correct"] > r["fixed"]["correct"] + AGREEMENT_TOLERANCE * len(ds)
         warned = [f for f in res.findings if f.check == "radius-weaker-than-fixed" and f.data["group"] == r["group"]]
         assert len(warned) == int(weaker)
-    assert sum(r["disagreements"] for r in rows) > 0  # FMN-100 misses a point PGD-10 breaks on this model
+    # FMN cut to one step (its first step is alpha_init = 1 in the attack's norm, far outside these eps)
+    # misses points PGD-10 breaks on any machine: the disagreements and the warning are exercised.
+    assert sum(r["disagreements"] for r in rows) > 0  # measured: 2 at 0.05, 9 at 0.1 of 18 clean-correct
+    assert any(f.check == "radius-weaker-than-fixed" for f in res.findings)
 
 
 def test_an_l2_max_eps_beyond_the_image_cube_is_one_line(tmp_path):
