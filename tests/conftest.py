@@ -9,6 +9,17 @@ import torch
 
 torch.set_num_threads(int(os.environ.get("HARNESS_TEST_THREADS", "2")))
 
+# The default run's --timeout (600 s, pyproject.toml) catches a hung test. A slow test (an oracle of
+# AutoAttack against pyautoattack on 1797 digits, on one thread) can need more than that on a loaded
+# 2-core machine without hanging: slow tests get this limit unless they carry their own marker.
+SLOW_TIMEOUT_S = 3600
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT_S))
+
 
 @pytest.fixture(scope="session")
 def digits_test():
