@@ -20,6 +20,7 @@ import torch
 
 from harness.engine.runners.base import Batch, Engine, EntryRunner
 from harness.engine.runners.common import verdict_columns
+from harness.engine.runners.verify import require_readable
 from harness.errors import HarnessError, ModelError, UsageError
 from harness.records import schema as col
 from harness.rng import stream_seed
@@ -58,14 +59,8 @@ class RadiusRunner(EntryRunner):
             search.validate_for(tuple(x.shape[1:]))
         except UsageError as e:
             raise UsageError(f"{engine.entries[k].key}: {e.what}", e.hint) from None
-        if search.verifier is None:
-            return
-        from harness.verify import read_network  # the registry loads harness.verify only when a verifier is used
-
-        try:
-            read_network(engine.model, x[:1].float())
-        except ModelError as e:
-            raise ModelError(f"{engine.entries[k].key}: {e.what}", e.hint) from None
+        if search.verifier is not None:
+            require_readable(engine.model, x, engine.entries[k].key)
 
     def run(self, engine: Engine, k: int, batch: Batch) -> None:
         cols, sl, alive = batch.cols, batch.sl, batch.alive

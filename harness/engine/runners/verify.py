@@ -33,13 +33,7 @@ class VerifyRunner(EntryRunner):
     def prepare(self, engine: Engine, k: int, x: torch.Tensor) -> None:
         """Read the model's graph now: an unsupported layer fails before the attacks run, not after them,
         and even when every sample ends up broken (nothing left to verify)."""
-        # Imported here: the registry loads harness.verify (and scipy) only for suites with a verifier.
-        from harness.verify import read_network
-
-        try:
-            read_network(engine.model, x[:1].float())
-        except ModelError as e:
-            raise ModelError(f"{engine.entries[k].key}: {e.what}", e.hint) from None
+        require_readable(engine.model, x, engine.entries[k].key)
 
     def run(self, engine: Engine, k: int, batch: Batch) -> None:
         cols, sl, alive = batch.cols, batch.sl, batch.alive
@@ -117,3 +111,14 @@ def counterexample(x: torch.Tensor, x_adv: torch.Tensor, threat: ThreatModel) ->
     verdict then decides whether it breaks the sample.
     """
     return project_ball_box(x, x_adv.to(x.dtype).clone(), threat.norm, threat.eps)
+
+
+def require_readable(model: torch.nn.Module, x: torch.Tensor, key: str) -> None:
+    """The verifiers can read ``model`` as a graph of supported layers, or a ModelError naming the entry."""
+    # Imported here: the registry loads harness.verify (and scipy) only for suites with a verifier.
+    from harness.verify import read_network
+
+    try:
+        read_network(model, x[:1].float())
+    except ModelError as e:
+        raise ModelError(f"{key}: {e.what}", e.hint) from None

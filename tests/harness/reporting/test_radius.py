@@ -3,13 +3,10 @@
 
 from __future__ import annotations
 
-import functools
 import json
 
 import numpy as np
 import pytest
-import torch
-from torch import nn
 
 from harness.api import load_dataset
 from harness.engine import EvalConfig, Evaluation
@@ -19,32 +16,16 @@ from harness.reporting import compare_runs
 from harness.reporting.compare import radius_uppers
 from harness.results import Result
 from harness.suites import parse_suite
+from tests.harness._digits_models import ce_model
 from tests.harness.cli_helpers import cli_inprocess
 
 N = 20
 
 
-@functools.cache
-def _model() -> nn.Module:
-    """A digits MLP (64-32-10), 80 full-batch Adam steps (under a second)."""
-    from harness.models import create_model
-
-    torch.manual_seed(0)
-    tr = load_dataset("digits:split=train")
-    x, y = tr.batch(slice(0, len(tr)))
-    model = create_model("mlp", tr, hidden=[32])
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(80):
-        opt.zero_grad()
-        nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-    return model.eval()
-
-
 def _run(tmp_path, name: str, text: str) -> Result:
     ds = load_dataset("digits").subset(slice(0, N))
     cfg = EvalConfig(batch_size=20, chunk_size=20, progress=False)
-    return Evaluation(_model(), ds, parse_suite(text, name), out=tmp_path, name=name, config=cfg).run()
+    return Evaluation(ce_model(), ds, parse_suite(text, name), out=tmp_path, name=name, config=cfg).run()
 
 
 def test_compare_shows_the_band_and_counts_disagreements_per_sample(tmp_path):
@@ -75,7 +56,7 @@ def test_evaluate_suite_radius_on_the_cli(tmp_path, capsys):
     from harness.models.checkpoint import CheckpointMeta, save_checkpoint
 
     meta = CheckpointMeta("mlp", {"num_classes": 10, "hidden": [32]}, "digits", 10, [1, 8, 8])
-    ckpt = save_checkpoint(tmp_path / "m", _model(), meta)
+    ckpt = save_checkpoint(tmp_path / "m", ce_model(), meta)
     args = ["evaluate", ckpt, "--suite", "radius", "--out", tmp_path, "--name", "r", "--max-samples", N]
     code, _, err = cli_inprocess(*args, "--device", "cpu", "--no-progress", capsys=capsys)
     assert code == 0, err
