@@ -18,6 +18,8 @@ sizes and capabilities on the same inputs.
     PYTHONPATH=. python bench/verdict_stability.py                       # ~1 h of CPU on 2 cores
     PYTHONPATH=. python bench/verdict_stability.py --out bench/results/verdict_stability.json
     PYTHONPATH=. python bench/verdict_stability.py --quick               # 64 samples, PGD only: minutes
+    PYTHONPATH=. python bench/verdict_stability.py --cases pgd-at:autoattack:100 --no-ranks \
+        --pairs default:7,default:64,default:512,avx2:64,avx2:512,avx512:64,avx512:512   # docs/reliability.md
 
 The raw records go to ``bench/.cache/verdicts/`` (a rerun reuses them unless ``--fresh``).
 """
