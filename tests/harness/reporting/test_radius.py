@@ -55,7 +55,7 @@ def test_compare_shows_the_band_and_counts_disagreements_per_sample(tmp_path):
 def test_evaluate_suite_radius_on_the_cli(tmp_path, capsys):
     from harness.models.checkpoint import CheckpointMeta, save_checkpoint
 
-    meta = CheckpointMeta("mlp", {"num_classes": 10, "hidden": [32]}, "digits", 10, [1, 8, 8])
+    meta = CheckpointMeta("mlp", {"num_classes": 10, "hidden": [128]}, "digits", 10, [1, 8, 8])  # ce_model's shape
     ckpt = save_checkpoint(tmp_path / "m", ce_model(), meta)
     args = ["evaluate", ckpt, "--suite", "radius", "--out", tmp_path, "--name", "r", "--max-samples", N]
     code, _, err = cli_inprocess(*args, "--device", "cpu", "--no-progress", capsys=capsys)
