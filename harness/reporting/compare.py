@@ -146,33 +146,27 @@ class Comparison:
         lines: list[str] = []
         groups = list(dict.fromkeys(g for b in self.beyond for g in b.get("ece", {})))
         if groups:
-            lines += [
-                "",
-                "## Calibration (ECE, 15 bins)",
-                "",
-                "| group | " + " | ".join(esc(r) for r in self.runs) + " |",
-            ]
-            lines.append("|---|" + "---|" * len(self.runs))
-            for g in groups:
-                vals = [b.get("ece", {}).get(g) for b in self.beyond]
-                lines.append(
-                    f"| {esc(key_label(g))} | " + " | ".join("–" if v is None else f"{v:.4f}" for v in vals) + " |"
-                )
+            ece = [(esc(key_label(g)), [b.get("ece", {}).get(g) for b in self.beyond]) for g in groups]
+            lines += self._per_run_table(esc, "Calibration (ECE, 15 bins)", "group", ece, lambda v: f"{v:.4f}")
         cert = list(dict.fromkeys((g, r) for b in self.beyond for g, t in b.get("certified", {}).items() for r in t))
         if cert:
-            lines += [
-                "",
-                "## Certified accuracy (%)",
-                "",
-                "| smoothing @ L2 radius | " + " | ".join(esc(r) for r in self.runs) + " |",
+            acc = [
+                (f"{esc(g)} @ {r}", [b.get("certified", {}).get(g, {}).get(r) for b in self.beyond]) for g, r in cert
             ]
-            lines.append("|---|" + "---|" * len(self.runs))
-            for g, r in cert:
-                vals = [b.get("certified", {}).get(g, {}).get(r) for b in self.beyond]
-                lines.append(
-                    f"| {esc(g)} @ {r} | " + " | ".join("–" if v is None else f"{100 * v:.1f}" for v in vals) + " |"
-                )
+            lines += self._per_run_table(
+                esc, "Certified accuracy (%)", "smoothing @ L2 radius", acc, lambda v: f"{100 * v:.1f}"
+            )
         lines += self._band_markdown(esc)
+        return lines
+
+    def _per_run_table(
+        self, esc: Any, title: str, head: str, rows: list[tuple[str, list[Any]]], cell: Any
+    ) -> list[str]:
+        """A section with one column per run: per row its (escaped) label and per-run values, '–' where absent."""
+        lines = ["", f"## {title}", "", f"| {head} | " + " | ".join(esc(r) for r in self.runs) + " |"]
+        lines.append("|---|" + "---|" * len(self.runs))
+        for label, vals in rows:
+            lines.append(f"| {label} | " + " | ".join("–" if v is None else cell(v) for v in vals) + " |")
         return lines
 
     def band_lines(self) -> list[str]:
@@ -184,17 +178,14 @@ class Comparison:
         rows = list(dict.fromkeys((g, e) for b in self.beyond for g, t in b.get("radius", {}).items() for e in t))
         lines: list[str] = []
         if rows:
-            lines += [
-                "",
-                "## Robustness band (%): [verified, attacked]",
-                "",
-                "| radius @ eps | " + " | ".join(esc(r) for r in self.runs) + " |",
-            ]
-            lines.append("|---|" + "---|" * len(self.runs))
-            for g, e in rows:
-                vals = [b.get("radius", {}).get(g, {}).get(e) for b in self.beyond]
-                cells = ["–" if v is None else f"[{100 * v[0]:.1f}, {100 * v[1]:.1f}]" for v in vals]
-                lines.append(f"| {esc(g)} @ {e} | " + " | ".join(cells) + " |")
+            bands = [(f"{esc(g)} @ {e}", [b.get("radius", {}).get(g, {}).get(e) for b in self.beyond]) for g, e in rows]
+            lines += self._per_run_table(
+                esc,
+                "Robustness band (%): [verified, attacked]",
+                "radius @ eps",
+                bands,
+                lambda v: f"[{100 * v[0]:.1f}, {100 * v[1]:.1f}]",
+            )
         if self.agreement:
             lines += [
                 "",
