@@ -2,7 +2,7 @@
 
 Reads ``result.extra["radius"]`` (`harness.analyses.radius`): the band curve, the table at the
 dataset's grid, the counts and the agreement with the run's fixed-eps attacks. The report section is
-`harness.reporting.sections.radius`; `harness compare` uses `band_cells`.
+`harness.reporting.sections.radius`.
 """
 
 from __future__ import annotations
@@ -61,21 +61,6 @@ def caption(key: str, d: dict[str, Any]) -> str:
         f"n={n['n']}, clean-correct {n['clean_correct']}, unconfirmed {n['unconfirmed']}, "
         f"verifier time-outs {n['timeouts']}, violations {n['violations']}"
     )
-
-
-def band_cells(r: Result, norm: str, grid: list[float]) -> dict[float, str]:
-    """``{eps: "[verified, attacked]"}`` of the run's first radius entry of ``norm`` at the grid eps it has."""
-    for d in radius_of(r).values():
-        if d["config"]["norm"] != norm:
-            continue
-        rows = {round(t["eps"], 12): t for t in d["table"]}
-        out = {}
-        for e in grid:
-            t = rows.get(round(e, 12))
-            if t is not None:
-                out[e] = f"[{_pct(t['verified'])}, {_pct(t['attacked'])}]"
-        return out
-    return {}
 
 
 def band_plot(r: Result) -> bytes | None:
