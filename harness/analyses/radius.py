@@ -25,7 +25,7 @@ import numpy as np
 
 from harness.analyses.base import Analysis, AnalysisOutput, RunView, register_analysis
 from harness.records import schema as col
-from harness.records.outcome import clean_correct, group_bits
+from harness.records.outcome import group_bits, read_radius
 from harness.results import Accuracy, Finding
 from harness.suites import Entry, group_entries
 
@@ -58,19 +58,6 @@ def band(lower: np.ndarray, upper: np.ndarray, correct: np.ndarray, grid: Sequen
     """[[eps, verified share, attacked share], ...] over ``grid`` (shares of all samples)."""
     n = max(1, len(upper))
     return [[float(e), verified_count(lower, correct, e) / n, attacked_count(upper, e) / n] for e in grid]
-
-
-def read_radius(store: Any, k: int) -> dict[str, np.ndarray]:
-    """Radius entry k's per-sample columns over the whole record: id, correct, lower, upper, flags."""
-    lo_c, up_c, fl_c = col.radius_columns(k)
-    parts: dict[str, list[np.ndarray]] = {"id": [], "correct": [], "lower": [], "upper": [], "flags": []}
-    for chunk in store.iter_chunks():
-        parts["id"].append(chunk[col.ID].astype(np.int64))
-        parts["correct"].append(clean_correct(chunk))
-        parts["lower"].append(chunk[lo_c])
-        parts["upper"].append(chunk[up_c])
-        parts["flags"].append(chunk[fl_c])
-    return {k2: np.concatenate(v) if v else np.zeros(0) for k2, v in parts.items()}
 
 
 def _fixed_groups(entries: Sequence[Entry], norm: str, max_eps: float) -> list[tuple[str, float, list[int]]]:

@@ -18,13 +18,26 @@ import numpy as np
 
 from harness.errors import DataError
 from harness.records.kinds import entry_kind
-from harness.records.schema import CLEAN_PRED, ID, LABEL, PROOF_VERIFIED, ROBUST, proof, status
+from harness.records.schema import CLEAN_PRED, ID, LABEL, PROOF_VERIFIED, ROBUST, proof, radius_columns, status
 from harness.records.store import RERUN, open_record, read_index
 
 
 def clean_correct(chunk: dict[str, np.ndarray]) -> np.ndarray:
     """Per sample: the clean prediction is the label."""
     return chunk[CLEAN_PRED] == chunk[LABEL]
+
+
+def read_radius(store: Any, k: int) -> dict[str, np.ndarray]:
+    """Radius entry k's per-sample columns over the whole record: id, correct, lower, upper, flags."""
+    lo_c, up_c, fl_c = radius_columns(k)
+    parts: dict[str, list[np.ndarray]] = {"id": [], "correct": [], "lower": [], "upper": [], "flags": []}
+    for chunk in store.iter_chunks():
+        parts["id"].append(chunk[ID].astype(np.int64))
+        parts["correct"].append(clean_correct(chunk))
+        parts["lower"].append(chunk[lo_c])
+        parts["upper"].append(chunk[up_c])
+        parts["flags"].append(chunk[fl_c])
+    return {k2: np.concatenate(v) if v else np.zeros(0) for k2, v in parts.items()}
 
 
 def group_start(clean_ok: np.ndarray, kind: str) -> np.ndarray:

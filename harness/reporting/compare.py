@@ -18,8 +18,7 @@ import numpy as np
 from harness.errors import UsageError
 from harness.labels import key_label
 from harness.records import open_record, read_index
-from harness.records import schema as col
-from harness.records.outcome import read_bits, verified_key
+from harness.records.outcome import read_bits, read_radius, verified_key
 from harness.reporting import summary as S
 from harness.reporting.runs import Run, load_runs
 from harness.results import Accuracy, Result
@@ -332,13 +331,8 @@ def radius_uppers(records_dir: str | Path) -> dict[str, tuple[np.ndarray, np.nda
     ks = [(k, e["group"]) for k, e in enumerate(entries) if e.get("kind") == "radius"]
     if not ks:
         return {}
-    ids, ups = [], {g: [] for _, g in ks}
-    for chunk in open_record(rec).iter_chunks():
-        ids.append(chunk[col.ID].astype(np.int64))
-        for k, g in ks:
-            ups[g].append(chunk[col.radius_columns(k)[1]])
-    all_ids = np.concatenate(ids) if ids else np.zeros(0, np.int64)
-    return {g: (all_ids, np.concatenate(u) if u else np.zeros(0)) for g, u in ups.items()}
+    store = open_record(rec)
+    return {g: (d["id"], d["upper"]) for k, g in ks for d in [read_radius(store, k)]}
 
 
 def radius_agreement(runs: Sequence[Run], labels: Sequence[str], bits: Sequence[SampleBits | None]) -> list[dict]:
