@@ -194,12 +194,7 @@ def _attack_params(attack: str, params: dict[str, Any], norm: str, max_eps: floa
         raise UsageError(
             f"{where}: attack {attack!r} has no minimum-norm search (minimal)", f"use one of {', '.join(have)}"
         )
-    for clash in ("norm", "eps"):
-        if clash in params:
-            raise UsageError(
-                f"{where}: attack_params sets {clash!r}, which the entry decides",
-                "write norm = ... beside the entry's fields (and max_eps for eps)",
-            )
+    _reject_entry_fields(params, "attack_params", where)
     if "mode" in reg.params:  # FAB, FAB-T, CW-L2: the min-norm mode is the one that gives the smallest point
         if params.get("mode", "min-norm") != "min-norm":
             raise UsageError(
@@ -234,13 +229,18 @@ def _table(spec: dict[str, Any], key: str, where: str) -> dict[str, Any]:
     value = spec.get(key, {})
     if not isinstance(value, dict):
         raise UsageError(f"{where}: field {key!r} must be a table, e.g. {{ steps = 100 }}, not {value!r}")
-    clash = [k for k in ("norm", "eps") if k in value]
+    _reject_entry_fields(value, key, where)
+    return dict(value)
+
+
+def _reject_entry_fields(params: dict[str, Any], key: str, where: str) -> None:
+    """norm and eps belong to the entry (norm, max_eps), never to a parameter table: one line."""
+    clash = [k for k in ("norm", "eps") if k in params]
     if clash:
         raise UsageError(
             f"{where}: {key} sets {clash[0]!r}, which the entry decides",
             "write norm = ... beside the entry's fields (and max_eps for eps)",
         )
-    return dict(value)
 
 
 def _get(registry: Any, name: str, where: str) -> Any:
