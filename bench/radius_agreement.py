@@ -9,8 +9,8 @@ eps of the grid: the fixed-eps robust accuracy, the band [verified, attacked] an
 (samples the fixed-eps attacks broke whose upper end is above eps), with the seconds each part took.
 Writes JSON and prints a Markdown table.
 
-    python bench/radius_agreement.py --out bench/results/radius-agreement-mlp-cpu.json
-    python bench/radius_agreement.py --attacks fmn --out bench/results/radius-agreement-mlp-fmn-cpu.json
+    python bench/radius_agreement.py --n 200 --out bench/results/radius-agreement-mlp-cpu.json
+    python bench/radius_agreement.py --n 200 --attacks fmn --out bench/results/radius-agreement-mlp-fmn-cpu.json
 """
 
 from __future__ import annotations
