@@ -174,6 +174,11 @@ def main() -> None:
                 row["contradictions"] = int((verified_any & broken.cpu()).sum())
                 rows.append(row)
                 print(json.dumps(row), flush=True)
+                write(args, rows)  # after every row: a long run that is stopped keeps what it measured
+    print(table(rows))
+
+
+def write(args: argparse.Namespace, rows: list[dict]) -> None:
     out = {
         "machine": platform.platform(),
         "processor": platform.processor(),
@@ -185,7 +190,6 @@ def main() -> None:
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=1))
-    print(table(rows))
 
 
 def table(rows) -> str:

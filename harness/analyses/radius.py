@@ -25,7 +25,7 @@ import numpy as np
 
 from harness.analyses.base import Analysis, AnalysisOutput, RunView, register_analysis
 from harness.records import schema as col
-from harness.records.outcome import group_bits, read_radius
+from harness.records.outcome import beyond, disagreements, group_bits, read_radius
 from harness.results import Accuracy, Finding
 from harness.suites import Entry, group_entries
 
@@ -40,7 +40,7 @@ MAX_IDS = 50
 
 def attacked_count(upper: np.ndarray, eps: float) -> int:
     """Samples not broken at eps by the attack: upper > eps (a point at distance exactly eps breaks it)."""
-    return int((upper > eps).sum())
+    return int(beyond(upper, eps).sum())
 
 
 def verified_count(lower: np.ndarray, correct: np.ndarray, eps: float) -> int:
@@ -91,7 +91,7 @@ def aggregate_radius(view: RunView) -> tuple[dict[str, Any], list[Finding]]:
             "n": n,
             "clean_correct": int(correct.sum()),
             "found": int(found.sum()),
-            "beyond_max_eps": int((correct & (upper > max_eps)).sum()),
+            "beyond_max_eps": int((correct & beyond(upper, max_eps)).sum()),
             "unconfirmed": int(((flags & col.RADIUS_UNCONFIRMED) != 0).sum()),
             "timeouts": int(((flags & col.RADIUS_TIMEOUT) != 0).sum()),
             "violations": int(viol.sum()),
@@ -156,7 +156,7 @@ def _agreement(
     rows = []
     for g, eps, _ in fixed:
         robust = np.concatenate(bits[g]) if bits[g] else np.zeros(0, bool)
-        missed = ~robust & (d["upper"] > eps)  # the fixed-eps attacks broke it, the min-norm attack did not within eps
+        missed = disagreements(robust, d["upper"], eps)
         att = attacked_count(d["upper"], eps)
         row = {
             "group": g,
@@ -165,7 +165,7 @@ def _agreement(
             "attacked": Accuracy.of(att, n).__dict__,
             "disagreements": int(missed.sum()),
             "ids": d["id"][missed][:MAX_IDS].tolist(),
-            "stronger": int((robust & (d["upper"] <= eps)).sum()),
+            "stronger": int((robust & ~beyond(d["upper"], eps)).sum()),
         }
         rows.append(row)
         if n and att / n > robust.sum() / n + AGREEMENT_TOLERANCE:

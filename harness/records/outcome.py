@@ -40,6 +40,16 @@ def read_radius(store: Any, k: int) -> dict[str, np.ndarray]:
     return {k2: np.concatenate(v) if v else np.zeros(0) for k2, v in parts.items()}
 
 
+def beyond(upper: np.ndarray, eps: float) -> np.ndarray:
+    """Per sample: no confirmed adversarial point within eps (upper > eps; one at distance exactly eps breaks it)."""
+    return upper > eps
+
+
+def disagreements(fixed_robust: np.ndarray, upper: np.ndarray, eps: float) -> np.ndarray:
+    """Per sample: the fixed-eps attacks broke it, yet the minimum-norm upper end lies beyond eps."""
+    return ~fixed_robust & beyond(upper, eps)
+
+
 def group_start(clean_ok: np.ndarray, kind: str) -> np.ndarray:
     """A group's per-sample bits before any of its entries: clean-correct for threat-model kinds (attacks),
     all True for kinds whose entries stand alone (corruptions, certifiers)."""

@@ -18,7 +18,7 @@ import numpy as np
 from harness.errors import UsageError
 from harness.labels import key_label
 from harness.records import open_record, read_index
-from harness.records.outcome import read_bits, read_radius, verified_key
+from harness.records.outcome import beyond, disagreements, read_bits, read_radius, verified_key
 from harness.reporting import summary as S
 from harness.reporting.runs import Run, load_runs
 from harness.results import Accuracy, Result
@@ -371,9 +371,9 @@ def radius_agreement(runs: Sequence[Run], labels: Sequence[str], bits: Sequence[
                             "fixed_run": labels[j],
                             "group": grp.key,
                             "eps": grp.eps,
-                            "attacked": float((upper > grp.eps).sum() / n),
+                            "attacked": float(beyond(upper, grp.eps).sum() / n),
                             "fixed": float(robust.sum() / n),
-                            "disagreements": int((~robust & (upper > grp.eps)).sum()),
+                            "disagreements": int(disagreements(robust, upper, grp.eps).sum()),
                         }
                     )
     return out
