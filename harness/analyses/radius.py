@@ -13,7 +13,8 @@ Both equal the clean accuracy at eps = 0. A sample with lower > upper (beyond ro
 bug: counted, its ids listed, an error finding — never repaired. Where the run also has fixed-eps
 attack groups of the same norm, the band's attacked side is compared per sample with them: a sample
 the fixed-eps attacks broke whose upper end is not <= eps is a disagreement, reported per eps; a
-warning when attacked(eps) exceeds the fixed-eps robust accuracy by more than AGREEMENT_TOLERANCE.
+warning when attacked(eps) exceeds the fixed-eps robust accuracy by more than AGREEMENT_TOLERANCE, and
+one on the fixed-eps group when attacked(eps) is below it by more (that number overstates robustness).
 """
 
 from __future__ import annotations
@@ -179,6 +180,20 @@ def _agreement(
                     "eps from the minimum-norm attack: raise its steps or restarts",
                     related=entry.group,
                     data={"eps": eps, "group": g, "disagreements": row["disagreements"]},
+                )
+            )
+        elif n and att / n < robust.sum() / n - AGREEMENT_TOLERANCE:
+            # the other way round the fixed-eps number is the one in doubt: it overstates robustness
+            findings.append(
+                Finding(
+                    "fixed-weaker-than-radius",
+                    "warning",
+                    f"{g}: robust accuracy {100 * robust.sum() / n:.1f}% overstates robustness at eps {eps:g}: "
+                    f"the minimum-norm attacks of {entry.key} found adversarial points within eps for "
+                    f"{row['stronger']} sample(s) the fixed-eps attacks left robust (attacked {100 * att / n:.1f}%; "
+                    f"tolerance {100 * AGREEMENT_TOLERANCE:g} points): strengthen the fixed-eps attacks",
+                    related=g,
+                    data={"eps": eps, "radius": entry.group, "stronger": row["stronger"]},
                 )
             )
     return rows
