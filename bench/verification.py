@@ -179,12 +179,14 @@ def main() -> None:
 
 
 def write(args: argparse.Namespace, rows: list[dict]) -> None:
+    """The run so far (machine, arguments, rows) as JSON at ``args.out``; verification_strength.py uses it too."""
+    device = {"device": args.device} if hasattr(args, "device") else {}
     out = {
         "machine": platform.platform(),
         "processor": platform.processor(),
         "torch": torch.__version__,
         "threads": args.threads,
-        "device": args.device,
+        **device,
         "args": vars(args),
         "rows": rows,
     }

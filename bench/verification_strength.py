@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -31,7 +30,7 @@ _here = Path(__file__).resolve().parent
 sys.path = [p for p in sys.path if Path(p or ".").resolve() != _here] + [str(_here)]
 
 import torch  # noqa: E402
-from verification import trained  # noqa: E402
+from verification import trained, write  # noqa: E402
 
 from harness.errors import ThreatModelViolation  # noqa: E402
 from harness.registry import ATTACKS, VERIFIERS  # noqa: E402
@@ -133,19 +132,6 @@ def main() -> None:
             print(json.dumps({k: v for k, v in row.items() if not isinstance(v, list)}), flush=True)
             write(args, rows)  # after every row: a long run that is stopped keeps what it measured
     print(table(rows))
-
-
-def write(args, rows) -> None:
-    out = {
-        "machine": platform.platform(),
-        "processor": platform.processor(),
-        "torch": torch.__version__,
-        "threads": args.threads,
-        "args": vars(args),
-        "rows": rows,
-    }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=1))
 
 
 def table(rows) -> str:
